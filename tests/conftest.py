@@ -1,0 +1,38 @@
+"""Shared fixtures: the data folder beside the repo (../shared/data unless TEXTSEG_DATA says)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("TEXTSEG_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = data_root()
+    if not (root / "coco-dev" / "annotations.json").is_file():
+        pytest.fail(f"test data not found at {root}; set TEXTSEG_DATA to the shared data folder")
+    return root
+
+
+@pytest.fixture(scope="session")
+def coco_dev(data_dir: Path) -> dict:
+    """The coco-dev annotations as a dict (COCO JSON)."""
+    return json.loads((data_dir / "coco-dev" / "annotations.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test touches the network or the user's caches."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TEXTSEG_OFFLINE", "1")
+    monkeypatch.setenv("TEXTSEG_CACHE", str(tmp_path_factory.mktemp("textseg-cache")))
+    monkeypatch.delenv("TEXTSEG_WEIGHTS", raising=False)

@@ -1,0 +1,197 @@
+"""The model registry: every named model textseg can build, real checkpoints and tiny test variants.
+
+Each entry pairs an architecture builder with an optional :class:`Weights` description (where
+the checkpoint comes from, its sha256 and licence). Entries with ``weights=None`` are
+random-init models, built in memory with no network; the test suite uses them so that the
+same building and loading code runs as for the real checkpoints.
+
+Entries are added by the subpackages when they are imported (``textseg.sam.pretrained`` and so
+on); :func:`list_models` and :func:`get_model_cfg` import them all first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ModelCfg",
+    "Weights",
+    "get_model_cfg",
+    "list_models",
+    "register_model",
+]
+
+#: Modules that register models when imported; imported lazily by the lookup functions.
+_REGISTERING_MODULES = (
+    "textseg.sam.pretrained",
+    "textseg.clip.pretrained",
+    "textseg.detectors.pretrained",
+    "textseg.prompters.pretrained",
+    "textseg.labelers.pretrained",
+)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a checkpoint comes from (the ``PretrainedCfg`` of timm).
+
+    Attributes:
+        filename: Name of the file (or folder, for multi-file checkpoints) looked up in the
+            ``TEXTSEG_WEIGHTS`` directory.
+        hf_repo: Hugging Face repo id, e.g. ``"facebook/sam-vit-base"``.
+        hf_files: Files of ``hf_repo`` the model needs. One file: the resolved path is that
+            file. Several: the resolved path is the folder holding all of them.
+        url: Direct download URL, used when ``hf_repo`` is not set.
+        sha256: Published sha256 of the single file, checked after download and before use.
+        license: Licence of the weights (SPDX id where there is one).
+        revision: Hub revision (branch, tag or commit) for ``hf_repo``.
+    """
+
+    filename: str
+    hf_repo: str | None = None
+    hf_files: tuple[str, ...] = ()
+    url: str | None = None
+    sha256: str | None = None
+    license: str = "unknown"
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.hf_repo is None and self.url is None:
+            raise ValueError(f"Weights({self.filename!r}) needs hf_repo or url, got neither")
+        if self.hf_repo is not None and not self.hf_files:
+            raise ValueError(f"Weights({self.filename!r}) has hf_repo but no hf_files")
+
+    @property
+    def is_folder(self) -> bool:
+        """True when the checkpoint is several files resolved as one folder."""
+        return len(self.hf_files) > 1
+
+    @property
+    def source(self) -> str:
+        """Human-readable origin, e.g. ``hf://facebook/sam-vit-base`` or the URL."""
+        if self.hf_repo is not None:
+            files = ",".join(self.hf_files)
+            return f"hf://{self.hf_repo}/{files}"
+        return str(self.url)
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """One registered model.
+
+    Attributes:
+        name: Registry name, e.g. ``"sam-vit-b"``.
+        task: What the model is for: ``"sam"``, ``"detector"``, ``"clip"``, ``"text-prompt"``.
+        builder: ``builder(cfg) -> model``; builds the architecture with random weights.
+            Loading weights is done by the caller through :mod:`textseg._hub`.
+        arch: Architecture keyword arguments the builder reads.
+        weights: The checkpoint, or None for a random-init (test) model.
+        input_size: Side of the square model input in pixels, where the model has one.
+        mean: Per-channel pixel mean (0-255 scale) the model was trained with.
+        std: Per-channel pixel std (0-255 scale).
+        description: One line for ``textseg models``.
+    """
+
+    name: str
+    task: str
+    builder: Callable[[ModelCfg], Any]
+    arch: dict[str, Any] = field(default_factory=dict)
+    weights: Weights | None = None
+    input_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    description: str = ""
+
+    @property
+    def is_test(self) -> bool:
+        """True for random-init models that need no checkpoint."""
+        return self.weights is None
+
+
+_MODELS: dict[str, ModelCfg] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    task: str,
+    weights: Weights | None = None,
+    input_size: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    description: str = "",
+    **arch: Any,
+) -> Callable[[Callable[[ModelCfg], Any]], Callable[[ModelCfg], Any]]:
+    """Decorator registering ``builder`` under ``name``; stack it to register several variants.
+
+    Example:
+        >>> @register_model("my-sam-tiny", task="sam", depth=2)  # doctest: +SKIP
+        ... def build(cfg): ...
+    """
+
+    def decorator(builder: Callable[[ModelCfg], Any]) -> Callable[[ModelCfg], Any]:
+        if name in _MODELS:
+            raise ValueError(f"model name {name!r} is registered twice")
+        _MODELS[name] = ModelCfg(
+            name=name,
+            task=task,
+            builder=builder,
+            arch=dict(arch),
+            weights=weights,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+            description=description,
+        )
+        return builder
+
+    return decorator
+
+
+def _import_registering_modules() -> None:
+    for module in _REGISTERING_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            # A subpackage whose issue has not landed yet has no registrations; anything else
+            # missing is a real error and must surface.
+            if err.name != module:
+                raise
+
+
+def list_models(task: str | None = None, *, pattern: str | None = None) -> list[str]:
+    """Names of the registered models, sorted.
+
+    Args:
+        task: Only models for this task (``"sam"``, ``"detector"``, ...).
+        pattern: Only names containing this substring.
+    """
+    _import_registering_modules()
+    names = [
+        n
+        for n, cfg in _MODELS.items()
+        if (task is None or cfg.task == task) and (pattern is None or pattern in n)
+    ]
+    return sorted(names)
+
+
+def get_model_cfg(name: str, task: str | None = None) -> ModelCfg:
+    """The registry entry for ``name``.
+
+    Raises:
+        ValueError: ``name`` is not registered (for ``task``); the message lists the valid
+            names and the closest match.
+    """
+    _import_registering_modules()
+    cfg = _MODELS.get(name)
+    if cfg is not None and (task is None or cfg.task == task):
+        return cfg
+    valid = list_models(task)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    kind = f"{task} model" if task else "model"
+    raise ValueError(f"unknown {kind} {name!r}.{hint} Valid names: {', '.join(valid)}")

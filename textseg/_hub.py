@@ -125,7 +125,9 @@ def _url_cache_candidates(weights: Weights) -> list[Path]:
     ]
 
 
-def locate_weights(cfg: ModelCfg, checkpoint: str | os.PathLike[str] | None = None) -> WeightsLocation:
+def locate_weights(
+    cfg: ModelCfg, checkpoint: str | os.PathLike[str] | None = None
+) -> WeightsLocation:
     """Where ``cfg``'s weights would be loaded from, without downloading anything."""
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
@@ -235,9 +237,7 @@ def _download_hf(cfg: ModelCfg) -> Path:
     paths = []
     try:
         for file in weights.hf_files:
-            paths.append(
-                Path(hf_hub_download(weights.hf_repo, file, revision=weights.revision))
-            )
+            paths.append(Path(hf_hub_download(weights.hf_repo, file, revision=weights.revision)))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsNotFoundError(_missing_message(cfg, f"download failed: {reason}")) from None

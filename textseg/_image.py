@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageInput", "MAX_PIXELS", "load_image", "to_rgb_uint8"]
+__all__ = ["MAX_PIXELS", "ImageInput", "load_image", "to_rgb_uint8"]
 
 #: Anything textseg accepts as one image.
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput: TypeAlias = str | os.PathLike | Image.Image | np.ndarray
 
 #: Images larger than this many pixels are refused (a decoded 100 MP RGB image is 300 MB).
 MAX_PIXELS = 100_000_000

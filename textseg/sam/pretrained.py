@@ -7,9 +7,18 @@ Checkpoint descriptions live here, apart from the architecture code in
 
 from __future__ import annotations
 
-from textseg._registry import Weights, register_model
-from textseg.sam.modeling.hf import build_hf_sam
+from typing import Any
+
+from textseg._registry import ModelCfg, Weights, register_model
 from textseg.sam.modeling.sam import build_mobile_sam, build_sam_vit
+
+
+def build_hf_sam(cfg: ModelCfg) -> Any:
+    """transformers ``SamModel``; imported on use because transformers is slow to import."""
+    from textseg.sam.modeling.hf import build_hf_sam as build
+
+    return build(cfg)
+
 
 _FAIR = "https://dl.fbaipublicfiles.com/segment_anything"
 _SAM_KW = dict(task="sam", input_size=1024)
@@ -49,33 +58,68 @@ def _hf(repo: str) -> Weights:
     )
 
 
-_VIT_B = dict(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
-              encoder_global_attn_indexes=(2, 5, 8, 11))
-_VIT_L = dict(encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16,
-              encoder_global_attn_indexes=(5, 11, 17, 23))
-_VIT_H = dict(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
-              encoder_global_attn_indexes=(7, 15, 23, 31))
+_VIT_B = dict(
+    encoder_embed_dim=768,
+    encoder_depth=12,
+    encoder_num_heads=12,
+    encoder_global_attn_indexes=(2, 5, 8, 11),
+)
+_VIT_L = dict(
+    encoder_embed_dim=1024,
+    encoder_depth=24,
+    encoder_num_heads=16,
+    encoder_global_attn_indexes=(5, 11, 17, 23),
+)
+_VIT_H = dict(
+    encoder_embed_dim=1280,
+    encoder_depth=32,
+    encoder_num_heads=16,
+    encoder_global_attn_indexes=(7, 15, 23, 31),
+)
 # Small enough for the test suite (a few ms per image), same code paths as the real models:
 # 1024 input, 64x64 embedding grid, windowed and global attention, two-way decoder.
-_VIT_TINY = dict(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
-                 encoder_global_attn_indexes=(1,), prompt_embed_dim=32, decoder_mlp_dim=64,
-                 decoder_num_heads=2, iou_head_hidden_dim=32)
-_TINYVIT_TINY = dict(embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 2),
-                     window_sizes=(7, 7, 14, 7), prompt_embed_dim=32, decoder_mlp_dim=64,
-                     decoder_num_heads=2, iou_head_hidden_dim=32)
+_VIT_TINY = dict(
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+)
+_TINYVIT_TINY = dict(
+    embed_dims=(8, 16, 16, 32),
+    depths=(1, 1, 1, 1),
+    num_heads=(1, 1, 1, 2),
+    window_sizes=(7, 7, 14, 7),
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+)
 
-register_model("sam-vit-b", weights=SAM_VIT_B, description="SAM ViT-B (91M encoder)",
-               **_SAM_KW, **_VIT_B)(build_sam_vit)
-register_model("sam-vit-l", weights=SAM_VIT_L, description="SAM ViT-L (308M encoder)",
-               **_SAM_KW, **_VIT_L)(build_sam_vit)
-register_model("sam-vit-h", weights=SAM_VIT_H, description="SAM ViT-H (636M encoder)",
-               **_SAM_KW, **_VIT_H)(build_sam_vit)
-register_model("sam-vit-tiny-test", description="random-init tiny ViT SAM for tests",
-               **_SAM_KW, **_VIT_TINY)(build_sam_vit)
-register_model("mobile-sam", weights=MOBILE_SAM, description="MobileSAM: TinyViT (5.8M) encoder",
-               **_SAM_KW)(build_mobile_sam)
-register_model("mobile-sam-tiny-test", description="random-init tiny TinyViT SAM for tests",
-               **_SAM_KW, **_TINYVIT_TINY)(build_mobile_sam)
+register_model(
+    "sam-vit-b", weights=SAM_VIT_B, description="SAM ViT-B (91M encoder)", **_SAM_KW, **_VIT_B
+)(build_sam_vit)
+register_model(
+    "sam-vit-l", weights=SAM_VIT_L, description="SAM ViT-L (308M encoder)", **_SAM_KW, **_VIT_L
+)(build_sam_vit)
+register_model(
+    "sam-vit-h", weights=SAM_VIT_H, description="SAM ViT-H (636M encoder)", **_SAM_KW, **_VIT_H
+)(build_sam_vit)
+register_model(
+    "sam-vit-tiny-test", description="random-init tiny ViT SAM for tests", **_SAM_KW, **_VIT_TINY
+)(build_sam_vit)
+register_model(
+    "mobile-sam", weights=MOBILE_SAM, description="MobileSAM: TinyViT (5.8M) encoder", **_SAM_KW
+)(build_mobile_sam)
+register_model(
+    "mobile-sam-tiny-test",
+    description="random-init tiny TinyViT SAM for tests",
+    **_SAM_KW,
+    **_TINYVIT_TINY,
+)(build_mobile_sam)
 
 for _repo, _arch, _what in (
     ("facebook/sam-vit-base", _VIT_B, "ViT-B"),
@@ -89,5 +133,9 @@ for _repo, _arch, _what in (
         **_SAM_KW,
         **_arch,
     )(build_hf_sam)
-register_model("hf-sam-tiny-test", description="random-init tiny transformers SamModel for tests",
-               **_SAM_KW, **_VIT_TINY)(build_hf_sam)
+register_model(
+    "hf-sam-tiny-test",
+    description="random-init tiny transformers SamModel for tests",
+    **_SAM_KW,
+    **_VIT_TINY,
+)(build_hf_sam)

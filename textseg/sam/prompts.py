@@ -76,7 +76,9 @@ class Prompts:
             if not np.isfinite(boxes).all():
                 raise ValueError("boxes: coordinates contain NaN or infinity")
             if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
-                bad = int(np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))[0])
+                bad = int(
+                    np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))[0]
+                )
                 raise ValueError(
                     f"boxes: expected XYXY with x1 >= x0 and y1 >= y0, box {bad} is "
                     f"{boxes[bad].tolist()} (inverted; XYWH boxes must be converted first)"
@@ -122,9 +124,7 @@ class Prompts:
         label_arrays = [np.asarray(lab, dtype=np.int32).reshape(-1) for lab in labels]
         for i, (p, lab) in enumerate(zip(arrays, label_arrays)):
             if len(p) != len(lab):
-                raise ValueError(
-                    f"labels: prompt {i} has {len(p)} points but {len(lab)} labels"
-                )
+                raise ValueError(f"labels: prompt {i} has {len(p)} points but {len(lab)} labels")
         width = max((len(p) for p in arrays), default=0)
         if width == 0:
             if boxes is None:
@@ -148,7 +148,9 @@ class Prompts:
 
     @classmethod
     def from_points(
-        cls, points: np.ndarray | Sequence[Sequence[float]], labels: np.ndarray | Sequence[int] | None = None
+        cls,
+        points: np.ndarray | Sequence[Sequence[float]],
+        labels: np.ndarray | Sequence[int] | None = None,
     ) -> Prompts:
         """One prompt per point: ``(N, 2)`` XY, labels default to foreground."""
         pts = np.asarray(points, dtype=np.float32).reshape(-1, 1, 2)

@@ -1,0 +1,238 @@
+"""Checks and file helpers shared by the exporters: one place that validates masks and
+detections, writes files atomically and refuses an unwritable output folder early."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+__all__ = [
+    "atomic_write",
+    "check_detections",
+    "check_masks",
+    "class_indices",
+    "iter_masks",
+    "json_value",
+    "masks_to_xyxy",
+    "prepare_output_dir",
+]
+
+
+def check_masks(masks: Any, *, what: str = "masks") -> np.ndarray:
+    """Return ``masks`` if it is an ``(N, H, W)`` bool numpy array, else raise.
+
+    Raises:
+        TypeError: Not a numpy array, or not bool.
+        ValueError: Not 3-D.
+    """
+    if not isinstance(masks, np.ndarray):
+        raise TypeError(
+            f"{what}: expected a numpy array (N, H, W) bool, got {type(masks).__name__}"
+        )
+    if masks.ndim != 3:
+        hint = "; add the instance axis with mask[None]" if masks.ndim == 2 else ""
+        raise ValueError(f"{what}: expected shape (N, H, W), got {masks.shape}{hint}")
+    if masks.dtype != np.bool_:
+        raise TypeError(
+            f"{what}: expected dtype bool, got {masks.dtype}; threshold it first, "
+            f"e.g. masks > 0.5 for probabilities or masks > 0 for logits/0-255 images"
+        )
+    return masks
+
+
+def check_mask2d(mask: Any, *, what: str = "mask") -> np.ndarray:
+    """Return ``mask`` if it is an ``(H, W)`` bool numpy array, else raise (as :func:`check_masks`)."""
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"{what}: expected a numpy array (H, W) bool, got {type(mask).__name__}")
+    if mask.ndim != 2:
+        hint = "; pass one mask at a time, e.g. masks[i]" if mask.ndim == 3 else ""
+        raise ValueError(f"{what}: expected shape (H, W), got {mask.shape}{hint}")
+    if mask.dtype != np.bool_:
+        raise TypeError(
+            f"{what}: expected dtype bool, got {mask.dtype}; threshold it first, e.g. mask > 0"
+        )
+    return mask
+
+
+def iter_masks(mask: Any, n: int, height: int, width: int, *, what: str) -> Iterator[np.ndarray]:
+    """Yield the ``n`` instance masks of ``Detections.mask`` one ``(H, W)`` bool array at a time.
+
+    Accepts a dense ``(N, H, W)`` bool array or a ``supervision.CompactMask`` (decoded one
+    instance at a time, so memory stays bounded).
+
+    Raises:
+        TypeError / ValueError: Wrong type, dtype, count or image size.
+    """
+    compact = getattr(sv, "CompactMask", None)
+    if compact is not None and isinstance(mask, compact):
+        shape = tuple(mask.shape)
+    else:
+        mask = check_masks(mask, what=what)
+        shape = mask.shape
+    if shape != (n, height, width):
+        raise ValueError(
+            f"{what}: expected masks of shape ({n}, {height}, {width}) (N instances of the "
+            f"{width}x{height} image), got {shape}; pass the size of the image the masks belong to"
+        )
+    for i in range(n):
+        yield np.asarray(mask[i], dtype=bool)
+
+
+def check_detections(detections: Any, *, what: str) -> sv.Detections:
+    """Return ``detections`` if it is a ``supervision.Detections``, else raise TypeError."""
+    if not isinstance(detections, sv.Detections):
+        raise TypeError(
+            f"{what}: expected supervision.Detections, got {type(detections).__name__}"
+        )
+    return detections
+
+
+def class_indices(detections: sv.Detections, classes: Sequence[str], *, what: str) -> np.ndarray:
+    """The ``(N,)`` int64 class index of every detection into ``classes``.
+
+    ``class_id`` is the truth; when it is None, ``data["class_name"]`` is looked up in
+    ``classes``. When both are present they must agree (a mismatch means the detections were
+    made with another vocabulary).
+
+    Raises:
+        ValueError: A class id out of range, an unknown or inconsistent class name, or neither
+            given.
+    """
+    n = len(detections)
+    names = detections.data.get("class_name")
+    if detections.class_id is not None:
+        ids = np.asarray(detections.class_id).astype(np.int64, copy=False).reshape(-1)
+        bad = np.flatnonzero((ids < 0) | (ids >= len(classes)))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{what}: class_id {int(ids[i])} of detection {i} is out of range for "
+                f"{len(classes)} classes {list(classes)[:10]}; pass the vocabulary the "
+                f"detections were made with"
+            )
+        if names is not None:
+            for i, (k, name) in enumerate(zip(ids, names)):
+                if str(name) != classes[k]:
+                    raise ValueError(
+                        f"{what}: detection {i} has class_id {int(k)} ({classes[k]!r} in the "
+                        f"given classes) but class_name {str(name)!r}; pass the vocabulary the "
+                        f"detections were made with"
+                    )
+        return ids
+    if names is not None:
+        lookup = {name: k for k, name in enumerate(classes)}
+        ids = np.empty(n, dtype=np.int64)
+        for i, name in enumerate(names):
+            if str(name) not in lookup:
+                raise ValueError(
+                    f"{what}: class_name {str(name)!r} of detection {i} is not one of the "
+                    f"classes {list(classes)}; add it to the classes"
+                )
+            ids[i] = lookup[str(name)]
+        return ids
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    raise ValueError(
+        f"{what}: detections have neither class_id nor data['class_name']; set one of them"
+    )
+
+
+def masks_to_xyxy(masks: np.ndarray) -> np.ndarray:
+    """``(N, H, W)`` bool masks -> ``(N, 4)`` float32 XYXY boxes, x2/y2 the last column/row of
+    the mask (inclusive, as supervision's ``mask_to_xyxy``); empty masks give zeros."""
+    n = masks.shape[0]
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return boxes
+    rows = masks.any(axis=2)
+    cols = masks.any(axis=1)
+    nonempty = rows.any(axis=1)
+    h, w = masks.shape[1:]
+    boxes[:, 0] = np.argmax(cols, axis=1)
+    boxes[:, 1] = np.argmax(rows, axis=1)
+    boxes[:, 2] = w - 1 - np.argmax(cols[:, ::-1], axis=1)
+    boxes[:, 3] = h - 1 - np.argmax(rows[:, ::-1], axis=1)
+    boxes[~nonempty] = 0.0
+    return boxes
+
+
+def json_value(value: Any, *, what: str) -> Any:
+    """Convert one per-instance ``data`` value (numpy scalar/array, str, number) to plain JSON.
+
+    Raises:
+        TypeError: The value cannot be written as JSON.
+    """
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [json_value(v, what=what) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v, what=what) for k, v in value.items()}
+    raise TypeError(
+        f"{what}: cannot write a {type(value).__name__} as JSON; store numbers, strings or "
+        f"arrays in Detections.data"
+    )
+
+
+def prepare_output_dir(directory: str | os.PathLike[str], *, what: str) -> Path:
+    """Create ``directory`` (with parents) and check that a file can be written in it.
+
+    Done when a writer is created, so that a labelling job fails in its first second rather
+    than after hours of work.
+
+    Raises:
+        NotADirectoryError: A file is in the way.
+        PermissionError: The folder cannot be created or written.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(
+            f"{what}: cannot use {directory} as output folder: it or a parent is a file; "
+            f"choose another output path"
+        ) from None
+    except PermissionError:
+        raise PermissionError(
+            f"{what}: cannot create output folder {directory}: permission denied; choose a "
+            f"writable output path"
+        ) from None
+    try:
+        # os.access is unreliable (root, network file systems): try the real thing.
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"{what}: cannot write in output folder {directory} ({err.strerror}); choose a "
+            f"writable output path"
+        ) from None
+    return directory
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and
+    ``os.replace``, so readers (and a resumed job) never see a half-written file."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

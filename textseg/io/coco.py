@@ -1,0 +1,621 @@
+"""COCO instance JSON: export (incremental, atomic, resumable) and import.
+
+The two conversions, used by everything else here:
+
+- :func:`detections_to_coco`: ``supervision.Detections`` of one image -> COCO annotations;
+- :func:`coco_to_detections`: COCO annotations of one image -> ``supervision.Detections``.
+
+Conventions:
+
+- class ids: ``class_id`` indexes the vocabulary ``classes``; category ids are COCO's own
+  (by default ``class_id + 1``: COCO reserves 0). On import, ``class_id`` is the position of the
+  category among the file's categories sorted by id, so a file written here comes back with the
+  same ``class_id``.
+- ``bbox`` is COCO's ``[x, y, w, h]``: the extent of the segmentation when there is a mask
+  (pixel edges, what COCO evaluation expects; a 1-pixel mask has ``w = h = 1``), else
+  ``detections.xyxy`` as given (``w = x2 - x1``).
+- On import, ``xyxy`` is the box of the mask (x2/y2 the last column/row, inclusive, like
+  supervision's ``mask_to_xyxy`` and textseg's SAM core), or ``[x, y, x + w, y + h]`` from
+  ``bbox`` when an annotation has no mask or an empty one.
+- ``segmentation`` is a compressed RLE (default; exact, keeps holes) or polygons (exact outline
+  along pixel edges, holes filled, see :mod:`textseg.io.polygons`).
+- ``confidence`` is written as ``score``; every other per-instance field of
+  ``detections.data`` (``sam_iou``, ``clip_score``, ``prompt``...) is written under its own key
+  and read back into ``data``; ``data["class_name"]`` comes from the category.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import supervision as sv
+
+from textseg.io._common import (
+    atomic_write,
+    check_detections,
+    class_indices,
+    iter_masks,
+    json_value,
+    prepare_output_dir,
+)
+from textseg.io.polygons import mask_to_polygons, polygons_to_rle
+from textseg.io.rle import decode_masks, encode_mask, rle_area, rle_xyxy, to_rle
+
+__all__ = [
+    "CocoData",
+    "CocoWriter",
+    "coco_to_detections",
+    "detections_to_coco",
+    "load_coco",
+]
+
+SegmentationFormat = Literal["rle", "polygon"]
+
+#: Annotation keys with a COCO meaning; other keys are per-instance ``data`` fields.
+_COCO_KEYS = frozenset(
+    {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation", "score"}
+)
+#: ``data`` keys that map to COCO keys or are implied by the category.
+_DATA_MAPPED = frozenset({"class_name", "iscrowd"})
+
+
+def _category_ids(classes: Sequence[str], category_ids: Sequence[int] | None) -> list[int]:
+    if category_ids is None:
+        return list(range(1, len(classes) + 1))
+    if len(category_ids) != len(classes):
+        raise ValueError(
+            f"category_ids has {len(category_ids)} ids for {len(classes)} classes; give one "
+            f"COCO category id per class"
+        )
+    return [int(c) for c in category_ids]
+
+
+def _check_format(segmentation: str) -> None:
+    if segmentation not in ("rle", "polygon"):
+        raise ValueError(f"segmentation must be 'rle' or 'polygon', got {segmentation!r}")
+
+
+def detections_to_coco(
+    detections: sv.Detections,
+    image_id: int,
+    classes: Sequence[str],
+    *,
+    height: int | None = None,
+    width: int | None = None,
+    category_ids: Sequence[int] | None = None,
+    segmentation: SegmentationFormat = "rle",
+    first_id: int = 1,
+    polygon_tolerance: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Convert the detections of one image to COCO annotations.
+
+    Args:
+        detections: ``xyxy`` (N, 4) absolute pixels; ``mask`` (N, H, W) bool or None
+            (then no ``segmentation`` is written); ``class_id`` indexing ``classes`` (or
+            ``data["class_name"]``); optional ``confidence`` and extra ``data`` fields.
+        image_id: The COCO image id.
+        classes: The vocabulary; ``class_id`` k is ``classes[k]``.
+        height: Image height; checked against the masks when given.
+        width: Image width; checked against the masks when given.
+        category_ids: COCO category id of each class (default ``1..len(classes)``).
+        segmentation: ``"rle"`` (exact) or ``"polygon"`` (exact outline, holes filled).
+        first_id: Annotation id of the first detection; the others follow.
+        polygon_tolerance: Simplification for polygons, in pixels (0 = exact).
+
+    Returns:
+        ``N`` COCO annotation dicts, JSON-ready.
+
+    Raises:
+        TypeError: Not Detections, non-bool masks, or a ``data`` value that is not JSON.
+        ValueError: Masks of another size, class id out of range or inconsistent with
+            ``class_name``, an empty mask with ``segmentation="polygon"``, or a ``data`` key
+            that is a COCO key.
+    """
+    detections = check_detections(detections, what="detections_to_coco")
+    _check_format(segmentation)
+    cat_ids = _category_ids(classes, category_ids)
+    n = len(detections)
+    what = f"image {image_id}"
+    labels = class_indices(detections, classes, what=what)
+    extras = {k: v for k, v in detections.data.items() if k not in _DATA_MAPPED}
+    clash = sorted(set(extras) & (_COCO_KEYS | {"tracker_id"}))
+    if clash:
+        raise ValueError(
+            f"{what}: Detections.data has keys {clash}, which are COCO annotation keys; "
+            f"rename them"
+        )
+    crowd = detections.data.get("iscrowd")
+    xyxy = np.asarray(detections.xyxy, dtype=np.float64)
+    segments: list[Any] = [None] * n
+    rles: list[dict[str, Any] | None] = [None] * n
+    if detections.mask is not None:
+        if height is None or width is None:
+            height, width = (int(s) for s in np.shape(detections.mask)[1:3])
+        for i, mask in enumerate(iter_masks(detections.mask, n, height, width, what=what)):
+            if segmentation == "rle":
+                rles[i] = encode_mask(mask)
+                segments[i] = rles[i]
+                continue
+            polygons = mask_to_polygons(mask, tolerance=polygon_tolerance)
+            if not polygons:
+                raise ValueError(
+                    f"{what}: detection {i} has an empty mask, which has no polygon; drop "
+                    f"empty masks first (detections[detections.area > 0]) or use "
+                    f"segmentation='rle'"
+                )
+            segments[i] = polygons
+            rles[i] = polygons_to_rle(polygons, height, width)
+    annotations = []
+    for i in range(n):
+        ann: dict[str, Any] = {
+            "id": first_id + i,
+            "image_id": image_id,
+            "category_id": cat_ids[int(labels[i])],
+        }
+        rle = rles[i]
+        area = int(rle_area([rle])[0]) if rle is not None else 0
+        if rle is not None and area > 0:
+            x1, y1, x2, y2 = rle_xyxy([rle])[0].tolist()
+            ann["bbox"] = [x1, y1, x2 - x1 + 1, y2 - y1 + 1]
+        else:
+            x1, y1, x2, y2 = xyxy[i].tolist()
+            ann["bbox"] = [x1, y1, x2 - x1, y2 - y1]
+            if rle is None:
+                area = float((x2 - x1) * (y2 - y1))
+        ann["area"] = area
+        ann["iscrowd"] = int(bool(crowd[i])) if crowd is not None else 0
+        if segments[i] is not None:
+            ann["segmentation"] = segments[i]
+        if detections.confidence is not None:
+            ann["score"] = float(detections.confidence[i])
+        if detections.tracker_id is not None:
+            ann["tracker_id"] = int(detections.tracker_id[i])
+        for key, values in extras.items():
+            ann[key] = json_value(values[i], what=f"{what}: data[{key!r}]")
+        annotations.append(ann)
+    return annotations
+
+
+def _column(values: list[Any]) -> np.ndarray:
+    """Per-instance values -> an array of length N (object dtype when ragged or mixed)."""
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        array = None
+    if array is None or array.dtype == object or array.shape[:1] != (len(values),):
+        array = np.empty(len(values), dtype=object)
+        array[:] = values if values else []
+    return array
+
+
+def coco_to_detections(
+    annotations: Sequence[Mapping[str, Any]],
+    height: int,
+    width: int,
+    classes: Sequence[str],
+    *,
+    category_ids: Sequence[int] | None = None,
+) -> sv.Detections:
+    """Convert the COCO annotations of one image to Detections.
+
+    Args:
+        annotations: COCO annotation dicts of one image. ``segmentation`` may be polygons, an
+            uncompressed RLE (``iscrowd=1`` in COCO) or a compressed RLE.
+        height: Image height in pixels.
+        width: Image width in pixels.
+        classes: Category names; ``classes[k]`` is the category with id ``category_ids[k]``.
+        category_ids: COCO category id of each class (default ``1..len(classes)``).
+
+    Returns:
+        Detections with ``xyxy`` (N, 4) float32, ``mask`` (N, H, W) bool (None when no
+        annotation has a segmentation), ``class_id`` (N,) int, ``confidence`` (N,) float32 from
+        ``score`` (None when absent), ``data["class_name"]``, ``data["iscrowd"]`` (N,) bool and
+        every other annotation key as a ``data`` field (None where an annotation lacks it).
+
+    Raises:
+        ValueError: Unknown category, malformed or wrongly sized segmentation, an annotation
+            with neither bbox nor segmentation, segmentation or score on only some annotations.
+    """
+    cat_ids = _category_ids(classes, category_ids)
+    index = {c: k for k, c in enumerate(cat_ids)}
+    n = len(annotations)
+    labels = np.zeros(n, dtype=np.int64)
+    rles: list[dict[str, Any] | None] = []
+    for i, ann in enumerate(annotations):
+        what = f"annotation {ann.get('id', i)}"
+        if ann.get("category_id") not in index:
+            raise ValueError(
+                f"{what}: category_id {ann.get('category_id')!r} is not one of the categories "
+                f"{cat_ids[:20]}"
+            )
+        labels[i] = index[ann["category_id"]]
+        segm = ann.get("segmentation")
+        rles.append(None if segm is None else to_rle(segm, height, width, what=what))
+    with_mask = [r is not None for r in rles]
+    if any(with_mask) and not all(with_mask):
+        i = with_mask.index(False)
+        raise ValueError(
+            f"annotation {annotations[i].get('id', i)} has no segmentation while others of "
+            f"its image have; give every annotation a segmentation, or none"
+        )
+    xyxy = np.zeros((n, 4), dtype=np.float32)
+    if n and all(with_mask):
+        xyxy = rle_xyxy(rles)  # type: ignore[arg-type]
+        areas = rle_area(rles)  # type: ignore[arg-type]
+    else:
+        areas = np.zeros(n, dtype=np.int64)
+    for i, ann in enumerate(annotations):
+        if areas[i] > 0:
+            continue
+        if "bbox" not in ann:
+            raise ValueError(
+                f"annotation {ann.get('id', i)} has neither a bbox nor a non-empty segmentation"
+            )
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        xyxy[i] = [x, y, x + w, y + h]
+    has_mask = any(with_mask) or (n == 0 and False)
+    mask = decode_masks(rles, height, width) if has_mask else None  # type: ignore[arg-type]
+    scored = ["score" in a for a in annotations]
+    if any(scored) and not all(scored):
+        raise ValueError(
+            "some annotations have a score and others not; give all a score, or none"
+        )
+    confidence = (
+        np.asarray([a["score"] for a in annotations], dtype=np.float32) if n and all(scored) else None
+    )
+    tracked = n > 0 and all("tracker_id" in a for a in annotations)
+    data: dict[str, Any] = {
+        "class_name": np.asarray([classes[k] for k in labels], dtype=object).astype(str)
+        if n
+        else np.zeros(0, dtype=str),
+        "iscrowd": np.asarray([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool),
+    }
+    extra_keys: list[str] = []
+    for ann in annotations:
+        extra_keys += [k for k in ann if k not in _COCO_KEYS and k != "tracker_id" and k not in extra_keys]
+    for key in extra_keys:
+        data[key] = _column([a.get(key) for a in annotations])
+    return sv.Detections(
+        xyxy=xyxy.astype(np.float32),
+        mask=mask,
+        class_id=labels,
+        confidence=confidence,
+        tracker_id=np.asarray([a["tracker_id"] for a in annotations], dtype=np.int64)
+        if tracked
+        else None,
+        data=data,
+    )
+
+
+def _read_coco(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO file not found: {path}")
+    try:
+        dataset = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON file: {err}") from None
+    if not isinstance(dataset, dict):
+        raise ValueError(
+            f"{path}: expected a COCO dict with images, annotations and categories, got a "
+            f"{type(dataset).__name__} (a results list? load it with pycocotools loadRes)"
+        )
+    missing = [k for k in ("images", "annotations", "categories") if k not in dataset]
+    if missing:
+        raise ValueError(f"{path}: not a COCO instances file, missing keys {missing}")
+    names = [c.get("name") for c in dataset["categories"]]
+    ids = [c.get("id") for c in dataset["categories"]]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: category ids are not unique: {ids}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: category names are not unique: {names}")
+    return dataset
+
+
+class _LazyDetections(Mapping[int, sv.Detections]):
+    """image id -> Detections, decoded at each access so memory stays bounded."""
+
+    def __init__(
+        self,
+        images: Sequence[Mapping[str, Any]],
+        annotations: Sequence[Mapping[str, Any]],
+        classes: list[str],
+        category_ids: list[int],
+        source: Path,
+    ) -> None:
+        self._images = {int(im["id"]): im for im in images}
+        self._anns: dict[int, list[Mapping[str, Any]]] = {i: [] for i in self._images}
+        for ann in annotations:
+            image_id = ann.get("image_id")
+            if image_id not in self._anns:
+                raise ValueError(
+                    f"{source}: annotation {ann.get('id')} refers to image {image_id!r}, which "
+                    f"is not in images"
+                )
+            self._anns[image_id].append(ann)
+        self._with_masks = any(a.get("segmentation") is not None for a in annotations)
+        self._classes = classes
+        self._category_ids = category_ids
+
+    def __getitem__(self, image_id: int) -> sv.Detections:
+        image = self._images[image_id]
+        height, width = int(image["height"]), int(image["width"])
+        detections = coco_to_detections(
+            self._anns[image_id], height, width, self._classes, category_ids=self._category_ids
+        )
+        if len(detections) == 0 and self._with_masks:
+            detections.mask = np.zeros((0, height, width), dtype=bool)
+        return detections
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._images)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+
+class CocoData(NamedTuple):
+    """What :func:`load_coco` returns; unpacks as ``images, categories, detections``."""
+
+    #: COCO image records (``id``, ``file_name``, ``width``, ``height``...), in file order.
+    images: list[dict[str, Any]]
+    #: COCO category records sorted by id; ``class_id`` k is ``categories[k]``.
+    categories: list[dict[str, Any]]
+    #: image id -> Detections (see :func:`coco_to_detections`), decoded on each access.
+    detections: Mapping[int, sv.Detections]
+
+    @property
+    def classes(self) -> list[str]:
+        """Category names, ``classes[class_id]``."""
+        return [c["name"] for c in self.categories]
+
+
+def load_coco(path: str | os.PathLike[str]) -> CocoData:
+    """Read a COCO instances JSON (ground truth or a file written by :class:`CocoWriter`).
+
+    Masks are decoded when an image's detections are looked up, not at load, so a large file
+    costs its JSON in memory, not ``N x H x W`` bytes per image.
+
+    Args:
+        path: The ``.json`` file.
+
+    Returns:
+        :class:`CocoData` ``(images, categories, detections)``.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a COCO instances file, duplicate category ids or names, or an
+            annotation of an unknown image (malformed annotations raise when looked up).
+    """
+    path = Path(path)
+    dataset = _read_coco(path)
+    categories = sorted(dataset["categories"], key=lambda c: c["id"])
+    classes = [str(c["name"]) for c in categories]
+    category_ids = [int(c["id"]) for c in categories]
+    detections = _LazyDetections(
+        dataset["images"], dataset["annotations"], classes, category_ids, path
+    )
+    return CocoData(list(dataset["images"]), categories, detections)
+
+
+class CocoWriter:
+    """Write a COCO instances JSON image by image, atomically, and resume it later.
+
+    The file on disk is always a complete, valid COCO file: every :meth:`flush` writes a temp
+    file beside it and renames it over the old one (``os.replace``), so a crash or Ctrl-C
+    leaves the previous version. Opening an existing file resumes it: images already there are
+    kept with their ids, ``file_name in writer`` tells a labelling loop what to skip, new images
+    and annotations get the next free ids, and categories keep their ids (new class names are
+    appended). Masks are held as RLE (or polygons) between flushes, not dense.
+
+    Example::
+
+        with CocoWriter("labels.json", classes=["cat", "dog"]) as writer:
+            for path in image_paths:
+                if path.name in writer:
+                    continue  # done in an earlier run
+                detections = pipeline(path)
+                writer.add(path.name, width, height, detections)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        classes: Sequence[str] | None = None,
+        *,
+        segmentation: SegmentationFormat = "rle",
+        flush_every: int = 100,
+        polygon_tolerance: float = 0.0,
+        resume: bool = True,
+    ) -> None:
+        """Open (resume) or create a COCO file.
+
+        Args:
+            path: The ``.json`` file; its folder is created if needed.
+            classes: The vocabulary (``class_id`` k is ``classes[k]``). Categories get ids
+                1, 2, ... in this order in a new file; when resuming, names already in the file
+                keep their ids and new names get the next ids. None: take the file's categories
+                (sorted by id) when resuming.
+            segmentation: ``"rle"`` (exact, keeps holes) or ``"polygon"`` (holes filled).
+            flush_every: Write the file after this many :meth:`add` calls (and on
+                :meth:`close` / leaving the ``with`` block). 1 is safest; every flush rewrites
+                the whole file, so large jobs want more.
+            polygon_tolerance: Polygon simplification in pixels (0 = exact).
+            resume: When the file exists, append to it (True) or raise FileExistsError.
+
+        Raises:
+            FileExistsError: The file exists and ``resume`` is False.
+            ValueError: No classes for a new file, duplicate class names, a bad option, or an
+                existing file that is not COCO.
+            NotADirectoryError / PermissionError: The output folder cannot be written.
+        """
+        _check_format(segmentation)
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+            raise ValueError(f"flush_every must be an int >= 1, got {flush_every!r}")
+        self.path = Path(path)
+        self.segmentation: SegmentationFormat = segmentation
+        self.flush_every = flush_every
+        self.polygon_tolerance = float(polygon_tolerance)
+        prepare_output_dir(self.path.parent, what="CocoWriter")
+        if self.path.exists():
+            if not resume:
+                raise FileExistsError(
+                    f"{self.path} exists; pass resume=True to append to it, or delete it"
+                )
+            self._dataset = _read_coco(self.path)
+        else:
+            if classes is None:
+                raise ValueError(
+                    f"{self.path} does not exist yet: pass classes=[...] (the vocabulary) to "
+                    f"create it"
+                )
+            self._dataset = {
+                "info": {"description": "written by textseg"},
+                "licenses": [],
+                "images": [],
+                "annotations": [],
+                "categories": [],
+            }
+        categories = self._dataset["categories"]
+        by_name = {str(c["name"]): int(c["id"]) for c in categories}
+        if classes is None:
+            classes = [str(c["name"]) for c in sorted(categories, key=lambda c: c["id"])]
+        classes = [str(c) for c in classes]
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"classes must be unique, got {classes}")
+        next_id = max(by_name.values(), default=0) + 1
+        for name in classes:
+            if name not in by_name:
+                categories.append({"id": next_id, "name": name, "supercategory": ""})
+                by_name[name] = next_id
+                next_id += 1
+        self.classes: list[str] = classes
+        self.category_ids: list[int] = [by_name[c] for c in classes]
+        self._by_file = {str(im["file_name"]): int(im["id"]) for im in self._dataset["images"]}
+        self._image_ids = set(self._by_file.values())
+        self._next_image_id = max(self._image_ids, default=0) + 1
+        self._next_ann_id = max((int(a["id"]) for a in self._dataset["annotations"]), default=0) + 1
+        self._pending = 0
+        self._closed = False
+        if not self.path.exists():
+            self.flush(force=True)  # the file exists from the start: resume works at once
+
+    def __contains__(self, file_name: object) -> bool:
+        """Whether an image with this ``file_name`` is in the file (written or pending)."""
+        return str(file_name) in self._by_file
+
+    def __len__(self) -> int:
+        """Number of images."""
+        return len(self._dataset["images"])
+
+    def image_id(self, file_name: str) -> int:
+        """The COCO id of an image already added."""
+        if file_name not in self._by_file:
+            raise KeyError(f"{file_name!r} is not in {self.path}")
+        return self._by_file[file_name]
+
+    def add(
+        self,
+        file_name: str,
+        width: int,
+        height: int,
+        detections: sv.Detections,
+        *,
+        image_id: int | None = None,
+        **image_fields: Any,
+    ) -> int:
+        """Add one image and its detections.
+
+        Args:
+            file_name: The image's file name (relative to the image folder), unique.
+            width: Image width in pixels.
+            height: Image height in pixels.
+            detections: See :func:`detections_to_coco`; masks must be (N, height, width).
+            image_id: The COCO image id (default: the next free id).
+            **image_fields: Extra image record fields (``coco_url``, ``date_captured``...).
+
+        Returns:
+            The image id.
+
+        Raises:
+            ValueError: A file name or image id already present, bad size, or bad detections
+                (nothing is added then).
+        """
+        if self._closed:
+            raise ValueError(
+                f"CocoWriter for {self.path} is closed; open a new CocoWriter on the same path "
+                f"to append (it resumes)"
+            )
+        if not isinstance(file_name, str) or not file_name:
+            raise ValueError(f"file_name must be a non-empty str, got {file_name!r}")
+        if file_name in self._by_file:
+            raise ValueError(
+                f"{file_name!r} is already in {self.path} (image id {self._by_file[file_name]}); "
+                f"skip images already written with `if file_name in writer: continue`"
+            )
+        for name, value in (("width", width), ("height", height)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int (pixels), got {value!r}")
+        if image_id is None:
+            image_id = self._next_image_id
+        elif int(image_id) in self._image_ids:
+            raise ValueError(f"image id {image_id} is already used in {self.path}")
+        image_id = int(image_id)
+        annotations = detections_to_coco(
+            detections,
+            image_id,
+            self.classes,
+            height=int(height),
+            width=int(width),
+            category_ids=self.category_ids,
+            segmentation=self.segmentation,
+            first_id=self._next_ann_id,
+            polygon_tolerance=self.polygon_tolerance,
+        )
+        record = {
+            "id": image_id,
+            "file_name": file_name,
+            "width": int(width),
+            "height": int(height),
+        }
+        record.update({k: json_value(v, what=f"image field {k!r}") for k, v in image_fields.items()})
+        self._dataset["images"].append(record)
+        self._dataset["annotations"].extend(annotations)
+        self._by_file[file_name] = image_id
+        self._image_ids.add(image_id)
+        self._next_image_id = max(self._next_image_id, image_id + 1)
+        self._next_ann_id += len(annotations)
+        self._pending += 1
+        if self._pending >= self.flush_every:
+            self.flush()
+        return image_id
+
+    def flush(self, *, force: bool = False) -> None:
+        """Write the file now (atomically), if anything was added since the last write."""
+        if not self._pending and not force:
+            return
+        atomic_write(self.path, json.dumps(self._dataset, separators=(",", ":")))
+        self._pending = 0
+
+    def close(self) -> None:
+        """Flush and stop accepting images."""
+        if not self._closed:
+            self.flush()
+            self._closed = True
+
+    def __enter__(self) -> CocoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Flush even on error: each add() is all-or-nothing, so what is held is consistent.
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"CocoWriter({str(self.path)!r}, images={len(self)}, "
+            f"annotations={len(self._dataset['annotations'])}, pending={self._pending})"
+        )

@@ -1,0 +1,163 @@
+"""SAM backend over transformers ``SamModel`` (``facebook/sam-vit-base/large/huge``).
+
+The core (:mod:`textseg.sam.core`) hands over tensors already in the model input frame, exactly
+as for segment_anything, so this module only lays them out the way ``SamModel``'s prompt encoder
+and mask decoder expect: each of the N prompts is one batch row (``(N, 1, ...)``, point batch 1),
+which keeps per-prompt mask inputs (dense embeddings are per batch row in transformers) and
+matches segment_anything's layout, where the image embedding is repeated once per prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from textseg.sam.backends import SamBackend
+
+__all__ = ["TransformersSamBackend"]
+
+
+def _rows(name: str, tensor: torch.Tensor | None, shape: tuple[int | None, ...]) -> int | None:
+    """Check ``tensor`` against ``shape`` (None: any size) and return its first dimension."""
+    if tensor is None:
+        return None
+    sizes = tuple(tensor.shape)
+    if len(sizes) != len(shape) or any(
+        want is not None and got != want for got, want in zip(sizes, shape, strict=False)
+    ):
+        wanted = ", ".join(
+            str(want) if want is not None else "N" if i == 0 else "*"
+            for i, want in enumerate(shape)
+        )
+        raise ValueError(f"{name}: expected shape ({wanted}), got {sizes}")
+    return sizes[0]
+
+
+class TransformersSamBackend(SamBackend):
+    """Backend over a transformers ``SamModel``.
+
+    Encoding is the model's vision encoder (``get_image_embeddings``); decoding runs the model's
+    own ``prompt_encoder`` and ``mask_decoder``, with the dense image positional encoding
+    computed once per backend (and per device/dtype), not once per call.
+
+    Args:
+        model: A ``transformers.SamModel``; put in eval mode. Its parameters decide the device
+            and dtype.
+
+    Raises:
+        TypeError: ``model`` is not a ``SamModel``.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from transformers import SamModel
+
+        if not isinstance(model, SamModel):
+            raise TypeError(
+                f"expected a transformers SamModel, got {type(model).__name__}; segment_anything "
+                f"models go to SegmentAnythingBackend (textseg.sam.backends.make_backend picks)"
+            )
+        self.model = model.eval()
+        config: Any = model.config
+        self.image_size = int(config.vision_config.image_size)
+        grid = int(config.prompt_encoder_config.image_embedding_size)
+        self.low_res_size = 4 * grid
+        self._image_pe: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` normalised, padded images -> ``(B, 256, S/16, S/16)`` embeddings.
+
+        Raises:
+            ValueError: ``pixels`` is not ``(B, 3, image_size, image_size)``.
+        """
+        s = self.image_size
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, s, s):
+            raise ValueError(
+                f"pixels: expected (B, 3, {s}, {s}) normalised, padded images, "
+                f"got {tuple(pixels.shape)}"
+            )
+        return self.model.get_image_embeddings(pixels.to(self.device, self.dtype))
+
+    def image_pe(self) -> torch.Tensor:
+        """``(1, C, h, w)`` dense positional encoding of the embedding grid, computed once."""
+        pe = self._image_pe
+        if pe is None or pe.device != self.device or pe.dtype != self.dtype:
+            with torch.inference_mode():
+                pe = self.model.get_image_wide_positional_embeddings().to(self.dtype)
+            self._image_pe = pe
+        return pe
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        points: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_inputs: torch.Tensor | None,
+        multimask_output: bool,
+        state: object | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode N prompts on one image's embedding (see :meth:`SamBackend.decode`).
+
+        Points without a box get one padding point (label -1) appended, as in
+        segment_anything; a box is embedded as its two corners after the points.
+
+        Returns:
+            ``(N, K, 256, 256)`` float32 low-res logits and ``(N, K)`` float32 predicted IoU,
+            K = 3 with ``multimask_output`` (mask tokens 1..3), else 1 (mask token 0).
+
+        Raises:
+            ValueError: No prompt at all, shapes that are not the documented ones, or fields
+                with different numbers of prompts.
+        """
+        grid = self.low_res_size // 4
+        _rows("embedding", embedding, (1, None, grid, grid))
+        if (points is None) != (point_labels is None):
+            raise ValueError("points and point_labels must be given together (or both None)")
+        counts = {
+            "points": _rows("points", points, (None, None, 2)),
+            "point_labels": _rows(
+                "point_labels", point_labels, (None, None if points is None else points.shape[1])
+            ),
+            "boxes": _rows("boxes", boxes, (None, 4)),
+            "mask_inputs": _rows(
+                "mask_inputs", mask_inputs, (None, 1, self.low_res_size, self.low_res_size)
+            ),
+        }
+        given = {name: n for name, n in counts.items() if n is not None}
+        if not given:
+            raise ValueError("decode: no prompt; give points, boxes or mask_inputs")
+        if len(set(given.values())) > 1:
+            raise ValueError(
+                f"decode: every prompt field needs the same number of prompts N, got {given}"
+            )
+        n = next(iter(given.values()))
+
+        device, dtype = self.device, self.dtype
+        model = self.model
+        sparse, dense = model.prompt_encoder(
+            input_points=None if points is None else points.to(device, torch.float32)[:, None],
+            input_labels=None if point_labels is None else point_labels.to(device)[:, None],
+            input_boxes=None if boxes is None else boxes.to(device, torch.float32)[:, None],
+            input_masks=None if mask_inputs is None else mask_inputs.to(device, dtype),
+        )
+        pe = self.image_pe()
+        masks, iou = model.mask_decoder(
+            image_embeddings=embedding.to(device, dtype).expand(n, -1, -1, -1),
+            image_positional_embeddings=pe.expand(n, -1, -1, -1),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        # (N, 1, K, 256, 256) and (N, 1, K): drop the point-batch axis of size 1.
+        return masks[:, 0].float(), iou[:, 0].float()

@@ -1,0 +1,482 @@
+"""The cached SAM core: encode each image once, answer any number of prompts from the cache.
+
+Works with every SAM backend (segment_anything ``Sam`` incl. MobileSAM, transformers
+``SamModel``). Pre-processing, coordinate transforms, the embedding cache, chunked decoding and
+post-processing live here, once, for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import supervision as sv
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from textseg._device import resolve_device, resolve_dtype
+from textseg._image import ImageInput, to_rgb_uint8
+from textseg.sam.backends import SamBackend, make_backend
+from textseg.sam.cache import EmbeddingCache, ImageEmbedding, image_key
+from textseg.sam.postprocess import masks_to_boxes, remove_small_regions, stability_score
+from textseg.sam.prompts import Prompts
+
+__all__ = ["SamCore"]
+
+MultimaskMode = bool | Literal["auto"]
+
+
+def _default_chunk(device: torch.device) -> int:
+    # On CPU, large decoder batches run out of cache and get slower per prompt (measured in
+    # benchmarks/bench_sam_core.py); on GPU larger batches fill the device.
+    return 64 if device.type == "cuda" else 8
+
+
+class SamCore:
+    """Segment Anything with an embedding cache and batched, chunked prompt decoding.
+
+    Args:
+        model: Registry name (``"sam-vit-b"``, ``"mobile-sam"``, ``"hf-sam-vit-base"``,
+            ``"sam-vit-tiny-test"``...; see ``textseg.list_models("sam")``), or a model object
+            (segment_anything ``Sam`` or transformers ``SamModel``).
+        checkpoint: Explicit weights file, first in the resolution order.
+        pretrained: Load weights (False: random weights, for speed measurements).
+        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        dtype: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
+        cache_bytes: Byte budget of the embedding cache (LRU).
+        chunk_size: Prompts decoded per decoder call; default 8 on CPU, 64 on CUDA.
+
+    Example:
+        >>> core = SamCore("sam-vit-tiny-test")  # doctest: +SKIP
+        >>> boxes = Prompts.from_boxes([[10, 20, 200, 220]])  # doctest: +SKIP
+        >>> dets = core.predict("dog.jpg", boxes)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module | SamBackend = "sam-vit-b",
+        *,
+        checkpoint: str | None = None,
+        pretrained: bool = True,
+        device: str | torch.device | None = "cpu",
+        dtype: str | torch.dtype | None = "float32",
+        cache_bytes: int = 1 << 30,
+        chunk_size: int | None = None,
+    ) -> None:
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype)
+        if isinstance(model, str):
+            from textseg._hub import build_model
+
+            self.name = model
+            module = build_model(model, task="sam", pretrained=pretrained, checkpoint=checkpoint)
+        else:
+            self.name = type(model).__name__
+            module = model
+        if isinstance(module, torch.nn.Module):
+            module.to(device=torch_device, dtype=torch_dtype).eval()
+        self.backend = make_backend(module)
+        self.backend.set_precision(torch_dtype)
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size}")
+        self.chunk_size = chunk_size or _default_chunk(self.backend.device)
+        self.cache = EmbeddingCache(cache_bytes)
+        mean = torch.tensor(self.backend.pixel_mean).view(3, 1, 1)
+        std = torch.tensor(self.backend.pixel_std).view(3, 1, 1)
+        self._mean, self._std = mean, std
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return self.backend.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backend.dtype
+
+    @property
+    def image_size(self) -> int:
+        return self.backend.image_size
+
+    # ------------------------------------------------------------------ encoding
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` of an ``height x width`` image resized so its longest side is image_size."""
+        scale = self.image_size / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(H, W, 3) uint8`` -> ``(1, 3, S, S)`` normalised, padded model input and its
+        resized size. Resizing is PIL bilinear, as segment_anything's ``ResizeLongestSide``."""
+        h, w = image.shape[:2]
+        new_h, new_w = self.input_size(h, w)
+        resized = np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        x = torch.from_numpy(resized).permute(2, 0, 1).float()
+        x = (x - self._mean) / self._std
+        s = self.image_size
+        x = F.pad(x, (0, s - new_w, 0, s - new_h))
+        return x.unsqueeze(0), (new_h, new_w)
+
+    @torch.inference_mode()
+    def encode(self, image: ImageInput | ImageEmbedding) -> ImageEmbedding:
+        """The image's embedding, from the cache or computed (and cached) now.
+
+        Args:
+            image: Path, PIL image, ``(H, W, 3) uint8`` RGB array (grayscale/RGBA converted),
+                or an embedding returned earlier.
+        """
+        return self.encode_many([image])[0]
+
+    @torch.inference_mode()
+    def encode_many(
+        self, images: Sequence[ImageInput | ImageEmbedding], batch_size: int = 1
+    ) -> list[ImageEmbedding]:
+        """Embeddings of several images; cache misses are encoded ``batch_size`` at a time."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        out: list[ImageEmbedding | None] = [None] * len(images)
+        todo: list[tuple[int, str, np.ndarray]] = []
+        pending: dict[str, list[int]] = {}
+        for i, image in enumerate(images):
+            if isinstance(image, ImageEmbedding):
+                out[i] = image
+                continue
+            array = to_rgb_uint8(image, name=f"images[{i}]" if len(images) > 1 else "image")
+            key = image_key(array, self.name, self.image_size)
+            if key in pending:
+                pending[key].append(i)
+                continue
+            hit = self.cache.get(key)
+            if hit is not None:
+                out[i] = hit
+            else:
+                pending[key] = [i]
+                todo.append((i, key, array))
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            pixels, sizes = zip(*(self.preprocess(a) for _, _, a in batch))
+            x = torch.cat(pixels).to(device=self.device, dtype=self.dtype)
+            embeddings = self.backend.encode(x)
+            for (_, key, array), size, emb in zip(batch, sizes, embeddings):
+                entry = ImageEmbedding(
+                    key=key,
+                    embedding=emb.unsqueeze(0),
+                    original_size=(array.shape[0], array.shape[1]),
+                    input_size=size,
+                )
+                self.cache.put(entry)
+                for j in pending[key]:
+                    out[j] = entry
+        return [e for e in out if e is not None]
+
+    # ------------------------------------------------------------------ decoding
+    def _to_input_frame(self, emb: ImageEmbedding, xy: np.ndarray) -> torch.Tensor:
+        h, w = emb.original_size
+        new_h, new_w = emb.input_size
+        scale = np.array([new_w / w, new_h / h], dtype=np.float64)
+        out = (xy.astype(np.float64) * scale).astype(np.float32)
+        # Prompt coordinates stay float32 whatever the model dtype: bfloat16 has 8 bits of
+        # mantissa, too few for pixel coordinates up to 1024.
+        return torch.from_numpy(out).to(device=self.device)
+
+    def _state(self, emb: ImageEmbedding) -> object | None:
+        if emb.state is None:
+            emb.state = self.backend.prepare(emb.embedding)
+            self.cache.refresh(emb)
+        return emb.state
+
+    @staticmethod
+    def _auto_multimask(prompts: Prompts) -> np.ndarray:
+        """SAM's advice per prompt: three masks for a lone point (ambiguous), else one."""
+        single = np.zeros(len(prompts), bool)
+        if prompts.points is not None and prompts.boxes is None and prompts.mask_inputs is None:
+            single = (prompts.point_labels != -1).sum(axis=1) == 1
+        return single
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        image: ImageInput | ImageEmbedding,
+        prompts: Prompts,
+        *,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, ImageEmbedding]:
+        """Low-resolution decoder outputs for N prompts, decoded in chunks.
+
+        Returns:
+            ``(N, K, 256, 256)`` float32 mask logits, ``(N, K)`` float32 predicted IoU (K = 3
+            with ``multimask_output``, else 1), and the image's embedding.
+        """
+        emb = self.encode(image)
+        if not isinstance(prompts, Prompts):
+            raise TypeError(f"prompts: expected textseg.sam.Prompts, got {type(prompts).__name__}")
+        h, w = emb.original_size
+        prompts.check_inside(h, w)
+        n = len(prompts)
+        k = 3 if multimask_output else 1
+        size = self.backend.low_res_size
+        if n == 0:
+            empty = torch.zeros((0, k, size, size), device=self.device)
+            return empty, torch.zeros((0, k), device=self.device), emb
+        state = self._state(emb)
+        logits, ious = [], []
+        for start in range(0, n, self.chunk_size):
+            part = prompts.select(slice(start, start + self.chunk_size))
+            points = labels = boxes = masks = None
+            if part.points is not None:
+                points = self._to_input_frame(emb, part.points)
+                labels = torch.from_numpy(part.point_labels).to(self.device)
+            if part.boxes is not None:
+                boxes = self._to_input_frame(emb, part.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+            if part.mask_inputs is not None:
+                masks = torch.from_numpy(part.mask_inputs[:, None]).to(self.device)
+            low, iou = self.backend.decode(
+                emb.embedding, points, labels, boxes, masks, multimask_output, state=state
+            )
+            logits.append(low.float())
+            ious.append(iou.float())
+        return torch.cat(logits), torch.cat(ious), emb
+
+    @torch.inference_mode()
+    def upsample(self, emb: ImageEmbedding, low_res: torch.Tensor) -> torch.Tensor:
+        """Low-res logits ``(M, 256, 256)`` -> ``(M, H, W)`` float32 logits at original size.
+
+        Same arithmetic as segment_anything's ``postprocess_masks`` (bilinear to the padded
+        input size, crop, bilinear to the original size), but only the rows and columns that
+        survive the crop are upsampled.
+        """
+        if low_res.shape[0] == 0:
+            return low_res.new_zeros((0, *emb.original_size))
+        s = self.image_size
+        factor = s // low_res.shape[-1]
+        in_h, in_w = emb.input_size
+        # Low-res rows needed for output rows < in_h (bilinear reads one row beyond).
+        need_h = min(low_res.shape[-2], math.ceil(in_h / factor) + 1)
+        need_w = min(low_res.shape[-1], math.ceil(in_w / factor) + 1)
+        x = low_res[:, None, :need_h, :need_w]
+        x = F.interpolate(
+            x, (need_h * factor, need_w * factor), mode="bilinear", align_corners=False
+        )
+        x = x[..., :in_h, :in_w]
+        x = F.interpolate(x, emb.original_size, mode="bilinear", align_corners=False)
+        return x[:, 0]
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        image: ImageInput | ImageEmbedding,
+        prompts: Prompts | None = None,
+        *,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        mask_inputs: np.ndarray | None = None,
+        multimask_output: MultimaskMode = "auto",
+        return_all: bool = False,
+        return_logits: bool = False,
+        min_region_area: int = 0,
+        stability_offset: float = 1.0,
+    ) -> sv.Detections:
+        """Masks for N prompts on one image.
+
+        Give either ``prompts`` or the arrays (``points`` (N, P, 2) XY with ``point_labels``
+        (N, P), ``boxes`` (N, 4) XYXY, ``mask_inputs`` (N, 256, 256)), in original pixels.
+
+        Args:
+            image: Path, PIL image, ``(H, W, 3) uint8`` array or a cached embedding.
+            multimask_output: True: three candidate masks per prompt; False: one;
+                ``"auto"``: three for prompts that are a single point (ambiguous), else one.
+            return_all: With multimask output, return all three masks per prompt
+                (``data["mask_index"]`` 0-2) instead of the one with the best predicted IoU.
+            return_logits: Also return ``data["low_res_logits"]`` (M, 256, 256) float32, the
+                input for a refinement round (``mask_inputs``).
+            min_region_area: Remove islands and fill holes smaller than this many pixels.
+            stability_offset: Logit offset of the stability score.
+
+        Returns:
+            ``supervision.Detections`` with ``mask`` (M, H, W) bool, ``xyxy`` (M, 4) float32
+            boxes of the masks, ``confidence`` = predicted IoU, and ``data``: ``sam_iou``,
+            ``stability_score``, ``prompt_index`` (which prompt), ``mask_index`` (which of the
+            decoder's outputs). M = N, or 3N with ``return_all``.
+        """
+        prompts = self._coerce_prompts(prompts, points, point_labels, boxes, mask_inputs)
+        if multimask_output == "auto":
+            multi = self._auto_multimask(prompts)
+            if multi.all() or not multi.any():
+                return self._predict(
+                    image,
+                    prompts,
+                    bool(multi.all()) and len(prompts) > 0,
+                    return_all,
+                    return_logits,
+                    min_region_area,
+                    stability_offset,
+                )
+            parts = [
+                self._predict(
+                    image,
+                    prompts.select(np.flatnonzero(sel)),
+                    flag,
+                    return_all,
+                    return_logits,
+                    min_region_area,
+                    stability_offset,
+                )
+                for sel, flag in ((multi, True), (~multi, False))
+            ]
+            merged = sv.Detections.merge(parts)
+            # prompt_index refers to the selected subsets; map back to the caller's order.
+            index = np.concatenate([np.flatnonzero(multi), np.flatnonzero(~multi)])
+            counts = [len(p) for p in parts]
+            local = merged.data["prompt_index"]
+            offset = np.repeat([0, int(multi.sum())], counts)
+            merged.data["prompt_index"] = index[local + offset]
+            order = np.argsort(merged.data["prompt_index"], kind="stable")
+            return merged[order]
+        if not isinstance(multimask_output, bool):
+            raise ValueError(
+                f"multimask_output: expected True, False or 'auto', got {multimask_output!r}"
+            )
+        return self._predict(
+            image,
+            prompts,
+            multimask_output,
+            return_all,
+            return_logits,
+            min_region_area,
+            stability_offset,
+        )
+
+    @staticmethod
+    def _coerce_prompts(
+        prompts: Prompts | None,
+        points: np.ndarray | None,
+        point_labels: np.ndarray | None,
+        boxes: np.ndarray | None,
+        mask_inputs: np.ndarray | None,
+    ) -> Prompts:
+        arrays = (points, point_labels, boxes, mask_inputs)
+        if prompts is not None:
+            if any(a is not None for a in arrays):
+                raise ValueError("prompts: give either a Prompts object or the arrays, not both")
+            if not isinstance(prompts, Prompts):
+                raise TypeError(
+                    f"prompts: expected textseg.sam.Prompts, got {type(prompts).__name__}"
+                )
+            return prompts
+        if all(a is None for a in arrays):
+            raise ValueError(
+                "prompts: empty; give points (with point_labels), boxes or mask_inputs"
+            )
+        if points is not None:
+            points = np.asarray(points, dtype=np.float32)
+            if points.ndim == 2:  # (P, 2): one prompt with P points, as SamPredictor takes it
+                points = points[None]
+                if point_labels is not None:
+                    point_labels = np.asarray(point_labels).reshape(1, -1)
+            if point_labels is None:
+                raise ValueError("point_labels: required with points (1 foreground, 0 background)")
+        if boxes is not None:
+            boxes = np.asarray(boxes, dtype=np.float32)
+            if boxes.ndim == 1:
+                boxes = boxes[None]
+        for name, value in (("points", points), ("boxes", boxes)):
+            if value is not None and value.size == 0:
+                raise ValueError(f"{name}: empty; give at least one prompt")
+        return Prompts(
+            points=points, point_labels=point_labels, boxes=boxes, mask_inputs=mask_inputs
+        )
+
+    def _predict(
+        self,
+        image: ImageInput | ImageEmbedding,
+        prompts: Prompts,
+        multimask: bool,
+        return_all: bool,
+        return_logits: bool,
+        min_region_area: int,
+        stability_offset: float,
+    ) -> sv.Detections:
+        low, iou, emb = self.decode(image, prompts, multimask_output=multimask)
+        n, k = iou.shape
+        if return_all or k == 1:
+            prompt_index = np.repeat(np.arange(n), k)
+            mask_index = np.tile(np.arange(k), n)
+            low = low.reshape(n * k, *low.shape[2:])
+            iou = iou.reshape(-1)
+        else:
+            best = iou.argmax(dim=1)
+            rows = torch.arange(n, device=iou.device)
+            low = low[rows, best]
+            iou = iou[rows, best]
+            prompt_index = np.arange(n)
+            mask_index = best.cpu().numpy()
+        if multimask:
+            mask_index = mask_index + 1  # the decoder's multimask tokens are 1..3
+        masks, stability = self.masks_from_low_res(emb, low, stability_offset)
+        if min_region_area > 0:
+            masks = _clean_masks(masks, min_region_area)
+        data: dict[str, np.ndarray] = {
+            "sam_iou": iou.cpu().numpy().astype(np.float32),
+            "stability_score": stability,
+            "prompt_index": prompt_index.astype(np.int64),
+            "mask_index": np.asarray(mask_index, dtype=np.int64),
+        }
+        if return_logits:
+            data["low_res_logits"] = low.cpu().numpy().astype(np.float32)
+        return sv.Detections(
+            xyxy=masks_to_boxes(masks),
+            mask=masks,
+            confidence=data["sam_iou"].copy(),
+            data=data,
+        )
+
+    def masks_from_low_res(
+        self, emb: ImageEmbedding, low_res: torch.Tensor, stability_offset: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(M, 256, 256)`` logits -> ``(M, H, W)`` bool masks and ``(M,)`` stability scores,
+        upsampled in chunks so memory stays bounded."""
+        h, w = emb.original_size
+        masks = np.zeros((low_res.shape[0], h, w), dtype=bool)
+        stability = np.zeros(low_res.shape[0], dtype=np.float32)
+        threshold = self.backend.mask_threshold
+        # ~64 MB of float32 logits per chunk
+        step = max(1, (16 << 20) // max(1, h * w))
+        for start in range(0, low_res.shape[0], step):
+            logits = self.upsample(emb, low_res[start : start + step])
+            masks[start : start + step] = (logits > threshold).cpu().numpy()
+            stability[start : start + step] = (
+                stability_score(logits, threshold, stability_offset).cpu().numpy()
+            )
+        return masks, stability
+
+    def predict_batch(
+        self,
+        images: Sequence[ImageInput | ImageEmbedding],
+        prompts: Sequence[Prompts],
+        *,
+        encode_batch_size: int = 1,
+        **kwargs: object,
+    ) -> list[sv.Detections]:
+        """:meth:`predict` for several images, each with its own prompts (any count).
+
+        Images are encoded first (``encode_batch_size`` at a time, cached), then decoded.
+        """
+        if len(images) != len(prompts):
+            raise ValueError(
+                f"prompts: expected one Prompts per image ({len(images)}), got {len(prompts)}"
+            )
+        embeddings = self.encode_many(images, batch_size=encode_batch_size)
+        return [self.predict(e, p, **kwargs) for e, p in zip(embeddings, prompts)]  # type: ignore[arg-type]
+
+
+def _clean_masks(masks: np.ndarray, min_area: int) -> np.ndarray:
+    out = masks.copy()
+    for i, m in enumerate(masks):
+        m, _ = remove_small_regions(m, min_area, "holes")
+        m, _ = remove_small_regions(m, min_area, "islands")
+        out[i] = m
+    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -235,12 +236,18 @@ def _download_hf(cfg: ModelCfg) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     paths = []
+    # huggingface_hub logs each failed request as a warning; the error below says it in one line.
+    hf_logger = logging.getLogger("huggingface_hub")
+    level = hf_logger.level
+    hf_logger.setLevel(logging.ERROR)
     try:
         for file in weights.hf_files:
             paths.append(Path(hf_hub_download(weights.hf_repo, file, revision=weights.revision)))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsNotFoundError(_missing_message(cfg, f"download failed: {reason}")) from None
+    finally:
+        hf_logger.setLevel(level)
     return paths[0].parent if weights.is_folder else paths[0]
 
 

@@ -443,3 +443,23 @@ def test_dense_refuses_resnet_clip() -> None:
         match="dense_features needs a ViT CLIP; 'tiny-rn' has a ModifiedResNet image tower",
     ):
         encoder.dense_features(image)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["clip-vit-tiny-test", "hf-clip-vit-tiny-test"])
+def test_cuda_matches_cpu(name: str, data_dir: Path) -> None:
+    torch.manual_seed(0)
+    cpu = load_clip(name)
+    state = {k: v.clone() for k, v in cpu.model.state_dict().items()}
+    gpu = type(cpu)(load_clip(name).model, device="cuda", dtype="float16")
+    gpu.model.load_state_dict(state)
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.float16
+    images = _images(data_dir)
+    for ours, ref in (
+        (gpu.encode_images(images), cpu.encode_images(images)),
+        (gpu.encode_text(TEXTS), cpu.encode_text(TEXTS)),
+        (gpu.dense_features(images[-1]).features, cpu.dense_features(images[-1]).features),
+    ):
+        assert ours.device.type == "cuda" and ours.dtype == torch.float32
+        cos = (ours.cpu() * ref).sum(-1)
+        assert cos.min() > 0.99

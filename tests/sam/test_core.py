@@ -322,3 +322,22 @@ def test_every_backend_family_runs_and_reloads(name: str, tmp_path):
     b = SamCore(reloaded).predict(image, Prompts.from_boxes(_boxes(2) / 5))
     np.testing.assert_array_equal(a.mask, b.mask)
     np.testing.assert_array_equal(a.confidence, b.confidence)
+
+
+def test_token_embeddings_are_extra_sparse_tokens(tiny: SamCore):
+    """A token prompt equal to a box's own tokens reproduces the box prompt."""
+    image = _random_image(0, 120, 160)
+    box = np.array([[20.0, 30.0, 90.0, 100.0]])
+    ref = tiny.predict(image, Prompts.from_boxes(box), multimask_output=False)
+    emb = tiny.encode(image)
+    model = tiny.backend.model
+    with torch.inference_mode():
+        scaled = torch.from_numpy(box * (1024 / 160)).float()
+        sparse, _ = model.prompt_encoder(points=None, boxes=scaled, masks=None)
+    tokens = Prompts(embeddings=sparse.numpy())
+    out = tiny.predict(emb, tokens, multimask_output=False)
+    np.testing.assert_array_equal(out.mask, ref.mask)
+    both = tiny.predict(emb, Prompts(boxes=box, embeddings=np.zeros((1, 1, 32), np.float32)))
+    assert both.mask.shape == ref.mask.shape
+    with pytest.raises(ValueError, match="embeddings: expected"):
+        Prompts(embeddings=np.zeros((1, 1, 1, 32)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -42,9 +43,11 @@ __all__ = [
     "DetectorBase",
     "PostprocessConfig",
     "TextDetectorModel",
+    "build_net",
     "check_score",
     "empty_detections",
     "postprocess_detections",
+    "short_repr",
 ]
 
 
@@ -89,6 +92,41 @@ class TextDetectorModel:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The network's state dict (what ``build_model(..., checkpoint=PATH)`` loads back)."""
         return self.model.state_dict()
+
+
+def build_net(
+    model: str | TextDetectorModel,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    pretrained: bool = True,
+) -> TextDetectorModel:
+    """``model`` as a built network: a registry name is built (and its weights loaded).
+
+    Raises:
+        TypeError: ``model`` is neither a name nor a TextDetectorModel, or the name is no
+            text detector.
+        ValueError: Unknown name (the message lists the valid ones), or ``checkpoint`` given
+            with an already built model.
+    """
+    if isinstance(model, TextDetectorModel):
+        if checkpoint is not None:
+            raise ValueError("checkpoint: only with a registry name, not with a built model")
+        return model
+    if not isinstance(model, str):
+        raise TypeError(
+            f"model: expected a registry name or a TextDetectorModel, got {type(model).__name__}"
+        )
+    from textseg._hub import build_model
+
+    net = build_model(model, task="detector", pretrained=pretrained, checkpoint=checkpoint)
+    if not isinstance(net, TextDetectorModel):
+        raise TypeError(f"model: registry entry {model!r} does not build a text detector")
+    return net
+
+
+def short_repr(text: str, limit: int = 60) -> str:
+    """``repr`` of ``text``, cut to ``limit`` characters with ``...`` for error messages."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def check_score(value: object, what: str) -> float:

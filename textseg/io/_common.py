@@ -16,8 +16,10 @@ import supervision as sv
 __all__ = [
     "atomic_write",
     "check_detections",
+    "check_mask2d",
     "check_masks",
     "class_indices",
+    "decode_counts",
     "iter_masks",
     "json_value",
     "masks_to_xyxy",
@@ -48,7 +50,8 @@ def check_masks(masks: Any, *, what: str = "masks") -> np.ndarray:
 
 
 def check_mask2d(mask: Any, *, what: str = "mask") -> np.ndarray:
-    """Return ``mask`` if it is an ``(H, W)`` bool numpy array, else raise (as :func:`check_masks`)."""
+    """Return ``mask`` if it is an ``(H, W)`` bool numpy array, else raise like
+    :func:`check_masks`."""
     if not isinstance(mask, np.ndarray):
         raise TypeError(f"{what}: expected a numpy array (H, W) bool, got {type(mask).__name__}")
     if mask.ndim != 2:
@@ -88,9 +91,7 @@ def iter_masks(mask: Any, n: int, height: int, width: int, *, what: str) -> Iter
 def check_detections(detections: Any, *, what: str) -> sv.Detections:
     """Return ``detections`` if it is a ``supervision.Detections``, else raise TypeError."""
     if not isinstance(detections, sv.Detections):
-        raise TypeError(
-            f"{what}: expected supervision.Detections, got {type(detections).__name__}"
-        )
+        raise TypeError(f"{what}: expected supervision.Detections, got {type(detections).__name__}")
     return detections
 
 
@@ -161,6 +162,40 @@ def masks_to_xyxy(masks: np.ndarray) -> np.ndarray:
     boxes[:, 3] = h - 1 - np.argmax(rows[:, ::-1], axis=1)
     boxes[~nonempty] = 0.0
     return boxes
+
+
+def _runs(counts: str | bytes) -> np.ndarray:
+    """Run lengths of a COCO compressed counts string (pycocotools' ``rleFrString``)."""
+    runs: list[int] = []
+    data = counts.encode() if isinstance(counts, str) else counts
+    p, n = 0, len(data)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            c = data[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return np.asarray(runs, dtype=np.int64)
+
+
+def decode_counts(counts: str | bytes, height: int, width: int) -> np.ndarray:
+    """``(H, W)`` bool mask from COCO compressed RLE counts (column-major runs, background
+    first). Done here rather than by pycocotools' ``decode``, which warns under numpy 2."""
+    runs = _runs(counts)
+    if runs.sum() != height * width or (runs < 0).any():
+        raise ValueError(
+            f"RLE counts cover {int(runs.sum())} pixels, expected {height * width} "
+            f"({height}x{width}); the RLE is corrupt"
+        )
+    values = np.arange(len(runs)) % 2 == 1
+    return np.ascontiguousarray(np.repeat(values, runs).reshape(width, height).T)
 
 
 def json_value(value: Any, *, what: str) -> Any:

@@ -38,6 +38,7 @@ import supervision as sv
 from textseg.io._common import (
     atomic_write,
     check_detections,
+    check_masks,
     class_indices,
     iter_masks,
     json_value,
@@ -78,6 +79,14 @@ def _category_ids(classes: Sequence[str], category_ids: Sequence[int] | None) ->
 def _check_format(segmentation: str) -> None:
     if segmentation not in ("rle", "polygon"):
         raise ValueError(f"segmentation must be 'rle' or 'polygon', got {segmentation!r}")
+
+
+def _mask_size(mask: Any, what: str) -> tuple[int, int]:
+    """(H, W) of ``Detections.mask`` (dense or ``supervision.CompactMask``)."""
+    shape = getattr(mask, "shape", None)
+    if shape is None or len(shape) != 3:
+        check_masks(mask, what=what)  # raises the precise error
+    return int(shape[1]), int(shape[2])
 
 
 def detections_to_coco(
@@ -126,8 +135,7 @@ def detections_to_coco(
     clash = sorted(set(extras) & (_COCO_KEYS | {"tracker_id"}))
     if clash:
         raise ValueError(
-            f"{what}: Detections.data has keys {clash}, which are COCO annotation keys; "
-            f"rename them"
+            f"{what}: Detections.data has keys {clash}, which are COCO annotation keys; rename them"
         )
     crowd = detections.data.get("iscrowd")
     xyxy = np.asarray(detections.xyxy, dtype=np.float64)
@@ -135,7 +143,7 @@ def detections_to_coco(
     rles: list[dict[str, Any] | None] = [None] * n
     if detections.mask is not None:
         if height is None or width is None:
-            height, width = (int(s) for s in np.shape(detections.mask)[1:3])
+            height, width = _mask_size(detections.mask, what)
         for i, mask in enumerate(iter_masks(detections.mask, n, height, width, what=what)):
             if segmentation == "rle":
                 rles[i] = encode_mask(mask)
@@ -189,7 +197,8 @@ def _column(values: list[Any]) -> np.ndarray:
         array = None
     if array is None or array.dtype == object or array.shape[:1] != (len(values),):
         array = np.empty(len(values), dtype=object)
-        array[:] = values if values else []
+        for i, value in enumerate(values):
+            array[i] = value
     return array
 
 
@@ -258,26 +267,25 @@ def coco_to_detections(
             )
         x, y, w, h = (float(v) for v in ann["bbox"])
         xyxy[i] = [x, y, x + w, y + h]
-    has_mask = any(with_mask) or (n == 0 and False)
-    mask = decode_masks(rles, height, width) if has_mask else None  # type: ignore[arg-type]
+    mask = decode_masks(rles, height, width) if any(with_mask) else None  # type: ignore[arg-type]
     scored = ["score" in a for a in annotations]
     if any(scored) and not all(scored):
-        raise ValueError(
-            "some annotations have a score and others not; give all a score, or none"
-        )
+        raise ValueError("some annotations have a score and others not; give all a score, or none")
     confidence = (
-        np.asarray([a["score"] for a in annotations], dtype=np.float32) if n and all(scored) else None
+        np.asarray([a["score"] for a in annotations], dtype=np.float32)
+        if n and all(scored)
+        else None
     )
     tracked = n > 0 and all("tracker_id" in a for a in annotations)
     data: dict[str, Any] = {
-        "class_name": np.asarray([classes[k] for k in labels], dtype=object).astype(str)
-        if n
-        else np.zeros(0, dtype=str),
+        "class_name": np.array([classes[k] for k in labels], dtype=str),
         "iscrowd": np.asarray([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool),
     }
     extra_keys: list[str] = []
     for ann in annotations:
-        extra_keys += [k for k in ann if k not in _COCO_KEYS and k != "tracker_id" and k not in extra_keys]
+        extra_keys += [
+            k for k in ann if k not in _COCO_KEYS and k != "tracker_id" and k not in extra_keys
+        ]
     for key in extra_keys:
         data[key] = _column([a.get(key) for a in annotations])
     return sv.Detections(
@@ -582,7 +590,9 @@ class CocoWriter:
             "width": int(width),
             "height": int(height),
         }
-        record.update({k: json_value(v, what=f"image field {k!r}") for k, v in image_fields.items()})
+        record.update(
+            {k: json_value(v, what=f"image field {k!r}") for k, v in image_fields.items()}
+        )
         self._dataset["images"].append(record)
         self._dataset["annotations"].extend(annotations)
         self._by_file[file_name] = image_id

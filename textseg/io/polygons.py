@@ -3,18 +3,21 @@
 Coordinates are COCO's: absolute pixels, pixel ``(x, y)`` covering the square
 ``[x, x + 1] x [y, y + 1]``. :func:`mask_to_polygons` traces the pixel *edges* (not the pixel
 centres, as ``cv2.findContours`` does), so a polygon encloses exactly the pixels of its part
-and pycocotools rasterises it back to the same pixels. That is why a 1-pixel mask becomes the
-pixel's square ``[x, y, x+1, y, x+1, y+1, x, y+1]`` instead of a degenerate point (the cause
-of the empty segmentations other exporters write for tiny masks).
+and pycocotools rasterises it back to the same pixels. That is why a 1-pixel mask at
+``(x, y)`` becomes the pixel's square, corners ``(x, y)`` and ``(x + 1, y + 1)``, instead of a
+degenerate point (the cause of the empty segmentations other exporters write for tiny masks).
 
 Policy for multi-part masks and holes:
 
-- every 8-connected part gives one polygon (all parts are kept); two parts touching only at a
-  corner are one part, and their polygon pinches at that corner;
-- holes are filled: COCO polygons have no way to cut a hole (pycocotools unions all polygons
-  of an instance), and YOLO-seg has one polygon per instance. A hole is a 4-connected region of
-  background that does not reach the image border, matching
-  ``scipy.ndimage.binary_fill_holes``. Export as RLE to keep holes.
+- every 8-connected part gives one polygon (all parts are kept, largest first); two parts
+  touching only at a corner are one part, and their polygon pinches at that corner;
+- holes (4-connected background regions inside a part, as ``scipy.ndimage.binary_fill_holes``
+  finds them) are kept by default: each is cut into its part's polygon through a zero-width
+  bridge (a "keyhole"), and runs opposite to the outer outline, so both even-odd
+  (pycocotools, ``cv2.fillPoly``) and non-zero filling leave it empty. COCO has no other way:
+  pycocotools unions the polygons of an instance. ``holes=False`` fills them instead;
+- RLE (:mod:`textseg.io.rle`) is exact too and usually much smaller; polygons are for tools
+  that want them.
 """
 
 from __future__ import annotations
@@ -26,37 +29,55 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from textseg.io._common import check_mask2d
+from textseg.io._common import check_mask2d, decode_counts
 
 __all__ = ["join_polygons", "mask_to_polygons", "polygons_to_mask", "polygons_to_rle"]
 
 
-def _trace_outlines(mask: np.ndarray) -> list[np.ndarray]:
-    """Outer outlines of the 8-connected parts of a non-empty mask, on pixel corners.
+def _clean(pts: np.ndarray) -> np.ndarray:
+    """Drop repeated and collinear vertices of a closed outline."""
+    pts = pts[np.any(pts != np.roll(pts, 1, axis=0), axis=1)]
+    before = pts - np.roll(pts, 1, axis=0)
+    after = np.roll(pts, -1, axis=0) - pts
+    cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+    straight = (cross == 0) & ((before * after).sum(axis=1) > 0)
+    return pts[~straight]
+
+
+def _trace_outlines(mask: np.ndarray) -> list[tuple[int, np.ndarray, list[np.ndarray]]]:
+    """Outlines of the 8-connected parts of a non-empty mask and of their holes, on pixel
+    corners.
 
     Returns:
-        ``(K, 2)`` int64 XY vertex arrays, one per part, no repeated or collinear vertices.
+        One ``(depth, outer, holes)`` per part: depth 0 for a top-level part, 2, 4... for an
+        island inside a hole; ``(K, 2)`` int64 XY vertex arrays without repeated or collinear
+        vertices; holes (4-connected background regions inside the part) run in the opposite
+        direction to the outer outline.
     """
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = np.pad(mask[y0:y1, x0:x1], 1).astype(np.uint8)
     # Doubling every pixel makes findContours' pixel-centre outline of the doubled mask land,
-    # after (u + 1) // 2, exactly on the corners of the original pixels; its diagonal steps
-    # between doubled blocks collapse to single corners.
+    # after (u + 1) // 2, exactly on the corners of the original pixels (for outer outlines
+    # and holes alike); its diagonal steps between doubled blocks collapse to single corners.
     doubled = np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)
-    contours, _ = cv2.findContours(doubled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contours, hierarchy = cv2.findContours(doubled, cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
     offset = np.array([x0 - 1, y0 - 1], dtype=np.int64)
-    outlines = []
-    for contour in contours:
-        pts = (contour[:, 0, :].astype(np.int64) + 1) // 2 + offset
-        pts = pts[np.any(pts != np.roll(pts, 1, axis=0), axis=1)]
-        before = pts - np.roll(pts, 1, axis=0)
-        after = np.roll(pts, -1, axis=0) - pts
-        cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
-        straight = (cross == 0) & ((before * after).sum(axis=1) > 0)
-        outlines.append(pts[~straight])
-    return outlines
+    outlines = [_clean((c[:, 0, :].astype(np.int64) + 1) // 2 + offset) for c in contours]
+    parents = hierarchy[0][:, 3]
+    depth = np.zeros(len(contours), dtype=np.int64)
+    for i in range(len(contours)):
+        j = parents[i]
+        while j >= 0:
+            depth[i] += 1
+            j = parents[j]
+    # Even depth: the outline of a part (depth > 0: an island inside a hole); odd: a hole.
+    parts = []
+    for i in np.flatnonzero(depth % 2 == 0):
+        holes = [outlines[j] for j in np.flatnonzero(parents == i)]
+        parts.append((int(depth[i]), outlines[i], holes))
+    return parts
 
 
 def _area(points: np.ndarray) -> float:
@@ -64,20 +85,33 @@ def _area(points: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def mask_to_polygons(mask: np.ndarray, *, tolerance: float = 0.0) -> list[list[float]]:
+def _simplify(points: np.ndarray, tolerance: float) -> np.ndarray:
+    if tolerance <= 0:
+        return points
+    approx = cv2.approxPolyDP(points.astype(np.int32)[:, None, :], tolerance, True)[:, 0]
+    # An outline that would collapse keeps its exact form: never a degenerate polygon.
+    return approx.astype(np.int64) if len(approx) >= 3 and _area(approx) > 0 else points
+
+
+def mask_to_polygons(
+    mask: np.ndarray, *, holes: bool = True, tolerance: float = 0.0
+) -> list[list[float]]:
     """All outer polygons of a mask, one per 8-connected part, in COCO format.
 
     Args:
         mask: ``(H, W)`` bool mask.
-        tolerance: 0 (default) for the exact outline along pixel edges (rasterises back to the
-            same pixels, holes filled). A positive value simplifies each outline with
-            Douglas-Peucker to at most this many pixels of deviation (fewer vertices, no
-            longer exact); an outline that would become degenerate is kept exact.
+        holes: True (default): cut each hole into its part's polygon with a zero-width bridge
+            (a "keyhole"), so the polygon rasterises back to exactly the mask. False: fill
+            holes (plain outer outlines, for tools that cannot take keyholes).
+        tolerance: 0 (default) for the exact outline along pixel edges. A positive value
+            simplifies each outline with Douglas-Peucker to at most this many pixels of
+            deviation (fewer vertices, no longer exact); an outline that would become
+            degenerate is kept exact.
 
     Returns:
         Polygons ``[[x0, y0, x1, y1, ...], ...]`` in absolute pixel coordinates (pixel
-        ``(x, y)`` spans ``[x, x + 1]``), each with at least 3 points and non-zero area, largest
-        part first. An empty mask gives ``[]``; a non-empty mask never does.
+        ``(x, y)`` spans ``[x, x + 1]``), each with at least 3 points and non-zero area,
+        largest part first. An empty mask gives ``[]``; a non-empty mask never does.
 
     Raises:
         TypeError: Not a bool numpy array.
@@ -88,15 +122,18 @@ def mask_to_polygons(mask: np.ndarray, *, tolerance: float = 0.0) -> list[list[f
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
     if not mask.any():
         return []
-    outlines = _trace_outlines(mask)
-    if tolerance > 0:
-        simplified = []
-        for pts in outlines:
-            approx = cv2.approxPolyDP(pts.astype(np.int32)[:, None, :], tolerance, True)[:, 0]
-            simplified.append(approx if len(approx) >= 3 and _area(approx) > 0 else pts)
-        outlines = simplified
-    outlines.sort(key=_area, reverse=True)
-    return [pts.astype(np.float64).ravel().tolist() for pts in outlines]
+    polygons = []
+    for depth, outer, inner in _trace_outlines(mask):
+        if depth > 0 and not holes:
+            continue  # an island in a hole: inside the filled part already
+        outer = _simplify(outer, tolerance)
+        if holes and inner:
+            joined = _join([outer, *(_simplify(h, tolerance) for h in inner)])
+        else:
+            joined = outer
+        polygons.append((_area(outer), joined))
+    polygons.sort(key=lambda item: item[0], reverse=True)
+    return [pts.astype(np.float64).ravel().tolist() for _, pts in polygons]
 
 
 def _check_polygons(polygons: Any, *, what: str) -> list[list[float]]:
@@ -159,8 +196,7 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
     Raises:
         TypeError / ValueError: Not a list of flat polygons of >= 3 finite points.
     """
-    rle = polygons_to_rle(polygons, height, width)
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+    return decode_counts(polygons_to_rle(polygons, height, width)["counts"], height, width)
 
 
 def _nearest_pair(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
@@ -176,14 +212,48 @@ def _nearest_pair(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     return best_i, best_j
 
 
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    """Chain ``(K_i, 2)`` outlines into one with zero-width bridges (see :func:`join_polygons`)."""
+    if len(parts) == 1:
+        return parts[0]
+    centroids = np.stack([p.mean(axis=0) for p in parts])
+    order, left = [0], list(range(1, len(parts)))
+    while left:
+        d = ((centroids[left] - centroids[order[-1]]) ** 2).sum(axis=1)
+        order.append(left.pop(int(np.argmin(d))))
+    parts = [parts[i] for i in order]
+    # Part i is entered at vertex start[i] and left for part i + 1 at vertex exit_[i]; the walk
+    # goes down the chain and comes back up, so every bridge is walked out and back.
+    start, exit_ = [0], []
+    for i in range(len(parts) - 1):
+        a, b = _nearest_pair(parts[i], parts[i + 1])
+        exit_.append(a)
+        start.append(b)
+
+    def walk(part: np.ndarray, frm: int, to: int, *, full_if_equal: bool) -> np.ndarray:
+        n = len(part)
+        count = n + 1 if full_if_equal and frm == to else (to - frm) % n + 1
+        return part[(frm + np.arange(count)) % n]
+
+    last = len(parts) - 1
+    pieces = [walk(parts[i], start[i], exit_[i], full_if_equal=False) for i in range(last)]
+    pieces.append(walk(parts[last], start[last], start[last], full_if_equal=True))
+    for i in range(last - 1, 0, -1):
+        pieces.append(walk(parts[i], exit_[i], start[i], full_if_equal=True))
+    # Part 0 ends at its last vertex; the closing edge back to its vertex 0 is implicit.
+    pieces.append(parts[0][exit_[0] :])
+    return np.concatenate(pieces)
+
+
 def join_polygons(polygons: Sequence[Sequence[float]]) -> list[float]:
     """Join several polygons into one, for formats with one polygon per instance (YOLO-seg).
 
     Parts are chained (each to the nearest remaining one, by centroid) and every link is a
     zero-width bridge walked out and back between the two closest vertices. With even-odd
-    filling (pycocotools) the bridges cover no pixel, so the joined polygon rasterises to the
-    union of the parts; ultralytics' ``cv2.fillPoly`` additionally draws each bridge as a
-    1-pixel line. This is the convention ultralytics uses for multi-part COCO objects.
+    filling (pycocotools) the bridges cover no pixel, so the joined polygon of disjoint parts
+    rasterises to their union (and a keyhole polygon from :func:`mask_to_polygons` keeps its
+    holes); ultralytics' ``cv2.fillPoly`` additionally draws each bridge as a 1-pixel line.
+    This is also how ultralytics joins the parts of multi-part COCO objects.
 
     Args:
         polygons: ``[[x0, y0, x1, y1, ...], ...]``, at least one, each >= 3 points.
@@ -197,35 +267,7 @@ def join_polygons(polygons: Sequence[Sequence[float]]) -> list[float]:
     checked = _check_polygons(polygons, what="join_polygons")
     if not checked:
         raise ValueError("join_polygons: expected at least one polygon, got none")
-    parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in checked]
-    if len(parts) == 1:
+    if len(checked) == 1:
         return checked[0]
-    centroids = np.stack([p.mean(axis=0) for p in parts])
-    order, left = [0], list(range(1, len(parts)))
-    while left:
-        d = ((centroids[left] - centroids[order[-1]]) ** 2).sum(axis=1)
-        order.append(left.pop(int(np.argmin(d))))
-    parts = [parts[i] for i in order]
-    # Part i is entered at vertex start[i] and left for part i + 1 at vertex exit[i].
-    start, exit_ = [0], []
-    for i in range(len(parts) - 1):
-        a, b = _nearest_pair(parts[i], parts[i + 1])
-        exit_.append(a)
-        start.append(b)
-
-    def walk(part: np.ndarray, frm: int, to: int, full_if_equal: bool) -> np.ndarray:
-        n = len(part)
-        count = (to - frm) % n + 1
-        if full_if_equal and frm == to:
-            count = n + 1
-        return part[(frm + np.arange(count)) % n]
-
-    last = len(parts) - 1
-    pieces = [walk(parts[i], start[i], exit_[i], False) for i in range(last)]
-    pieces.append(walk(parts[last], start[last], start[last], True))
-    for i in range(last - 1, 0, -1):
-        pieces.append(walk(parts[i], exit_[i], start[i], True))
-    # Part 0 ends at its last vertex; the closing edge back to its vertex 0 is implicit.
-    pieces.append(parts[0][exit_[0] :])
-    joined = np.concatenate(pieces)
-    return joined.ravel().tolist()
+    parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in checked]
+    return _join(parts).ravel().tolist()

@@ -14,7 +14,7 @@ from typing import Any, overload
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from textseg.io._common import check_mask2d, check_masks
+from textseg.io._common import check_mask2d, check_masks, decode_counts
 from textseg.io.polygons import polygons_to_rle
 
 __all__ = [
@@ -114,7 +114,10 @@ def to_rle(segmentation: Any, height: int, width: int, *, what: str = "segmentat
             f"size is wrong"
         )
     counts = rle["counts"]
-    return {"size": [height, width], "counts": counts.decode() if isinstance(counts, bytes) else counts}
+    return {
+        "size": [height, width],
+        "counts": counts.decode() if isinstance(counts, bytes) else counts,
+    }
 
 
 def decode_masks(rles: Sequence[Mapping[str, Any]], height: int, width: int) -> np.ndarray:
@@ -133,8 +136,7 @@ def decode_masks(rles: Sequence[Mapping[str, Any]], height: int, width: int) -> 
     """
     out = np.zeros((len(rles), height, width), dtype=bool)
     for i, rle in enumerate(rles):
-        fixed = _rle_for_pycocotools(to_rle(rle, height, width, what=f"rle {i}"), what="rle")
-        out[i] = mask_utils.decode(fixed).astype(bool)
+        out[i] = decode_counts(to_rle(rle, height, width, what=f"rle {i}")["counts"], height, width)
     return out
 
 
@@ -203,7 +205,9 @@ class CompactMasks(Sequence[np.ndarray]):
         """
         self._height = int(height)
         self._width = int(width)
-        self._rles = [to_rle(r, self._height, self._width, what=f"rle {i}") for i, r in enumerate(rles)]
+        self._rles = [
+            to_rle(r, self._height, self._width, what=f"rle {i}") for i, r in enumerate(rles)
+        ]
 
     @classmethod
     def from_dense(cls, masks: np.ndarray) -> CompactMasks:

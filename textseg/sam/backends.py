@@ -30,6 +30,8 @@ class SamBackend(abc.ABC):
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     mask_threshold: float = 0.0
+    #: Whether :meth:`decode` accepts extra sparse token embeddings (``embeddings=``).
+    supports_token_prompts: bool = False
 
     @property
     @abc.abstractmethod
@@ -75,6 +77,7 @@ class SamBackend(abc.ABC):
         mask_inputs: torch.Tensor | None,
         multimask_output: bool,
         state: object | None = None,
+        embeddings: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode N prompts on one image's embedding.
 
@@ -86,6 +89,8 @@ class SamBackend(abc.ABC):
             mask_inputs: ``(N, 1, 256, 256)`` low-res logits, or None.
             multimask_output: Return the three multimask outputs instead of the single one.
             state: What :meth:`prepare` returned for this embedding, or None.
+            embeddings: ``(N, T, C)`` extra sparse tokens appended to the point/box tokens
+                (only where :attr:`supports_token_prompts`).
 
         Returns:
             ``(N, K, 256, 256)`` float32 low-res mask logits and ``(N, K)`` predicted IoU, with
@@ -99,6 +104,8 @@ class SegmentAnythingBackend(SamBackend):
     Encoding is the model's own image encoder; decoding uses :mod:`textseg.sam.decoder`, which
     reuses the prompt-independent part of the decoder across prompts of one image.
     """
+
+    supports_token_prompts = True
 
     def __init__(self, model: torch.nn.Module) -> None:
         from segment_anything.modeling import Sam
@@ -161,6 +168,7 @@ class SegmentAnythingBackend(SamBackend):
         mask_inputs: torch.Tensor | None,
         multimask_output: bool,
         state: object | None = None,
+        embeddings: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         from textseg.sam.decoder import DecoderContext, decode_masks
 
@@ -172,6 +180,13 @@ class SegmentAnythingBackend(SamBackend):
             masks=None if mask_inputs is None else mask_inputs.float(),
         )
         sparse, dense = sparse.to(self.dtype), dense.to(self.dtype)
+        if embeddings is not None:
+            tokens = embeddings.to(self.dtype)
+            if points is None and boxes is None:
+                # No point/box tokens: the prompt encoder returned an empty batch of one.
+                sparse = tokens
+            else:
+                sparse = torch.cat([sparse, tokens], dim=1)
         tokens = slice(1, None) if multimask_output else slice(0, 1)
         return decode_masks(
             self.model.mask_decoder,

@@ -32,7 +32,7 @@ MultimaskMode = bool | Literal["auto"]
 def _default_chunk(device: torch.device) -> int:
     # On CPU, large decoder batches run out of cache and get slower per prompt (measured in
     # benchmarks/bench_sam_core.py); on GPU larger batches fill the device.
-    return 64 if device.type == "cuda" else 8
+    return 64 if device.type == "cuda" else 2
 
 
 class SamCore:
@@ -47,7 +47,7 @@ class SamCore:
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         dtype: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
         cache_bytes: Byte budget of the embedding cache (LRU).
-        chunk_size: Prompts decoded per decoder call; default 8 on CPU, 64 on CUDA.
+        chunk_size: Prompts decoded per decoder call; default 2 on CPU, 64 on CUDA.
 
     Example:
         >>> core = SamCore("sam-vit-tiny-test")  # doctest: +SKIP
@@ -233,8 +233,16 @@ class SamCore:
                 boxes = self._to_input_frame(emb, part.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
             if part.mask_inputs is not None:
                 masks = torch.from_numpy(part.mask_inputs[:, None]).to(self.device)
+            extra = {}
+            if part.embeddings is not None:
+                if not self.backend.supports_token_prompts:
+                    raise ValueError(
+                        f"prompts: embeddings (token prompts) need a segment_anything model; "
+                        f"{type(self.backend).__name__} does not take them"
+                    )
+                extra["embeddings"] = torch.from_numpy(part.embeddings).to(self.device)
             low, iou = self.backend.decode(
-                emb.embedding, points, labels, boxes, masks, multimask_output, state=state
+                emb.embedding, points, labels, boxes, masks, multimask_output, state=state, **extra
             )
             logits.append(low.float())
             ious.append(iou.float())

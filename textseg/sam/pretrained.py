@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from textseg._registry import ModelCfg, Weights, register_model
+from textseg.sam.modeling.convert import fill_tied_hf_keys
 from textseg.sam.modeling.sam import build_mobile_sam, build_sam_vit
 
 
@@ -130,12 +131,15 @@ for _repo, _arch, _what in (
         f"hf-{_repo.split('/')[-1]}",
         weights=_hf(_repo),
         description=f"transformers SamModel {_what}",
+        # save_pretrained keeps one of the two tied positional-embedding names.
+        convert_state_dict=fill_tied_hf_keys,
         **_SAM_KW,
         **_arch,
     )(build_hf_sam)
 register_model(
     "hf-sam-tiny-test",
     description="random-init tiny transformers SamModel for tests",
+    convert_state_dict=fill_tied_hf_keys,
     **_SAM_KW,
     **_VIT_TINY,
 )(build_hf_sam)

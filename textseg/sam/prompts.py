@@ -28,16 +28,21 @@ class Prompts:
         boxes: ``(N, 4)`` float32 XYXY boxes, or None.
         mask_inputs: ``(N, 256, 256)`` float32 low-resolution mask logits from an earlier
             prediction (``data["low_res_logits"]``), for iterative refinement, or None.
+        embeddings: ``(N, T, C)`` float32 extra sparse prompt tokens in the decoder's token
+            space (C = 256 for published SAMs), appended after the point and box tokens; this
+            is how a text embedding projected into SAM's prompt space is given (the SAM
+            paper's text prompt, see ``textseg.prompters.ClipTokenPrompter``), or None.
     """
 
     points: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     boxes: np.ndarray | None = None
     mask_inputs: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = None
-        for field_name in ("points", "point_labels", "boxes", "mask_inputs"):
+        for field_name in ("points", "point_labels", "boxes", "mask_inputs", "embeddings"):
             value = getattr(self, field_name)
             if value is None:
                 continue
@@ -93,11 +98,20 @@ class Prompts:
                     f"mask_inputs: expected (N, 256, 256) low-res logits, got {masks.shape}"
                 )
             object.__setattr__(self, "mask_inputs", masks)
+        if self.embeddings is not None:
+            emb = self.embeddings.astype(np.float32, copy=False)
+            if emb.ndim == 2:
+                emb = emb[:, None, :]
+            if emb.ndim != 3:
+                raise ValueError(f"embeddings: expected (N, T, C) tokens, got {emb.shape}")
+            if not np.isfinite(emb).all():
+                raise ValueError("embeddings: contain NaN or infinity")
+            object.__setattr__(self, "embeddings", emb)
         if n is None:
-            raise ValueError("Prompts: empty; give points, boxes or mask_inputs")
+            raise ValueError("Prompts: empty; give points, boxes, mask_inputs or embeddings")
 
     def __len__(self) -> int:
-        for value in (self.points, self.boxes, self.mask_inputs):
+        for value in (self.points, self.boxes, self.mask_inputs, self.embeddings):
             if value is not None:
                 return len(value)
         return 0
@@ -172,6 +186,7 @@ class Prompts:
             point_labels=take(self.point_labels),
             boxes=take(self.boxes),
             mask_inputs=take(self.mask_inputs),
+            embeddings=take(self.embeddings),
         )
 
     def check_inside(self, height: int, width: int, *, tolerance: float = 1.0) -> None:

@@ -27,7 +27,13 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-__all__ = ["fill_tied_hf_keys", "hf_to_sam_state_dict", "sam_to_hf_state_dict"]
+__all__ = [
+    "HF_PE_KEYS",
+    "SAM_PE_KEY",
+    "fill_tied_hf_keys",
+    "hf_to_sam_state_dict",
+    "sam_to_hf_state_dict",
+]
 
 #: The tied pair of ``SamModel``: one parameter reachable under both names.
 HF_PE_KEYS = (

@@ -1,0 +1,175 @@
+"""Weights resolution order, checksums, offline errors and strict loading."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from textseg import _hub
+from textseg._hub import (
+    ChecksumError,
+    StateDictError,
+    WeightsNotFoundError,
+    build_model,
+    load_state_dict,
+    load_strict,
+    locate_weights,
+    resolve_weights,
+)
+from textseg._registry import ModelCfg, Weights
+
+
+def _tiny_linear(cfg: ModelCfg) -> torch.nn.Module:
+    return torch.nn.Linear(3, 2)
+
+
+def _save(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cfg(url: str, sha256: str | None = None, filename: str = "lin.pt") -> ModelCfg:
+    return ModelCfg(
+        name="lin",
+        task="test",
+        builder=_tiny_linear,
+        weights=Weights(filename=filename, url=url, sha256=sha256, license="MIT"),
+    )
+
+
+def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    source = _save(tmp_path / "remote.pt", seed=1)
+    cfg = _cfg(source.as_uri())
+    # 4. download (file:// URL), into TEXTSEG_CACHE
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TEXTSEG_OFFLINE")
+    assert locate_weights(cfg).source == "download"
+    downloaded = resolve_weights(cfg)
+    assert downloaded == _hub.cache_dir() / "lin.pt" and downloaded.is_file()
+    # 3. now in the cache, found without the network
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert locate_weights(cfg).source == "hub-cache"
+    assert resolve_weights(cfg) == downloaded
+    # 2. TEXTSEG_WEIGHTS wins over the cache
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    local = _save(weights_dir / "lin.pt", seed=2)
+    monkeypatch.setenv("TEXTSEG_WEIGHTS", str(weights_dir))
+    assert locate_weights(cfg).source == "TEXTSEG_WEIGHTS"
+    assert resolve_weights(cfg) == local
+    # 1. an explicit file wins over everything
+    explicit = _save(tmp_path / "mine.pt", seed=3)
+    assert resolve_weights(cfg, explicit) == explicit
+    model = build_model(cfg, checkpoint=explicit)
+    torch.testing.assert_close(model.state_dict(), torch.load(explicit, weights_only=True))
+
+
+def test_offline_error_is_one_line_naming_the_file(tmp_path: Path):
+    cfg = _cfg("https://example.invalid/lin.pt")
+    with pytest.raises(WeightsNotFoundError) as info:
+        resolve_weights(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "lin.pt" in message and "TEXTSEG_WEIGHTS" in message and "offline" in message
+
+
+def test_download_with_wrong_sha256_is_refused_and_not_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TEXTSEG_OFFLINE")
+    source = _save(tmp_path / "remote.pt")
+    cfg = _cfg(source.as_uri(), sha256="0" * 64)
+    with pytest.raises(ChecksumError, match="expected 0000"):
+        resolve_weights(cfg)
+    assert not (_hub.cache_dir() / "lin.pt").exists()
+
+
+def test_local_file_with_wrong_sha256_is_refused(tmp_path, monkeypatch):
+    weights_dir = tmp_path / "w"
+    weights_dir.mkdir()
+    path = _save(weights_dir / "lin.pt")
+    monkeypatch.setenv("TEXTSEG_WEIGHTS", str(weights_dir))
+    with pytest.raises(ChecksumError):
+        build_model(_cfg("https://example.invalid/lin.pt", sha256="f" * 64))
+    good = _cfg("https://example.invalid/lin.pt", sha256=_sha(path))
+    assert isinstance(build_model(good), torch.nn.Linear)
+    # A changed file is checked again, not trusted from the stamp.
+    _save(path, seed=9)
+    os.utime(path, ns=(1, 1))
+    with pytest.raises(ChecksumError):
+        build_model(good)
+
+
+def test_hf_cache_is_used(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    cache = tmp_path / "hf"
+    snapshot = cache / "models--org--repo" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    _save(snapshot / "model.pt")
+    (cache / "models--org--repo" / "refs").mkdir()
+    (cache / "models--org--repo" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    cfg = ModelCfg(
+        name="lin",
+        task="test",
+        builder=_tiny_linear,
+        weights=Weights(filename="lin", hf_repo="org/repo", hf_files=("model.pt",)),
+    )
+    location = locate_weights(cfg)
+    assert location.source == "hub-cache" and location.path == snapshot / "model.pt"
+    assert isinstance(build_model(cfg), torch.nn.Linear)
+
+
+def test_strict_loading_lists_missing_and_unexpected_keys():
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(StateDictError) as info:
+        load_strict(model, {"weight": torch.zeros(2, 3), "extra.w": torch.zeros(1)}, "lin")
+    message = str(info.value)
+    assert "missing keys: bias" in message and "unexpected keys: extra.w" in message
+    with pytest.raises(StateDictError, match=r"shape mismatches .*weight \(3, 3\) vs \(2, 3\)"):
+        load_strict(model, {"weight": torch.zeros(3, 3), "bias": torch.zeros(2)}, "lin")
+
+
+def test_pickled_objects_are_not_loaded(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(1), "obj": _Evil()}, path)
+    with pytest.raises(StateDictError, match="cannot read a state dict"):
+        load_state_dict(path)
+
+
+class _Evil:
+    pass
+
+
+def test_wrapped_and_safetensors_state_dicts(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = torch.nn.Linear(3, 2).state_dict()
+    torch.save({"model": sd, "epoch": 3}, tmp_path / "wrapped.pt")
+    assert set(load_state_dict(tmp_path / "wrapped.pt")) == {"weight", "bias"}
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    assert set(load_state_dict(tmp_path)) == {"weight", "bias"}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StateDictError, match="holds none of"):
+        load_state_dict(tmp_path / "empty")
+
+
+def test_random_init_models_need_no_files():
+    model = build_model("sam-vit-tiny-test")
+    assert isinstance(model, torch.nn.Module) and not model.training
+    with pytest.raises(ValueError, match="random-init model"):
+        resolve_weights(_hub.get_model_cfg("sam-vit-tiny-test"))
+
+
+def test_explicit_missing_checkpoint():
+    with pytest.raises(WeightsNotFoundError, match="not found"):
+        build_model("sam-vit-tiny-test", checkpoint="/no/such/file.pt")

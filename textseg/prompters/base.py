@@ -1,0 +1,220 @@
+"""The text -> SAM prompts interface and the result every prompter returns.
+
+A :class:`Prompter` turns one image and a class list into :class:`ClassPrompts`: N SAM prompts
+(:class:`~textseg.sam.Prompts`, in the original image's pixels) and, per prompt, the class it
+stands for, a score and extra fields. The SAM core then cuts one mask per prompt (or three, see
+:attr:`ClassPrompts.multimask`); :func:`predict_masks` runs that step and carries the class
+information over to the masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import supervision as sv
+
+from textseg._image import ImageInput
+from textseg.sam.prompts import Prompts
+from textseg.vocab import ClassesInput
+
+if TYPE_CHECKING:
+    from textseg.sam.cache import ImageEmbedding
+    from textseg.sam.core import SamCore
+
+__all__ = ["ClassPrompts", "MultimaskAdvice", "Prompter", "attach_prompts", "predict_masks"]
+
+#: How many masks the SAM core should cut per prompt: True (three candidates), False (one) or
+#: ``"auto"`` (three for a lone point, else one; SAM's own advice).
+MultimaskAdvice = bool | Literal["auto"]
+
+
+def _empty_prompts() -> Prompts:
+    return Prompts(boxes=np.zeros((0, 4), np.float32))
+
+
+@dataclass(frozen=True)
+class ClassPrompts:
+    """N SAM prompts for one image, each standing for one instance of a class.
+
+    Attributes:
+        prompts: The N prompts, coordinates in absolute pixels of the original image.
+        class_id: ``(N,)`` int64 index into the vocabulary's class names; ``-1`` for a prompt
+            not yet named (e.g. the points of :class:`~textseg.prompters.GridPrompter`, which
+            a labeler names later).
+        confidence: ``(N,)`` float32 score of each prompt (detector score, CLIP probability);
+            NaN where the prompter does not score its prompts (grid points).
+        data: Extra ``(N, ...)`` arrays, e.g. ``"class_name"`` (str), ``"prompt"`` (the text
+            that matched), ``"box"`` ``(N, 4)`` XYXY, ``"point"`` ``(N, 2)`` XY.
+        multimask: Advice for the SAM core's ``multimask_output``.
+        class_names: The vocabulary's class names (what ``class_id`` indexes); empty when the
+            prompter was given no classes.
+    """
+
+    prompts: Prompts = field(default_factory=_empty_prompts)
+    class_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    data: dict[str, np.ndarray] = field(default_factory=dict)
+    multimask: MultimaskAdvice = "auto"
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompts, Prompts):
+            raise TypeError(
+                f"ClassPrompts.prompts: expected textseg.sam.Prompts, got "
+                f"{type(self.prompts).__name__}"
+            )
+        n = len(self.prompts)
+        class_id = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
+        confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
+        for name, value in (("class_id", class_id), ("confidence", confidence)):
+            if len(value) != n:
+                raise ValueError(
+                    f"ClassPrompts.{name}: expected one value per prompt ({n}), got {len(value)}"
+                )
+        bad = (class_id < -1) | (class_id >= len(self.class_names))
+        if bad.any():
+            raise ValueError(
+                f"ClassPrompts.class_id: expected -1 or 0 <= id < {len(self.class_names)} "
+                f"(the number of class names), got {int(class_id[bad][0])}"
+            )
+        data: dict[str, np.ndarray] = {}
+        for key, value in dict(self.data).items():
+            array = np.asarray(value)
+            if array.ndim == 0 or len(array) != n:
+                raise ValueError(
+                    f"ClassPrompts.data[{key!r}]: expected one row per prompt ({n}), got shape "
+                    f"{array.shape}"
+                )
+            data[key] = array
+        if self.multimask not in (True, False, "auto"):
+            raise ValueError(
+                f"ClassPrompts.multimask: expected True, False or 'auto', got {self.multimask!r}"
+            )
+        object.__setattr__(self, "class_id", class_id)
+        object.__setattr__(self, "confidence", confidence)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @classmethod
+    def empty(
+        cls,
+        *,
+        data_keys: Mapping[str, tuple[tuple[int, ...], Any]] | None = None,
+        multimask: MultimaskAdvice = "auto",
+        class_names: tuple[str, ...] = (),
+    ) -> ClassPrompts:
+        """No prompts (nothing found); not an error.
+
+        Args:
+            data_keys: ``{key: (trailing shape, dtype)}`` of the empty ``data`` arrays, so an
+                empty result has the same fields as a non-empty one.
+            multimask: The advice a non-empty result would give.
+            class_names: The vocabulary's class names.
+        """
+        keys = data_keys or {}
+        data = {key: np.zeros((0, *shape), dtype=dtype) for key, (shape, dtype) in keys.items()}
+        return cls(data=data, multimask=multimask, class_names=tuple(class_names))
+
+    def select(self, index: np.ndarray | slice) -> ClassPrompts:
+        """The prompts at ``index`` (index array, boolean mask or slice), fields alike."""
+        if isinstance(index, np.ndarray) and index.dtype == bool:
+            index = np.flatnonzero(index)
+        return ClassPrompts(
+            prompts=self.prompts.select(index),
+            class_id=self.class_id[index],
+            confidence=self.confidence[index],
+            data={k: v[index] for k, v in self.data.items()},
+            multimask=self.multimask,
+            class_names=self.class_names,
+        )
+
+
+@runtime_checkable
+class Prompter(Protocol):
+    """Text -> SAM prompts.
+
+    ``prompts(image, classes)`` takes one image (a path, PIL image or ``(H, W, 3)`` uint8 RGB
+    array) and the class names (a list of str or a :class:`~textseg.vocab.Vocabulary`) and
+    returns :class:`ClassPrompts` in the original image's pixels. Finding nothing is an empty
+    result, not an error.
+    """
+
+    def prompts(self, image: ImageInput, classes: ClassesInput) -> ClassPrompts: ...
+
+
+def attach_prompts(detections: sv.Detections, class_prompts: ClassPrompts) -> sv.Detections:
+    """Carry each prompt's class, score and data over to the masks cut from it.
+
+    Args:
+        detections: What ``SamCore.predict`` returned for ``class_prompts.prompts``; its
+            ``data["prompt_index"]`` says which prompt each mask came from.
+        class_prompts: The prompts.
+
+    Returns:
+        The same detections with ``class_id`` set, ``confidence`` = the prompt's confidence
+        (SAM's predicted IoU where the prompt is unscored, i.e. NaN), and ``data`` extended by
+        the prompts' data plus ``prompt_confidence`` (the raw prompt score). SAM's own fields
+        (``sam_iou``, ``stability_score``, ``prompt_index``, ``mask_index``) are kept.
+
+    Raises:
+        ValueError: ``detections`` has no ``prompt_index`` or it does not fit the prompts.
+    """
+    if "prompt_index" not in detections.data:
+        raise ValueError(
+            "detections: expected data['prompt_index'] (the output of SamCore.predict), "
+            f"got data keys {sorted(detections.data)}"
+        )
+    index = np.asarray(detections.data["prompt_index"], dtype=np.int64)
+    if len(index) and (index.min() < 0 or index.max() >= len(class_prompts)):
+        raise ValueError(
+            f"detections: prompt_index {int(index.max())} is out of range for "
+            f"{len(class_prompts)} prompts; pass the ClassPrompts the detections were cut from"
+        )
+    prompt_conf = class_prompts.confidence[index]
+    sam_conf = (
+        np.asarray(detections.data["sam_iou"], np.float32)
+        if "sam_iou" in detections.data
+        else np.full(len(index), np.nan, np.float32)
+    )
+    data = dict(detections.data)
+    for key, value in class_prompts.data.items():
+        data[key] = value[index]
+    data["prompt_confidence"] = prompt_conf.astype(np.float32)
+    out = sv.Detections(
+        xyxy=detections.xyxy,
+        mask=detections.mask,
+        confidence=np.where(np.isfinite(prompt_conf), prompt_conf, sam_conf).astype(np.float32),
+        class_id=class_prompts.class_id[index],
+        tracker_id=detections.tracker_id,
+        data=data,
+    )
+    return out
+
+
+def predict_masks(
+    core: SamCore,
+    image: ImageInput | ImageEmbedding,
+    class_prompts: ClassPrompts,
+    **predict_kwargs: Any,
+) -> sv.Detections:
+    """Cut the masks of ``class_prompts`` with the SAM core and attach their classes.
+
+    Args:
+        core: The SAM core.
+        image: The image the prompts were made for (or its cached embedding).
+        class_prompts: What a prompter returned for ``image``.
+        **predict_kwargs: Passed to ``SamCore.predict`` (``return_all``, ``min_region_area``,
+            ...); ``multimask_output`` defaults to the prompter's advice.
+
+    Returns:
+        ``sv.Detections`` as :func:`attach_prompts` describes; empty when there are no prompts.
+    """
+    predict_kwargs.setdefault("multimask_output", class_prompts.multimask)
+    dets = core.predict(image, class_prompts.prompts, **predict_kwargs)
+    return attach_prompts(dets, class_prompts)

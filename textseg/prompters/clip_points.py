@@ -1,0 +1,813 @@
+"""Training-free text -> point prompts from dense CLIP similarity maps (MaskCLIP-style).
+
+For each class:
+
+1. CLIP's dense patch features (:meth:`textseg.clip.ClipEncoder.dense_features`, the MaskCLIP
+   value path) are compared with the class's text embedding (an ensemble of templates over the
+   class name and its synonyms), giving an ``(h, w)`` cosine-similarity map on the patch grid.
+2. The per-cell maximum of the similarities to *background* texts (stuff words such as
+   "background", "sky", "wall", and the vocabulary's negative prompts) is subtracted, so that
+   what all texts share (a constant offset, the patch's overall "CLIP-ness") vanishes and a
+   positive value means "more like this class than like any background".
+3. :func:`similarity_to_points` smooths the map, cuts it into connected regions above a
+   threshold relative to the map's range, and puts positive points at each region's peak(s)
+   and negative points in nearby low regions.
+4. Grid coordinates are mapped back to original image pixels through the encoder's
+   resize/crop geometry (:class:`GridGeometry`).
+
+SAM then cuts three candidate masks per prompt, and :func:`choose_by_clip` keeps the one whose
+masked pixels (everything outside the mask blanked) CLIP finds most like the class, mixed with
+SAM's predicted IoU, rather than the largest or the one SAM likes best.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import cv2
+import numpy as np
+import supervision as sv
+import torch
+import torch.nn.functional as F
+
+from textseg._image import ImageInput, to_rgb_uint8
+from textseg.prompters.base import ClassPrompts, attach_prompts
+from textseg.sam.prompts import Prompts
+from textseg.vocab import ClassesInput, Vocabulary
+
+if TYPE_CHECKING:
+    from textseg.clip.encoders import ClipEncoder, DenseFeatures
+    from textseg.sam.core import SamCore
+
+__all__ = [
+    "DEFAULT_BACKGROUND",
+    "DEFAULT_TEMPLATES",
+    "ClipPointPrompter",
+    "GridGeometry",
+    "InstancePoints",
+    "check_templates",
+    "choose_by_clip",
+    "class_text_embeddings",
+    "embed_texts",
+    "masked_crop",
+    "similarity_to_points",
+]
+
+#: Templates the class names are put into; the embeddings of all of them are averaged.
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "there is a {} in the scene.",
+)
+#: Background ("stuff") texts subtracted from every class map; a word equal to one of the
+#: vocabulary's prompts is left out for that call (so "sky" can still be a class).
+DEFAULT_BACKGROUND: tuple[str, ...] = ("background", "ground", "wall", "sky", "texture")
+
+_DATA_KEYS = {
+    "class_name": ((), str),
+    "prompt": ((), str),
+    "point": ((2,), np.float32),
+    "clip_margin": ((), np.float32),
+}
+
+
+# ----------------------------------------------------------------------------- map -> points
+
+
+class InstancePoints(NamedTuple):
+    """Point prompt for one instance found in a similarity map.
+
+    Attributes:
+        points: ``(P, 2)`` float32 XY in map coordinates: cell ``(row r, col c)`` covers
+            ``[c, c + 1) x [r, r + 1)``, so a point at its centre is ``(c + 0.5, r + 0.5)``.
+            Positive points first, then negative ones.
+        labels: ``(P,)`` int32, 1 = foreground, 0 = background.
+        score: The region's peak value of the (background-subtracted, smoothed) map.
+    """
+
+    points: np.ndarray
+    labels: np.ndarray
+    score: float
+
+
+def _check_map(value: object, name: str) -> np.ndarray:
+    array = value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"{name}: expected a non-empty (h, w) map, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"{name}: expected numbers, got dtype {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return array
+
+
+def _check_fraction(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise TypeError(f"{name}: expected a number in [0, 1], got {type(value).__name__}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1], got {value}")
+    return float(value)
+
+
+def _check_count(value: int, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def _spread(candidates: np.ndarray, count: int, min_distance: float) -> list[int]:
+    """Greedily take up to ``count`` of ``candidates`` ((K, 2) rows, in preference order)
+    at least ``min_distance`` apart."""
+    chosen: list[int] = []
+    for i, point in enumerate(candidates):
+        if len(chosen) == count:
+            break
+        if all(np.hypot(*(point - candidates[j])) >= min_distance for j in chosen):
+            chosen.append(i)
+    return chosen
+
+
+def similarity_to_points(
+    sim_map: np.ndarray | torch.Tensor,
+    *,
+    background: np.ndarray | torch.Tensor | float | None = None,
+    sigma: float = 0.0,
+    threshold: float = 0.5,
+    low_threshold: float = 0.2,
+    min_score: float = 0.0,
+    min_area: int = 1,
+    max_instances: int | None = None,
+    num_positive: int = 1,
+    num_negative: int = 1,
+    min_distance: float | None = None,
+) -> list[InstancePoints]:
+    """Turn one class's similarity map into per-instance point prompts.
+
+    Steps, on the ``(h, w)`` map ``m``:
+
+    1. ``m = sim_map - background`` (if given), then a Gaussian blur of ``sigma`` cells
+       (reflecting borders; 0 = none).
+    2. With ``lo, hi`` the map's minimum and maximum, cells with
+       ``m >= lo + threshold * (hi - lo)`` and ``m > min_score`` form the foreground; its
+       8-connected regions of at least ``min_area`` cells are the instances, strongest peak
+       first, at most ``max_instances``.
+    3. Positive points: the region's peak, then its next highest cells at least
+       ``min_distance`` from the points already taken (``num_positive`` in all).
+    4. Negative points: cells with ``m <= lo + low_threshold * (hi - lo)`` (the low region),
+       nearest to the instance's peak first, at least ``min_distance`` apart
+       (``num_negative`` in all; fewer if the low region is smaller).
+
+    Args:
+        sim_map: ``(h, w)`` similarity of each cell to the class.
+        background: ``(h, w)`` similarity to the background, or one number, subtracted first.
+        sigma: Gaussian smoothing in cells.
+        threshold: Foreground level as a fraction of the map's range, in [0, 1].
+        low_threshold: Level of the low region (negative points) as a fraction of the range.
+        min_score: A region's cells must exceed this absolute value (after subtracting
+            ``background``: 0 means "more like the class than the background"). Use ``-inf``
+            to rely on the relative threshold alone.
+        min_area: Smallest region kept, in cells.
+        max_instances: Most instances returned, or None for all.
+        num_positive: Positive points per instance (>= 1).
+        num_negative: Negative points per instance (>= 0).
+        min_distance: Spacing of the points of one instance in cells; None: half the square
+            root of the region's area, at least 1.
+
+    Returns:
+        One :class:`InstancePoints` per instance, highest score first; empty when no cell
+        passes (e.g. a flat map, or the class nowhere beats the background).
+
+    Raises:
+        ValueError, TypeError: A map that is not ``(h, w)`` finite numbers, mismatched
+            ``background``, or out-of-range settings.
+    """
+    m = _check_map(sim_map, "sim_map")
+    if background is not None:
+        if isinstance(background, (int, float, np.floating)) and not isinstance(background, bool):
+            m = m - np.float32(background)
+        else:
+            bg = _check_map(background, "background")
+            if bg.shape != m.shape:
+                raise ValueError(
+                    f"background: expected the shape of sim_map {m.shape}, got {bg.shape}"
+                )
+            m = m - bg
+    threshold = _check_fraction(threshold, "threshold")
+    low_threshold = _check_fraction(low_threshold, "low_threshold")
+    num_positive = _check_count(num_positive, "num_positive", 1)
+    num_negative = _check_count(num_negative, "num_negative", 0)
+    min_area = _check_count(min_area, "min_area", 1)
+    if max_instances is not None:
+        max_instances = _check_count(max_instances, "max_instances", 1)
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma: expected a number >= 0, got {sigma!r}")
+    if min_distance is not None and not min_distance > 0:
+        raise ValueError(f"min_distance: expected a positive number or None, got {min_distance}")
+
+    if sigma > 0:
+        m = cv2.GaussianBlur(m, (0, 0), sigmaX=float(sigma), borderType=cv2.BORDER_REFLECT)
+    lo, hi = float(m.min()), float(m.max())
+    if not hi > lo:  # a flat map has no peaks
+        return []
+    level = lo + threshold * (hi - lo)
+    foreground = (m >= level) & (m > min_score)
+    if not foreground.any():
+        return []
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        foreground.astype(np.uint8), connectivity=8
+    )
+    low_rows, low_cols = np.nonzero(m <= lo + low_threshold * (hi - lo))
+    low_xy = np.stack([low_cols, low_rows], axis=1).astype(np.float32) + 0.5
+
+    regions = []
+    for label in range(1, count):
+        area = int(stats[label, cv2.CC_STAT_AREA])
+        if area < min_area:
+            continue
+        rows, cols = np.nonzero(labels == label)
+        values = m[rows, cols]
+        regions.append((float(values.max()), area, rows, cols, values))
+    regions.sort(key=lambda r: -r[0])
+    if max_instances is not None:
+        regions = regions[:max_instances]
+
+    out: list[InstancePoints] = []
+    for score, area, rows, cols, values in regions:
+        spacing = min_distance if min_distance is not None else max(1.0, math.sqrt(area) / 2)
+        order = np.argsort(-values, kind="stable")
+        cells = np.stack([cols[order], rows[order]], axis=1).astype(np.float32) + 0.5
+        positives = cells[_spread(cells, num_positive, spacing)]
+        negatives = np.zeros((0, 2), np.float32)
+        if num_negative and len(low_xy):
+            distance = np.hypot(*(low_xy - positives[0]).T)
+            near = low_xy[np.argsort(distance, kind="stable")]
+            negatives = near[_spread(near, num_negative, spacing)]
+        points = np.concatenate([positives, negatives]).astype(np.float32)
+        point_labels = np.concatenate(
+            [np.ones(len(positives), np.int32), np.zeros(len(negatives), np.int32)]
+        )
+        out.append(InstancePoints(points, point_labels, score))
+    return out
+
+
+# ------------------------------------------------------------------------------ geometry
+
+
+@dataclass(frozen=True)
+class GridGeometry:
+    """How a CLIP patch grid lies over the original image (the encoder's resize and crop).
+
+    The ``(H, W)`` image was resized to ``resized_size`` (each axis with its own scale), then
+    the window ``crop_box`` = ``(top, left, height, width)`` of the resized image was cut into
+    ``patch_size`` patches. Grid coordinates are continuous, in cells: cell ``(r, c)`` covers
+    ``[c, c + 1) x [r, r + 1)``. Build one from dense features with :meth:`from_dense`.
+    """
+
+    image_size: tuple[int, int]
+    resized_size: tuple[int, int]
+    crop_box: tuple[int, int, int, int]
+    patch_size: int
+
+    @classmethod
+    def from_dense(cls, dense: DenseFeatures) -> GridGeometry:
+        """The geometry of :class:`textseg.clip.DenseFeatures`."""
+        return cls(
+            image_size=tuple(dense.image_size),  # type: ignore[arg-type]
+            resized_size=tuple(dense.resized_size),  # type: ignore[arg-type]
+            crop_box=tuple(dense.crop_box),  # type: ignore[arg-type]
+            patch_size=int(dense.patch_size),
+        )
+
+    def to_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """Grid ``(..., 2)`` XY in cells -> original-image ``(..., 2)`` float32 XY pixels.
+
+        A point on the grid maps to the continuous pixel coordinate (pixel ``(r, c)`` covers
+        ``[c, c + 1) x [r, r + 1)``), clipped to ``[0, W] x [0, H]``.
+        """
+        xy = np.asarray(xy, dtype=np.float64)
+        height, width = self.image_size
+        top, left = self.crop_box[0], self.crop_box[1]
+        sx = self.resized_size[1] / width
+        sy = self.resized_size[0] / height
+        x = (xy[..., 0] * self.patch_size + left) / sx
+        y = (xy[..., 1] * self.patch_size + top) / sy
+        out = np.stack([np.clip(x, 0, width), np.clip(y, 0, height)], axis=-1)
+        return out.astype(np.float32)
+
+
+# ------------------------------------------------------------------------- masked crops
+
+
+class _ImageEncoder(Protocol):
+    """What :func:`choose_by_clip` needs of a CLIP encoder (``ClipEncoder`` has it)."""
+
+    @property
+    def pixel_mean(self) -> tuple[float, float, float]: ...
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    def encode_images(self, images: Sequence[np.ndarray], *, batch_size: int = ...) -> Any: ...
+
+
+def masked_crop(
+    image: np.ndarray, mask: np.ndarray, *, fill: Sequence[float], margin: float = 0.1
+) -> np.ndarray | None:
+    """The square crop around a mask with every pixel outside the mask blanked.
+
+    Scoring the bounding-box crop lets the background inside the box (often the enclosing
+    segment) decide; blanking it makes CLIP see only the masked object. The crop is square,
+    centred on the mask's box, with side ``(1 + 2 * margin) * max(box width, box height)``, so
+    CLIP's centre crop cuts nothing off; parts outside the image are filled too.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        mask: ``(H, W)`` bool.
+        fill: RGB colour (0-255) of blanked pixels; CLIP's pixel mean makes them zero after
+            normalisation ("no content").
+        margin: Context margin around the box, as a fraction of its longer side.
+
+    Returns:
+        ``(S, S, 3)`` uint8 crop, or None for an empty mask.
+    """
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask: expected shape {image.shape[:2]}, got {mask.shape}")
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    side = max(1, math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
+    left = (x0 + x1 - side) // 2
+    top = (y0 + y1 - side) // 2
+    colour = np.clip(np.round(np.asarray(fill, dtype=np.float64)), 0, 255).astype(np.uint8)
+    out = np.empty((side, side, 3), np.uint8)
+    out[...] = colour
+    height, width = mask.shape
+    sy0, sy1 = max(top, 0), min(top + side, height)
+    sx0, sx1 = max(left, 0), min(left + side, width)
+    window = mask[sy0:sy1, sx0:sx1]
+    target = out[sy0 - top : sy1 - top, sx0 - left : sx1 - left]
+    target[window] = image[sy0:sy1, sx0:sx1][window]
+    return out
+
+
+def _masked_crop_embeddings(
+    clip: _ImageEncoder,
+    image: np.ndarray,
+    masks: np.ndarray,
+    *,
+    margin: float,
+    batch_size: int,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``(M, D)`` float32 CLIP embeddings of the masked crops (zero rows for empty masks)
+    and the ``(M,)`` bool "mask is empty" flags."""
+    empty = ~masks.reshape(len(masks), -1).any(axis=1)
+    out: torch.Tensor | None = None
+    for start in range(0, len(masks), batch_size):
+        crops = [
+            masked_crop(image, m, fill=clip.pixel_mean, margin=margin)
+            for m in masks[start : start + batch_size]
+        ]
+        present = [i for i, c in enumerate(crops) if c is not None]
+        if not present:
+            continue
+        emb = clip.encode_images([crops[i] for i in present], batch_size=batch_size)
+        emb = torch.as_tensor(emb).detach().float().cpu()
+        if out is None:
+            out = torch.zeros((len(masks), emb.shape[1]))
+        out[start + torch.as_tensor(present)] = emb
+    return (out if out is not None else torch.zeros((len(masks), 0))), empty
+
+
+def choose_by_clip(
+    image: ImageInput,
+    detections: sv.Detections,
+    clip: ClipEncoder | _ImageEncoder,
+    text_embeddings: torch.Tensor | np.ndarray,
+    *,
+    clip_weight: float = 0.5,
+    margin: float = 0.1,
+    batch_size: int = 32,
+) -> sv.Detections:
+    """Pick one of SAM's candidate masks per prompt by CLIP score and predicted IoU.
+
+    Each candidate's masked crop (:func:`masked_crop`: pixels outside the mask blanked) is
+    embedded with CLIP and compared with its prompt's text embedding (cosine ``s``). Within a
+    prompt's candidates the CLIP scores become probabilities with CLIP's own temperature,
+    ``p = softmax(logit_scale * s)``, and the candidate with the highest
+
+        ``clip_weight * p + (1 - clip_weight) * sam_iou``
+
+    is kept (``clip_weight`` 1: CLIP alone; 0: SAM's predicted IoU alone, as ``SamCore``
+    does). Empty masks are never picked unless all candidates of a prompt are empty.
+
+    Args:
+        image: The image the masks belong to (path, PIL, ``(H, W, 3)`` uint8 RGB).
+        detections: ``SamCore.predict(..., multimask_output=True, return_all=True)`` output:
+            ``mask`` ``(M, H, W)``, ``data["prompt_index"]`` and ``data["sam_iou"]`` ``(M,)``.
+            Any number of candidates per prompt works (3 from SAM).
+        clip: A :class:`textseg.clip.ClipEncoder` (or anything with ``encode_images``,
+            ``pixel_mean`` and ``logit_scale``).
+        text_embeddings: ``(D,)`` one L2-normalised text embedding for all prompts, or
+            ``(N, D)`` one per prompt (row ``prompt_index``).
+        clip_weight: Weight of the CLIP probability in [0, 1].
+        margin: Context margin of the crops (see :func:`masked_crop`).
+        batch_size: Crops per CLIP forward pass.
+
+    Returns:
+        One detection per prompt (in ``prompt_index`` order), the chosen candidate's fields
+        plus ``data["clip_score"]`` (cosine ``s``), ``data["clip_prob"]`` (``p``) and
+        ``data["choice_score"]`` (the mix).
+
+    Raises:
+        ValueError: Missing ``prompt_index``/``sam_iou`` or masks, or embeddings that do not
+            fit.
+    """
+    clip_weight = _check_fraction(clip_weight, "clip_weight")
+    for key in ("prompt_index", "sam_iou"):
+        if key not in detections.data:
+            raise ValueError(
+                f"detections: expected data[{key!r}] (SamCore.predict output with "
+                f"return_all=True), got keys {sorted(detections.data)}"
+            )
+    if detections.mask is None:
+        raise ValueError("detections: expected masks (SamCore.predict output), got mask=None")
+    array = to_rgb_uint8(image)
+    if detections.mask.shape[1:] != array.shape[:2]:
+        raise ValueError(
+            f"detections: masks are {detections.mask.shape[1:]} but the image is "
+            f"{array.shape[:2]}; pass the image the masks were cut from"
+        )
+    prompt_index = np.asarray(detections.data["prompt_index"], dtype=np.int64)
+    text = text_embeddings if torch.is_tensor(text_embeddings) else torch.as_tensor(text_embeddings)
+    text = text.detach().float().cpu()
+    if text.ndim == 1:
+        num_prompts = int(prompt_index.max()) + 1 if len(prompt_index) else 1
+        text = text[None].expand(num_prompts, -1)
+    if text.ndim != 2:
+        raise ValueError(f"text_embeddings: expected (D,) or (N, D), got {tuple(text.shape)}")
+    if len(prompt_index) and prompt_index.max() >= len(text):
+        raise ValueError(
+            f"text_embeddings: {len(text)} rows, but detections refer to prompt "
+            f"{int(prompt_index.max())}; give one row per prompt"
+        )
+    if len(detections) == 0:
+        data = dict(detections.data)
+        for key in ("clip_score", "clip_prob", "choice_score"):
+            data[key] = np.zeros(0, np.float32)
+        return sv.Detections(
+            xyxy=detections.xyxy,
+            mask=detections.mask,
+            confidence=detections.confidence,
+            class_id=detections.class_id,
+            data=data,
+        )
+    image_emb, empty = _masked_crop_embeddings(
+        clip, array, np.asarray(detections.mask, bool), margin=margin, batch_size=batch_size
+    )
+    if not empty.all() and image_emb.shape[1] != text.shape[1]:
+        raise ValueError(
+            f"text_embeddings have dimension {text.shape[1]}, the CLIP image embeddings "
+            f"{image_emb.shape[1]}; encode the texts with the same CLIP model"
+        )
+    cosine = np.zeros(len(detections), np.float32)
+    if not empty.all():
+        cosine = (image_emb * text[prompt_index]).sum(dim=1).numpy().astype(np.float32)
+    cosine[empty] = np.nan
+    sam_iou = np.asarray(detections.data["sam_iou"], np.float32)
+    prob = np.zeros(len(detections), np.float32)
+    choice = np.full(len(detections), -np.inf, np.float32)
+    keep: list[int] = []
+    scale = float(clip.logit_scale)
+    for p in np.unique(prompt_index):
+        rows = np.flatnonzero(prompt_index == p)
+        valid = rows[~empty[rows]]
+        if len(valid) == 0:
+            keep.append(int(rows[np.argmax(sam_iou[rows])]))
+            continue
+        logits = scale * cosine[valid].astype(np.float64)
+        weights = np.exp(logits - logits.max())
+        prob[valid] = weights / weights.sum()
+        choice[valid] = clip_weight * prob[valid] + (1 - clip_weight) * sam_iou[valid]
+        keep.append(int(valid[np.argmax(choice[valid])]))
+    picked = detections[np.asarray(keep, dtype=np.int64)]
+    picked.data["clip_score"] = cosine[keep]
+    picked.data["clip_prob"] = prob[keep]
+    picked.data["choice_score"] = choice[keep]
+    return picked
+
+
+# ------------------------------------------------------------------------------ prompter
+
+
+def _check_texts(texts: Sequence[str], name: str, *, allow_empty: bool) -> tuple[str, ...]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"{name}: expected a list of str, got {type(texts).__name__}")
+    out = tuple(texts)
+    bad = [t for t in out if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"{name}: expected str items, got {type(bad[0]).__name__} {bad[0]!r}")
+    if not out and not allow_empty:
+        raise ValueError(f"{name}: expected at least one text, got none")
+    return out
+
+
+def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """``templates`` as a tuple, each with exactly one ``{}``.
+
+    Raises:
+        TypeError, ValueError: Not a non-empty list of str, or a template without one ``{}``.
+    """
+    out = _check_texts(templates, "templates", allow_empty=False)
+    for t in out:
+        if t.count("{}") != 1:
+            raise ValueError(f"templates: each needs exactly one '{{}}', got {t!r}")
+    return out
+
+
+def embed_texts(
+    clip: ClipEncoder, texts: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES
+) -> torch.Tensor:
+    """``(len(texts), D)`` float32 L2-normalised embeddings, each the mean over ``templates``.
+
+    Raises:
+        ValueError: A templated text is too long for CLIP's text encoder.
+    """
+    texts = list(texts)
+    templated = [t.format(text) for text in texts for t in templates]
+    emb = clip.encode_text(templated).float()
+    emb = emb.reshape(len(texts), len(templates), -1).mean(dim=1)
+    return F.normalize(emb, dim=-1)
+
+
+def class_text_embeddings(
+    clip: ClipEncoder,
+    classes: ClassesInput,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    *,
+    prompt_embeddings: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(C, D)`` L2-normalised text embedding per class: the mean over ``templates`` and over
+    the class name and its synonyms.
+
+    Args:
+        clip: The CLIP encoder.
+        classes: Class names or a Vocabulary.
+        templates: Templates with one ``{}``.
+        prompt_embeddings: ``embed_texts(clip, vocab.prompts, templates)`` if already computed.
+
+    Raises:
+        TypeError, ValueError: Bad class list (:class:`~textseg.vocab.Vocabulary`), or a
+            templated name too long for CLIP's text encoder.
+    """
+    vocab = Vocabulary.coerce(classes)
+    if prompt_embeddings is None:
+        prompt_embeddings = embed_texts(clip, vocab.prompts, templates)
+    prompt_class = torch.from_numpy(np.array(vocab.prompt_class))
+    rows = [prompt_embeddings[prompt_class == c].mean(dim=0) for c in range(vocab.num_classes)]
+    return F.normalize(torch.stack(rows), dim=-1)
+
+
+class ClipPointPrompter:
+    """Text -> point prompts from dense CLIP similarity maps, with no training.
+
+    See the module docstring for the method. Each instance found becomes one prompt with
+    ``num_positive`` foreground and up to ``num_negative`` background points; ``confidence``
+    is CLIP's two-way probability of the class against the background at the region's peak,
+    ``sigmoid(logit_scale * margin)``, where ``margin`` (``data["clip_margin"]``) is the peak of
+    the background-subtracted cosine map.
+
+    Args:
+        clip: A :class:`textseg.clip.ClipEncoder` (open_clip or transformers backend) or a
+            registry name for :func:`textseg.clip.load_clip`.
+        templates: Text templates with one ``{}``; class embeddings average over them (and
+            over the class's synonyms).
+        background: Background texts (templated alike); their per-cell maximum, together with
+            the vocabulary's negative prompts, is subtracted from each class map.
+        size: Shortest side of the dense CLIP input in pixels; None: twice the encoder's
+            input size (448 for 224 models), for a finer grid.
+        attention: Dense attention of the last CLIP block, ``"value"`` (MaskCLIP) or
+            ``"value-value"``.
+        upsample: Each map is bilinearly upsampled by this factor before the points are
+            found, so points fall between patch centres.
+        sigma: Gaussian smoothing of the map, in patch cells.
+        threshold: Foreground level relative to the map's range (see
+            :func:`similarity_to_points`).
+        min_score: Minimum background-subtracted cosine of a region (0: the class must beat
+            the background).
+        max_instances: Most instances per class.
+        num_positive: Foreground points per instance.
+        num_negative: Background points per instance.
+        min_area: Smallest region, in patch cells (fractions allowed).
+        device: Where to run a CLIP model built from a name.
+    """
+
+    def __init__(
+        self,
+        clip: ClipEncoder | str,
+        *,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        background: Sequence[str] = DEFAULT_BACKGROUND,
+        size: int | None = None,
+        attention: str = "value",
+        upsample: int = 4,
+        sigma: float = 0.5,
+        threshold: float = 0.5,
+        min_score: float = 0.0,
+        max_instances: int = 5,
+        num_positive: int = 1,
+        num_negative: int = 1,
+        min_area: float = 0.5,
+        device: str | torch.device | None = "cpu",
+    ) -> None:
+        if isinstance(clip, str):
+            from textseg.clip.encoders import load_clip
+
+            clip = load_clip(clip, device=device)
+        if not callable(getattr(clip, "dense_features", None)):
+            raise TypeError(
+                f"clip: expected a textseg.clip.ClipEncoder or a registry name, got "
+                f"{type(clip).__name__}"
+            )
+        self.clip = clip
+        self.templates = check_templates(templates)
+        self.background = _check_texts(background, "background", allow_empty=True)
+        if attention not in ("value", "value-value"):
+            raise ValueError(f"attention: expected 'value' or 'value-value', got {attention!r}")
+        self.attention = attention
+        self.size = None if size is None else _check_count(size, "size", 1)
+        self.upsample = _check_count(upsample, "upsample", 1)
+        self.sigma = float(sigma)
+        self.threshold = _check_fraction(threshold, "threshold")
+        self.min_score = float(min_score)
+        self.max_instances = _check_count(max_instances, "max_instances", 1)
+        self.num_positive = _check_count(num_positive, "num_positive", 1)
+        self.num_negative = _check_count(num_negative, "num_negative", 0)
+        if not min_area > 0:
+            raise ValueError(f"min_area: expected a positive number of cells, got {min_area}")
+        self.min_area = float(min_area)
+        self._text_cache: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"ClipPointPrompter({getattr(self.clip, 'name', type(self.clip).__name__)!r})"
+
+    # ---------------------------------------------------------------- text embeddings
+
+    def _embed(self, texts: tuple[str, ...]) -> torch.Tensor:
+        """``(len(texts), D)`` template-ensembled embeddings, cached per text tuple."""
+        hit = self._text_cache.get(texts)
+        if hit is not None:
+            self._text_cache.move_to_end(texts)
+            return hit
+        emb = embed_texts(self.clip, texts, self.templates)
+        self._text_cache[texts] = emb
+        while len(self._text_cache) > 64:
+            self._text_cache.popitem(last=False)
+        return emb
+
+    def class_embeddings(self, classes: ClassesInput) -> torch.Tensor:
+        """``(C, D)`` L2-normalised text embedding per class: the mean over the templates of
+        the class name and its synonyms.
+
+        Raises:
+            TypeError, ValueError: Bad class list (:class:`~textseg.vocab.Vocabulary`), or a
+                templated name too long for CLIP's text encoder.
+        """
+        vocab = Vocabulary.coerce(classes)
+        return class_text_embeddings(
+            self.clip, vocab, self.templates, prompt_embeddings=self._embed(tuple(vocab.prompts))
+        )
+
+    def _background_embeddings(self, vocab: Vocabulary) -> torch.Tensor | None:
+        taken = {p.casefold() for p in vocab.prompts}
+        words = tuple(b for b in self.background if b.casefold() not in taken)
+        parts = []
+        if words:
+            parts.append(self._embed(words))
+        if vocab.num_negatives:
+            prompt_emb = self._embed(tuple(vocab.prompts))
+            parts.append(prompt_emb[torch.from_numpy(np.array(vocab.prompt_class)) < 0])
+        return torch.cat(parts) if parts else None
+
+    # ---------------------------------------------------------------------- prompts
+
+    def similarity_maps(
+        self, image: ImageInput, classes: ClassesInput
+    ) -> tuple[torch.Tensor, GridGeometry]:
+        """Background-subtracted similarity maps on the CLIP patch grid.
+
+        Returns:
+            ``(C, h, w)`` float32 cosine margins (class minus the best background text per
+            cell) and the grid's geometry.
+        """
+        vocab = Vocabulary.coerce(classes)
+        class_emb = self.class_embeddings(vocab)
+        bg_emb = self._background_embeddings(vocab)
+        size = self.size if self.size is not None else 2 * int(self.clip.input_size)
+        dense = self.clip.dense_features(image, size=size, attention=self.attention)
+        sims = dense.similarity(class_emb).float().cpu()
+        if bg_emb is not None:
+            sims = sims - dense.similarity(bg_emb).float().cpu().amax(dim=0, keepdim=True)
+        return sims, GridGeometry.from_dense(dense)
+
+    def prompts(self, image: ImageInput, classes: ClassesInput) -> ClassPrompts:
+        """Point prompts for every instance of every class CLIP finds in one image.
+
+        Args:
+            image: Path, PIL image or ``(H, W, 3)`` uint8 RGB array, any size.
+            classes: Class names or a :class:`~textseg.vocab.Vocabulary` (synonyms join their
+                class's embedding, negatives join the background).
+
+        Returns:
+            :class:`ClassPrompts`: ``points`` ``(N, P, 2)`` XY original pixels (padded with
+            label -1), ``class_id``, ``confidence`` (CLIP probability, see the class doc),
+            ``data`` ``class_name``, ``prompt``, ``point`` (the main positive point) and
+            ``clip_margin``; ``multimask=True`` (pick with :func:`choose_by_clip`).
+        """
+        vocab = Vocabulary.coerce(classes)
+        array = to_rgb_uint8(image)
+        names = tuple(vocab.names)
+        sims, geometry = self.similarity_maps(array, vocab)
+        factor = self.upsample
+        if factor > 1:
+            h, w = sims.shape[-2:]
+            sims = F.interpolate(
+                sims[None], size=(h * factor, w * factor), mode="bilinear", align_corners=False
+            )[0]
+        maps = sims.numpy()
+        point_lists, label_lists, class_ids, scores = [], [], [], []
+        for class_id, sim in enumerate(maps):
+            found = similarity_to_points(
+                sim,
+                sigma=self.sigma * factor,
+                threshold=self.threshold,
+                min_score=self.min_score,
+                min_area=max(1, round(self.min_area * factor * factor)),
+                max_instances=self.max_instances,
+                num_positive=self.num_positive,
+                num_negative=self.num_negative,
+                min_distance=None,
+            )
+            for inst in found:
+                point_lists.append(geometry.to_pixels(inst.points / factor))
+                label_lists.append(inst.labels)
+                class_ids.append(class_id)
+                scores.append(inst.score)
+        if not point_lists:
+            return ClassPrompts.empty(data_keys=_DATA_KEYS, multimask=True, class_names=names)
+        margin = np.asarray(scores, np.float32)
+        confidence = 1.0 / (1.0 + np.exp(-float(self.clip.logit_scale) * margin))
+        class_arr = np.asarray(class_ids, np.int64)
+        return ClassPrompts(
+            prompts=Prompts.from_point_lists(point_lists, label_lists),
+            class_id=class_arr,
+            confidence=confidence.astype(np.float32),
+            data={
+                "class_name": np.array([names[c] for c in class_arr], dtype=str),
+                "prompt": np.array([names[c] for c in class_arr], dtype=str),
+                "point": np.stack([p[0] for p in point_lists]).astype(np.float32),
+                "clip_margin": margin,
+            },
+            multimask=True,
+            class_names=names,
+        )
+
+    def segment(
+        self,
+        core: SamCore,
+        image: ImageInput,
+        classes: ClassesInput,
+        *,
+        clip_weight: float = 0.5,
+        **predict_kwargs: Any,
+    ) -> sv.Detections:
+        """Prompts -> SAM's three candidates per prompt -> :func:`choose_by_clip`.
+
+        Args:
+            core: The SAM core.
+            image: The image.
+            classes: Class names or a Vocabulary.
+            clip_weight: See :func:`choose_by_clip`.
+            **predict_kwargs: Passed to ``SamCore.predict`` (e.g. ``min_region_area``).
+
+        Returns:
+            ``sv.Detections``, one per prompt, with the classes attached as in
+            :func:`textseg.prompters.attach_prompts` and the CLIP choice fields of
+            :func:`choose_by_clip`.
+        """
+        vocab = Vocabulary.coerce(classes)
+        array = to_rgb_uint8(image)
+        class_prompts = self.prompts(array, vocab)
+        predict_kwargs.update(multimask_output=True, return_all=True)
+        candidates = core.predict(array, class_prompts.prompts, **predict_kwargs)
+        text = self.class_embeddings(vocab)[torch.as_tensor(class_prompts.class_id)]
+        chosen = choose_by_clip(array, candidates, self.clip, text, clip_weight=clip_weight)
+        return attach_prompts(chosen, class_prompts)

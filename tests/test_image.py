@@ -48,7 +48,11 @@ def test_float_scaled_and_rgba_alpha_dropped():
         (np.full((4, 5, 3), np.inf, np.float32), ValueError, "NaN or infinite"),
         (np.zeros((4, 5, 3), np.complex64), ValueError, "unsupported image dtype"),
         ([[1, 2], [3, 4]], TypeError, "expected a path, PIL.Image or numpy array"),
-        (np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (10_001, 10_001, 3)), ValueError, "MP limit"),
+        (
+            np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (10_001, 10_001, 3)),
+            ValueError,
+            "MP limit",
+        ),
     ],
 )
 def test_refused(image, error, match):

@@ -7,8 +7,16 @@ import pytest
 from textseg._registry import get_model_cfg, list_models, register_model
 
 SAM_NAMES = [
-    "sam-vit-b", "sam-vit-l", "sam-vit-h", "mobile-sam", "hf-sam-vit-base", "hf-sam-vit-large",
-    "hf-sam-vit-huge", "sam-vit-tiny-test", "mobile-sam-tiny-test", "hf-sam-tiny-test",
+    "sam-vit-b",
+    "sam-vit-l",
+    "sam-vit-h",
+    "mobile-sam",
+    "hf-sam-vit-base",
+    "hf-sam-vit-large",
+    "hf-sam-vit-huge",
+    "sam-vit-tiny-test",
+    "mobile-sam-tiny-test",
+    "hf-sam-tiny-test",
 ]
 
 

@@ -56,7 +56,9 @@ def test_prompts_and_prompt_class(classes, synonyms, negatives, prompts, prompt_
 
 def test_names_are_normalised_everywhere() -> None:
     vocab = Vocabulary(
-        ["  car\tdoor ", "dog"], synonyms={"car door": [" door  of a car "]}, negatives=[" toy  dog"]
+        ["  car\tdoor ", "dog"],
+        synonyms={"car door": [" door  of a car "]},
+        negatives=[" toy  dog"],
     )
     assert vocab.names == ["car door", "dog"]
     assert vocab.prompts == ["car door", "door of a car", "dog", "toy dog"]
@@ -87,56 +89,122 @@ def test_coerce() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        (dict(classes=[]), ValueError,
-         "classes: expected at least one class name, got an empty list"),
-        (dict(classes="cat"), TypeError,
-         "classes: expected a list of str, got the str 'cat'; use ['cat']"),
+        (
+            dict(classes=[]),
+            ValueError,
+            "classes: expected at least one class name, got an empty list",
+        ),
+        (
+            dict(classes="cat"),
+            TypeError,
+            "classes: expected a list of str, got the str 'cat'; use ['cat']",
+        ),
         (dict(classes={"cat", "dog"}), TypeError, "classes: expected a list of str, got a set"),
         (dict(classes={"cat": 0}), TypeError, "classes: expected a list of str, got dict"),
         (dict(classes=None), TypeError, "classes: expected a list of str, got NoneType"),
         (dict(classes=["cat", 3]), TypeError, "classes[1]: expected a str, got int 3"),
         (dict(classes=["cat", None]), TypeError, "classes[1]: expected a str, got NoneType None"),
-        (dict(classes=["cat", "  "]), ValueError,
-         "classes[1]: name is empty or only whitespace ('  '); remove it"),
-        (dict(classes=["", "cat"]), ValueError,
-         "classes[0]: name is empty or only whitespace (''); remove it"),
-        (dict(classes=["cat", "dog", "Cat "]), ValueError,
-         "classes[2]: 'Cat' duplicates classes[0] 'cat'"),
-        (dict(classes=["car  door", "car door"]), ValueError,
-         "classes[1]: 'car door' duplicates classes[0] 'car door'"),
-        (dict(classes=["car"], synonyms={"truck": ["lorry"]}), ValueError,
-         "synonyms: key 'truck' is not one of the classes ['car']"),
-        (dict(classes=["car", "auto"], synonyms={"car": ["Auto"]}), ValueError,
-         "synonyms['car'][0]: 'Auto' duplicates classes[1] 'auto'"),
-        (dict(classes=["car"], synonyms={"car": ["car"]}), ValueError,
-         "synonyms['car'][0]: 'car' duplicates classes[0] 'car'"),
-        (dict(classes=["car"], synonyms={"car": [" "]}), ValueError,
-         "synonyms['car'][0]: name is empty or only whitespace"),
-        (dict(classes=["car"], synonyms={"car": [1]}), TypeError,
-         "synonyms['car'][0]: expected a str, got int 1"),
-        (dict(classes=["car"], synonyms=["auto"]), TypeError,
-         "synonyms: expected a dict {class name: [prompts]}, got list"),
-        (dict(classes=["car"], negatives=["CAR"]), ValueError,
-         "negatives[0]: 'CAR' equals classes[0] 'car'; a prompt cannot be both a class and a "
-         "negative"),
-        (dict(classes=["car"], synonyms={"car": ["auto"]}, negatives=["auto"]), ValueError,
-         "negatives[0]: 'auto' equals synonyms['car'][0] 'auto'"),
-        (dict(classes=["car"], negatives=["toy", "toy"]), ValueError,
-         "negatives[1]: 'toy' duplicates negatives[0] 'toy'"),
-        (dict(classes=["car"], negatives="toy"), TypeError,
-         "negatives: expected a list of str, got the str 'toy'; use ['toy']"),
-        (dict(classes=["car"], negatives=[""]), ValueError,
-         "negatives[0]: name is empty or only whitespace"),
-        (dict(classes=["car"], thresholds={"bus": 0.5}), ValueError,
-         "thresholds: key 'bus' is not one of the classes ['car']"),
-        (dict(classes=["car"], thresholds={"car": 1.5}), ValueError,
-         "thresholds['car']: expected a number in [0, 1], got 1.5"),
-        (dict(classes=["car"], thresholds={"car": float("nan")}), ValueError,
-         "thresholds['car']: expected a number in [0, 1], got nan"),
-        (dict(classes=["car"], thresholds={"car": "0.5"}), TypeError,
-         "thresholds['car']: expected a number in [0, 1], got str '0.5'"),
-        (dict(classes=["car"], thresholds={"car": True}), TypeError,
-         "thresholds['car']: expected a number in [0, 1], got bool True"),
+        (
+            dict(classes=["cat", "  "]),
+            ValueError,
+            "classes[1]: name is empty or only whitespace ('  '); remove it",
+        ),
+        (
+            dict(classes=["", "cat"]),
+            ValueError,
+            "classes[0]: name is empty or only whitespace (''); remove it",
+        ),
+        (
+            dict(classes=["cat", "dog", "Cat "]),
+            ValueError,
+            "classes[2]: 'Cat' duplicates classes[0] 'cat'",
+        ),
+        (
+            dict(classes=["car  door", "car door"]),
+            ValueError,
+            "classes[1]: 'car door' duplicates classes[0] 'car door'",
+        ),
+        (
+            dict(classes=["car"], synonyms={"truck": ["lorry"]}),
+            ValueError,
+            "synonyms: key 'truck' is not one of the classes ['car']",
+        ),
+        (
+            dict(classes=["car", "auto"], synonyms={"car": ["Auto"]}),
+            ValueError,
+            "synonyms['car'][0]: 'Auto' duplicates classes[1] 'auto'",
+        ),
+        (
+            dict(classes=["car"], synonyms={"car": ["car"]}),
+            ValueError,
+            "synonyms['car'][0]: 'car' duplicates classes[0] 'car'",
+        ),
+        (
+            dict(classes=["car"], synonyms={"car": [" "]}),
+            ValueError,
+            "synonyms['car'][0]: name is empty or only whitespace",
+        ),
+        (
+            dict(classes=["car"], synonyms={"car": [1]}),
+            TypeError,
+            "synonyms['car'][0]: expected a str, got int 1",
+        ),
+        (
+            dict(classes=["car"], synonyms=["auto"]),
+            TypeError,
+            "synonyms: expected a dict {class name: [prompts]}, got list",
+        ),
+        (
+            dict(classes=["car"], negatives=["CAR"]),
+            ValueError,
+            "negatives[0]: 'CAR' equals classes[0] 'car'; a prompt cannot be both a class and a "
+            "negative",
+        ),
+        (
+            dict(classes=["car"], synonyms={"car": ["auto"]}, negatives=["auto"]),
+            ValueError,
+            "negatives[0]: 'auto' equals synonyms['car'][0] 'auto'",
+        ),
+        (
+            dict(classes=["car"], negatives=["toy", "toy"]),
+            ValueError,
+            "negatives[1]: 'toy' duplicates negatives[0] 'toy'",
+        ),
+        (
+            dict(classes=["car"], negatives="toy"),
+            TypeError,
+            "negatives: expected a list of str, got the str 'toy'; use ['toy']",
+        ),
+        (
+            dict(classes=["car"], negatives=[""]),
+            ValueError,
+            "negatives[0]: name is empty or only whitespace",
+        ),
+        (
+            dict(classes=["car"], thresholds={"bus": 0.5}),
+            ValueError,
+            "thresholds: key 'bus' is not one of the classes ['car']",
+        ),
+        (
+            dict(classes=["car"], thresholds={"car": 1.5}),
+            ValueError,
+            "thresholds['car']: expected a number in [0, 1], got 1.5",
+        ),
+        (
+            dict(classes=["car"], thresholds={"car": float("nan")}),
+            ValueError,
+            "thresholds['car']: expected a number in [0, 1], got nan",
+        ),
+        (
+            dict(classes=["car"], thresholds={"car": "0.5"}),
+            TypeError,
+            "thresholds['car']: expected a number in [0, 1], got str '0.5'",
+        ),
+        (
+            dict(classes=["car"], thresholds={"car": True}),
+            TypeError,
+            "thresholds['car']: expected a number in [0, 1], got bool True",
+        ),
     ],
 )
 def test_bad_input(kwargs: dict, error: type[Exception], message: str) -> None:

@@ -54,14 +54,34 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--class", dest="classes", action="append", default=[], metavar="CLASS",
-                   help="a class name to find (repeat for several)")
-    p.add_argument("--preset", default="grounded-sam",
-                   help="pipeline preset (default grounded-sam; tiny-test runs offline)")
-    p.add_argument("--negative", action="append", default=[], metavar="PROMPT",
-                   help="suppress matches of this prompt (repeatable)")
-    p.add_argument("--synonym", action="append", default=[], metavar="CLASS=PROMPT",
-                   help="another prompt for a class (repeatable)")
+    p.add_argument(
+        "-c",
+        "--class",
+        dest="classes",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="a class name to find (repeat for several)",
+    )
+    p.add_argument(
+        "--preset",
+        default="grounded-sam",
+        help="pipeline preset (default grounded-sam; tiny-test runs offline)",
+    )
+    p.add_argument(
+        "--negative",
+        action="append",
+        default=[],
+        metavar="PROMPT",
+        help="suppress matches of this prompt (repeatable)",
+    )
+    p.add_argument(
+        "--synonym",
+        action="append",
+        default=[],
+        metavar="CLASS=PROMPT",
+        help="another prompt for a class (repeatable)",
+    )
     p.add_argument("--box-threshold", type=float, default=None, help="detector score threshold")
     p.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this (px)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -89,8 +109,12 @@ def _segmenter(args: argparse.Namespace) -> Any:
 
     overrides = {k: v for k, v in (("sam", args.sam), ("detector", args.detector)) if v}
     return TextSegmenter.from_preset(
-        args.preset, device=args.device, dtype=args.dtype, box_threshold=args.box_threshold,
-        min_area=args.min_area, **overrides,
+        args.preset,
+        device=args.device,
+        dtype=args.dtype,
+        box_threshold=args.box_threshold,
+        min_area=args.min_area,
+        **overrides,
     )
 
 
@@ -115,9 +139,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     images = _check_images(args.images)
     out = Path(args.out)
     segmenter = _segmenter(args)
-    writer = CocoWriter(out / "annotations.json", vocab.names, resume=False) if (
-        not (out / "annotations.json").exists()
-    ) else CocoWriter(out / "annotations.json", vocab.names)
+    writer = (
+        CocoWriter(out / "annotations.json", vocab.names, resume=False)
+        if (not (out / "annotations.json").exists())
+        else CocoWriter(out / "annotations.json", vocab.names)
+    )
     yolo = png_dir = None
     if args.format == "yolo":
         from textseg.io.yolo import YoloWriter
@@ -138,8 +164,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             dets = result.detections
             h, w = result.image_size
             name = path.name
-            if name in writer:
-                name = str(path)
+            if name in writer:  # same file name from another folder: keep both
+                name = "__".join(path.resolve().parts[-2:])
             writer.add(name, w, h, dets)
             counts[name] = result.counts
             save_annotated(out / "annotated" / f"{path.stem}.jpg", str(path), dets)
@@ -148,8 +174,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             if png_dir is not None:
                 from textseg.io.png import save_index_png, save_instance_masks
 
-                save_instance_masks(png_dir, dets, stem=path.stem, classes=vocab.names,
-                                    overwrite=True)
+                save_instance_masks(
+                    png_dir, dets, stem=path.stem, classes=vocab.names, overwrite=True
+                )
                 save_index_png(png_dir / f"{path.stem}_index.png", dets)
             found = ", ".join(f"{k}: {v}" for k, v in result.counts.items())
             t = result.timings
@@ -212,8 +239,12 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("images", nargs="+", metavar="IMAGE")
     _add_pipeline_args(segment)
     segment.add_argument("--out", default="textseg-out", help="output folder")
-    segment.add_argument("--format", choices=("coco", "yolo", "png"), default="coco",
-                         help="extra export beside annotations.json (COCO, RLE)")
+    segment.add_argument(
+        "--format",
+        choices=("coco", "yolo", "png"),
+        default="coco",
+        help="extra export beside annotations.json (COCO, RLE)",
+    )
     segment.set_defaults(func=_cmd_segment)
 
     count = sub.add_parser("count", help="count named objects per image and class")
@@ -221,6 +252,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_pipeline_args(count)
     count.add_argument("--json", action="store_true", help="print JSON")
     count.set_defaults(func=_cmd_count)
+
+    # The heavier commands live beside the code they drive; each registers its own parser.
+    from textseg.app.server import add_parser as add_app
+    from textseg.eval.cli import add_parser as add_eval
+    from textseg.pipelines.labeling_cli import add_parser as add_label
+    from textseg.prompters.train_text_prompt import add_train_parser as add_train
+
+    add_label(sub)
+    add_eval(sub)
+    add_app(sub)
+    add_train(sub)
     return parser
 
 

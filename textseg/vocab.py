@@ -62,8 +62,10 @@ def _str_list(value: object, what: str) -> list[object]:
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{what}: expected a list of str, got the str {value!r}; use [{value!r}]")
     if isinstance(value, (set, frozenset)):
-        raise TypeError(f"{what}: expected a list of str, got a {type(value).__name__}, whose order "
-                        f"is arbitrary; pass a list so that the order is defined")
+        raise TypeError(
+            f"{what}: expected a list of str, got a {type(value).__name__}, whose order "
+            f"is arbitrary; pass a list so that the order is defined"
+        )
     if isinstance(value, Mapping) or not isinstance(value, (Sequence, np.ndarray)):
         raise TypeError(f"{what}: expected a list of str, got {type(value).__name__}")
     return list(value)
@@ -135,8 +137,8 @@ class Vocabulary:
                         f"synonyms: key {key!r} is not one of the classes {names}; "
                         f"add it to classes or fix the spelling"
                     )
-                values_list = [values] if isinstance(values, str) else _str_list(
-                    values, f"synonyms[{key!r}]"
+                values_list = (
+                    [values] if isinstance(values, str) else _str_list(values, f"synonyms[{key!r}]")
                 )
                 for j, value in enumerate(values_list):
                     where = f"synonyms[{key!r}][{j}]"
@@ -177,7 +179,9 @@ class Vocabulary:
                         f"got {type(value).__name__} {value!r}"
                     )
                 if not (math.isfinite(float(value)) and 0.0 <= float(value) <= 1.0):
-                    raise ValueError(f"thresholds[{key!r}]: expected a number in [0, 1], got {value}")
+                    raise ValueError(
+                        f"thresholds[{key!r}]: expected a number in [0, 1], got {value}"
+                    )
                 thr[class_id] = float(value)
 
         prompts: list[str] = []

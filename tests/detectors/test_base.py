@@ -22,8 +22,11 @@ CFG = PostprocessConfig(box_threshold=0.3)
 
 def run(boxes, scores, vocab, config=CFG) -> sv.Detections:
     return postprocess_detections(
-        np.asarray(boxes, dtype=np.float32), np.asarray(scores, dtype=np.float32), vocab,
-        image_size=IMAGE, config=config,
+        np.asarray(boxes, dtype=np.float32),
+        np.asarray(scores, dtype=np.float32),
+        vocab,
+        image_size=IMAGE,
+        config=config,
     )
 
 
@@ -152,10 +155,16 @@ def test_empty_detections_fields() -> None:
     ("boxes", "scores", "message"),
     [
         (np.zeros((2, 3)), np.zeros((2, 2)), "boxes: expected shape (N, 4), got (2, 3)"),
-        (np.zeros((2, 4)), np.zeros((2, 3)),
-         "prompt_scores: expected shape (2, 2) (boxes x prompts), got (2, 3)"),
-        (np.zeros((2, 4)), np.zeros((3, 2)),
-         "prompt_scores: expected shape (2, 2) (boxes x prompts), got (3, 2)"),
+        (
+            np.zeros((2, 4)),
+            np.zeros((2, 3)),
+            "prompt_scores: expected shape (2, 2) (boxes x prompts), got (2, 3)",
+        ),
+        (
+            np.zeros((2, 4)),
+            np.zeros((3, 2)),
+            "prompt_scores: expected shape (2, 2) (boxes x prompts), got (3, 2)",
+        ),
     ],
 )
 def test_shape_errors(boxes, scores, message) -> None:
@@ -166,16 +175,36 @@ def test_shape_errors(boxes, scores, message) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        (dict(box_threshold=1.2), ValueError, "box_threshold: expected a number in [0, 1], got 1.2"),
-        (dict(box_threshold="high"), TypeError, "box_threshold: expected a number in [0, 1], got str"),
-        (dict(box_threshold=0.3, nms_threshold=-0.1), ValueError,
-         "nms_threshold: expected a number in [0, 1], got -0.1"),
-        (dict(box_threshold=0.3, cross_class_nms_threshold=2), ValueError,
-         "cross_class_nms_threshold: expected a number in [0, 1], got 2"),
-        (dict(box_threshold=0.3, max_detections=0), ValueError,
-         "max_detections: expected a positive int, got 0"),
-        (dict(box_threshold=0.3, max_detections=2.5), TypeError,
-         "max_detections: expected a positive int, got float"),
+        (
+            dict(box_threshold=1.2),
+            ValueError,
+            "box_threshold: expected a number in [0, 1], got 1.2",
+        ),
+        (
+            dict(box_threshold="high"),
+            TypeError,
+            "box_threshold: expected a number in [0, 1], got str",
+        ),
+        (
+            dict(box_threshold=0.3, nms_threshold=-0.1),
+            ValueError,
+            "nms_threshold: expected a number in [0, 1], got -0.1",
+        ),
+        (
+            dict(box_threshold=0.3, cross_class_nms_threshold=2),
+            ValueError,
+            "cross_class_nms_threshold: expected a number in [0, 1], got 2",
+        ),
+        (
+            dict(box_threshold=0.3, max_detections=0),
+            ValueError,
+            "max_detections: expected a positive int, got 0",
+        ),
+        (
+            dict(box_threshold=0.3, max_detections=2.5),
+            TypeError,
+            "max_detections: expected a positive int, got float",
+        ),
     ],
 )
 def test_config_errors(kwargs, error, message) -> None:

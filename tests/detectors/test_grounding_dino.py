@@ -12,6 +12,7 @@ import supervision as sv
 import torch
 
 from textseg._hub import build_model
+from textseg._image import to_rgb_uint8
 from textseg.detectors import GroundingDinoDetector, build_detector
 from textseg.detectors.base import PostprocessConfig, postprocess_detections
 from textseg.detectors.grounding_dino import (
@@ -67,7 +68,7 @@ def test_caption_spans_cover_each_prompt(tokenizer, classes: list[str]) -> None:
         # The span holds exactly the prompt's words (lowercased, punctuation split off).
         words = re.sub(r"([^\w\s])", r" \1 ", name.lower()).split()
         assert span_words(tokenizer, chunk, p) == " ".join(words)
-        start, end = chunk.spans[p]
+        end = chunk.spans[p][1]
         assert chunk.input_ids[end] == 1012  # each span is followed by "."
 
 
@@ -78,8 +79,9 @@ def test_delimiters_inside_a_prompt_are_not_phrase_breaks(tokenizer) -> None:
 
 
 def test_long_vocabularies_split_into_several_captions(tokenizer) -> None:
-    objects = "person bicycle car bus train truck boat bench bird cat dog horse sheep cow".split()
-    colors = "red blue green white black a the of".split()
+    objects = ["person", "bicycle", "car", "bus", "train", "truck", "boat"]
+    objects += ["bench", "bird", "cat", "dog", "horse", "sheep", "cow"]
+    colors = ["red", "blue", "green", "white", "black", "a", "the", "of"]
     prompts = [f"{c} {o}" for c in colors for o in objects]  # 112 prompts, 2 tokens + "." each
     chunks = build_captions(prompts, tokenizer, max_len=256)
     assert [len(c.prompt_ids) for c in chunks] == [84, 28]  # (256 - 2) // 3 = 84 per caption
@@ -93,12 +95,19 @@ def test_long_vocabularies_split_into_several_captions(tokenizer) -> None:
 @pytest.mark.parametrize(
     ("prompts", "max_len", "message"),
     [
-        (["cat", " ".join(["car"] * 254)], 256,
-         "prompt 1 'car car car car car car car car car car car car car car car ca...' is 254 "
-         "tokens; Grounding DINO's text encoder reads at most 253 tokens per prompt (256 with "
-         "[CLS], '.' and [SEP]); shorten it"),
-        (["cat dog bird"], 5, "prompt 0 'cat dog bird' is 3 tokens; Grounding DINO's text encoder "
-         "reads at most 2 tokens per prompt"),
+        (
+            ["cat", " ".join(["car"] * 254)],
+            256,
+            "prompt 1 'car car car car car car car car car car car car car car car ...' is 254 "
+            "tokens; Grounding DINO's text encoder reads at most 253 tokens per prompt (256 with "
+            "[CLS], '.' and [SEP]); shorten it",
+        ),
+        (
+            ["cat dog bird"],
+            5,
+            "prompt 0 'cat dog bird' is 3 tokens; Grounding DINO's text encoder "
+            "reads at most 2 tokens per prompt",
+        ),
         (["cat", "..."], 256, "prompt 1 '...': nothing left for Grounding DINO once '.' and '?'"),
     ],
 )
@@ -108,25 +117,39 @@ def test_caption_errors(tokenizer, prompts, max_len, message) -> None:
 
 
 # ---------------------------------------------------------------------- span scoring -> classes
-def synthetic_logits(chunk, hot: list[list[tuple[int, int]]]) -> torch.Tensor:
-    """(Q, 256) logits, LOW everywhere except (prompt index, token offset in its span) in hot[q].
+def synthetic_logits(chunk, hot: list[list[tuple]]) -> torch.Tensor:
+    """(Q, 256) logits: probability ~0 everywhere except the cells listed per box.
 
-    Padding positions (after [SEP]) are -inf, as the model returns them.
+    A cell is ``(prompt index, token offset in its span or None for every token, probability)``
+    (probability defaults to 0.998). Padding positions (after [SEP]) are -inf, as the model
+    returns them.
     """
     logits = torch.full((len(hot), 256), LOW)
-    logits[:, len(chunk.input_ids):] = float("-inf")
+    logits[:, len(chunk.input_ids) :] = float("-inf")
     for q, cells in enumerate(hot):
-        for p, offset in cells:
-            logits[q, chunk.spans[p][0] + offset] = HIGH
+        for p, offset, *prob in cells:
+            start, end = chunk.spans[p]
+            value = torch.logit(torch.tensor(prob[0])) if prob else HIGH
+            if offset is None:
+                logits[q, start:end] = value
+            else:
+                logits[q, start + offset] = value
     return logits
 
 
 def classify(vocab: Vocabulary, logits, chunk, reduce="mean", text_threshold=0.25):
-    scores = prompt_scores_from_logits(logits, chunk.spans, reduce=reduce,
-                                       text_threshold=text_threshold)
+    scores = prompt_scores_from_logits(
+        logits, chunk.spans, reduce=reduce, text_threshold=text_threshold
+    )
     boxes = torch.tensor([[10.0 * q, 0.0, 10.0 * q + 8, 8.0] for q in range(len(logits))])
-    return postprocess_detections(boxes, scores, vocab, image_size=(100, 100),
-                                  config=PostprocessConfig(box_threshold=0.35))
+    return postprocess_detections(
+        boxes, scores, vocab, image_size=(100, 100), config=PostprocessConfig(box_threshold=0.35)
+    )
+
+
+def by_box(dets: sv.Detections, field: str = "class_name") -> dict:
+    values = dets.class_id if field == "class_id" else dets.data[field]
+    return dict(zip((dets.xyxy[:, 0] // 10).astype(int).tolist(), values.tolist()))
 
 
 def test_one_class(tokenizer) -> None:
@@ -141,15 +164,19 @@ def test_overlapping_names_car_and_car_door(tokenizer) -> None:
     vocab = Vocabulary(["car", "car door"])
     chunk = build_captions(vocab.prompts, tokenizer)[0]
     hot = [
-        [(0, 0), (1, 0)],  # a car: the word "car" fires in both phrases, "door" does not
-        [(0, 0), (1, 0), (1, 1)],  # a car door: "car" and "door" of the second phrase fire
-        [(1, 1)],  # only "door" fires: half of "car door" (mean 0.5) still names it
+        # a car: "car" fires in both phrases, "door" does not -> car 0.9 vs car door 0.43
+        [(0, 0, 0.9), (1, 0, 0.8), (1, 1, 0.05)],
+        # a car door: the "car door" phrase fires fully -> car 0.6 vs car door 0.85
+        [(0, 0, 0.6), (1, 0, 0.8), (1, 1, 0.9)],
+        # only "door" fires: half of "car door" (mean 0.45) still names it
+        [(1, 1, 0.9)],
     ]
     dets = classify(vocab, synthetic_logits(chunk, hot), chunk)
-    by_box = dict(zip(dets.xyxy[:, 0].tolist(), dets.data["class_name"].tolist()))
-    assert by_box == {0.0: "car", 10.0: "car door", 20.0: "car door"}
-    scores = prompt_scores_from_logits(synthetic_logits(chunk, hot), chunk.spans)
-    assert scores[0, 0] > scores[0, 1] and scores[1, 1] > scores[1, 0]
+    assert by_box(dets) == {0: "car", 1: "car door", 2: "car door"}
+    # max over the span cannot tell the first two apart the same way
+    dets_max = classify(vocab, synthetic_logits(chunk, hot), chunk, reduce="max")
+    assert by_box(dets_max) == {0: "car", 1: "car door", 2: "car door"}
+    np.testing.assert_allclose(sorted(dets_max.confidence), [0.9, 0.9, 0.9], atol=1e-5)
 
 
 def test_five_classes_multi_word(tokenizer) -> None:
@@ -157,16 +184,16 @@ def test_five_classes_multi_word(tokenizer) -> None:
     vocab = Vocabulary(classes)
     chunk = build_captions(vocab.prompts, tokenizer)[0]
     hot = [
-        [(3, 0), (4, 0), (4, 1)],  # car door (the "car" of "car" fires too)
-        [(2, 0), (2, 1)],  # fire hydrant
-        [(1, 0), (1, 1), (2, 1)],  # traffic light (one stray token of "fire hydrant")
-        [(0, 0)],  # person
-        [(3, 0)],  # car
+        [(3, 0, 0.6), (4, 0, 0.8), (4, 1, 0.9)],  # car door ("car" of "car" fires too)
+        [(2, None)],  # fire hydrant
+        [(1, None, 0.9), (2, 1, 0.9)],  # traffic light (one stray token of "fire hydrant")
+        [(0, None)],  # person
+        [(3, 0, 0.9), (4, 0, 0.7)],  # car
         [],  # nothing: dropped, never class 0
+        [(1, 0, 0.5)],  # "traffic" alone, mean 0.25 < 0.35: dropped
     ]
     dets = classify(vocab, synthetic_logits(chunk, hot), chunk)
-    by_box = dict(zip(dets.xyxy[:, 0].tolist(), dets.class_id.tolist()))
-    assert by_box == {0.0: 4, 10.0: 2, 20.0: 1, 30.0: 0, 40.0: 3}
+    assert by_box(dets, "class_id") == {0: 4, 1: 2, 2: 1, 3: 0, 4: 3}
     assert dets.data["class_name"].tolist() == [classes[c] for c in dets.class_id]
 
 
@@ -191,8 +218,8 @@ def test_synonyms_and_negatives_through_spans(tokenizer) -> None:
     vocab = Vocabulary(["car"], synonyms={"car": ["automobile"]}, negatives=["toy car"])
     chunk = build_captions(vocab.prompts, tokenizer)[0]
     hot = [
-        [(1, 0)],  # "automobile" -> class car, prompt automobile
-        [(0, 0), (2, 0), (2, 1)],  # "toy car" wins over "car": dropped
+        [(1, None)],  # "automobile" (spelled in pieces) -> class car, prompt automobile
+        [(0, 0, 0.9), (2, None)],  # "toy car" wins over "car": dropped
     ]
     dets = classify(vocab, synthetic_logits(chunk, hot), chunk)
     assert dets.class_id.tolist() == [0]
@@ -238,11 +265,10 @@ def test_end_to_end_one_image(detector, images) -> None:
 
 
 def test_batch_of_images_of_different_sizes(detector, images) -> None:
-    vocab = Vocabulary(["person", "car"], synonyms={"car": ["taxi"]}, negatives=["toy"],
-                       thresholds={"person": 0.2})
-    arrays = [
-        np.asarray(sv.cv2.imread(str(p))[:, :, ::-1]) for p in images[:2]
-    ] + [np.full((50, 300, 3), 127, np.uint8)]
+    vocab = Vocabulary(
+        ["person", "car"], synonyms={"car": ["taxi"]}, negatives=["toy"], thresholds={"person": 0.2}
+    )
+    arrays = [to_rgb_uint8(p) for p in images[:2]] + [np.full((50, 300, 3), 127, np.uint8)]
     results = detector.detect(arrays, vocab, box_threshold=0.0)
     assert isinstance(results, list) and len(results) == 3
     for dets, array in zip(results, arrays):
@@ -251,10 +277,10 @@ def test_batch_of_images_of_different_sizes(detector, images) -> None:
 
 
 def test_batching_does_not_change_same_size_images(detector, images) -> None:
-    array = np.asarray(sv.cv2.imread(str(images[0]))[:, :, ::-1])
+    array = to_rgb_uint8(images[0])
     text = detector._encode_text(Vocabulary(["person", "car"]))
     with torch.inference_mode():
-        (boxes_1, scores_1), = detector._predict([array], text)
+        ((boxes_1, scores_1),) = detector._predict([array], text)
         (boxes_2, scores_2), _ = detector._predict([array, array[::-1].copy()], text)
     torch.testing.assert_close(boxes_1, boxes_2, atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(scores_1, scores_2, atol=1e-4, rtol=1e-4)
@@ -268,7 +294,7 @@ def test_several_captions_end_to_end(detector, images) -> None:
     text = short._encode_text(vocab)
     assert len(text.chunks) >= 3
     with torch.inference_mode():
-        (boxes, scores), = short._predict([np.full((64, 96, 3), 90, np.uint8)], text)
+        ((boxes, scores),) = short._predict([np.full((64, 96, 3), 90, np.uint8)], text)
     q = short.model.config.num_queries
     assert boxes.shape == (q * len(text.chunks), 4)
     assert scores.shape == (q * len(text.chunks), len(vocab.prompts))
@@ -299,8 +325,9 @@ def test_checkpoint_folder_with_vocab(tmp_path) -> None:
     from safetensors.torch import save_file
 
     net = build_model("grounding-dino-tiny-test", task="detector")
-    state = {k: v.contiguous() for k, v in net.state_dict().items()
-             if not k.startswith("model.decoder.bbox_embed")}  # tied copies saved once
+    # The tied box heads are saved once (bbox_embed.0), as save_pretrained writes them.
+    tied = re.compile(r"model\.decoder\.bbox_embed\..*|bbox_embed\.[1-9]\d*\..*")
+    state = {k: v.clone() for k, v in net.state_dict().items() if not tied.fullmatch(k)}
     save_file(state, str(tmp_path / "model.safetensors"))
     vocab = sorted(net.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     (tmp_path / "vocab.txt").write_text("\n".join(t for t, _ in vocab) + "\n")
@@ -324,10 +351,13 @@ def test_build_detector_picks_grounding_dino() -> None:
         (["cat", "dog", "CAT"], ValueError, "classes[2]: 'CAT' duplicates classes[0] 'cat'"),
         (["cat", 7], TypeError, "classes[1]: expected a str, got int 7"),
         ("cat . dog .", TypeError, "classes: expected a list of str, got the str 'cat . dog .'"),
-        (["cat", "dog " * 300], ValueError,
-         "prompt 1 'dog dog dog dog dog dog dog dog dog dog dog dog dog dog dog do...' is 300 "
-         "tokens; "
-         "Grounding DINO's text encoder reads at most 253 tokens per prompt"),
+        (
+            ["cat", "dog " * 300],
+            ValueError,
+            "prompt 1 'dog dog dog dog dog dog dog dog dog dog dog dog dog dog dog ...' is 300 "
+            "tokens; "
+            "Grounding DINO's text encoder reads at most 253 tokens per prompt",
+        ),
     ],
 )
 def test_bad_classes(detector, classes, error, message) -> None:
@@ -339,21 +369,41 @@ def test_bad_classes(detector, classes, error, message) -> None:
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda d: d.detect(np.zeros((32, 32, 3), np.uint8), ["cat"], box_threshold=1.5),
-         ValueError, "box_threshold: expected a number in [0, 1], got 1.5"),
-        (lambda d: d.detect([np.zeros((32, 32, 3), np.uint8), 5], ["cat"]),
-         TypeError, "images[1]: expected a path, PIL.Image or numpy array (H, W, 3) uint8 RGB, "
-         "got int"),
-        (lambda d: GroundingDinoDetector("owlv2-tiny-test"), TypeError,
-         "model: 'owlv2-tiny-test' is a Owlv2ForObjectDetection, not Grounding DINO"),
-        (lambda d: GroundingDinoDetector(d.net, span_reduce="median"), ValueError,
-         "span_reduce: expected 'mean' or 'max', got 'median'"),
-        (lambda d: GroundingDinoDetector(d.net, text_threshold=-1), ValueError,
-         "text_threshold: expected a number in [0, 1], got -1"),
-        (lambda d: GroundingDinoDetector(d.net, batch_size=0), ValueError,
-         "batch_size: expected a positive int, got 0"),
-        (lambda d: GroundingDinoDetector("grounding-dino-tny"), ValueError,
-         "unknown detector model 'grounding-dino-tny'. Did you mean 'grounding-dino-tiny'?"),
+        (
+            lambda d: d.detect(np.zeros((32, 32, 3), np.uint8), ["cat"], box_threshold=1.5),
+            ValueError,
+            "box_threshold: expected a number in [0, 1], got 1.5",
+        ),
+        (
+            lambda d: d.detect([np.zeros((32, 32, 3), np.uint8), 5], ["cat"]),
+            TypeError,
+            "images[1]: expected a path, PIL.Image or numpy array (H, W, 3) uint8 RGB, got int",
+        ),
+        (
+            lambda d: GroundingDinoDetector("owlv2-tiny-test"),
+            TypeError,
+            "model: 'owlv2-tiny-test' is a Owlv2ForObjectDetection, not Grounding DINO",
+        ),
+        (
+            lambda d: GroundingDinoDetector(d.net, span_reduce="median"),
+            ValueError,
+            "span_reduce: expected 'mean' or 'max', got 'median'",
+        ),
+        (
+            lambda d: GroundingDinoDetector(d.net, text_threshold=-1),
+            ValueError,
+            "text_threshold: expected a number in [0, 1], got -1",
+        ),
+        (
+            lambda d: GroundingDinoDetector(d.net, batch_size=0),
+            ValueError,
+            "batch_size: expected a positive int, got 0",
+        ),
+        (
+            lambda d: GroundingDinoDetector("grounding-dino-tny"),
+            ValueError,
+            "unknown detector model 'grounding-dino-tny'. Did you mean 'grounding-dino-tiny'?",
+        ),
     ],
 )
 def test_bad_arguments(detector, call, error, message) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from segment_anything import SamPredictor
+from segment_anything import SamPredictor, sam_model_registry
 
 from textseg._hub import build_model
 from textseg.sam import Prompts, SamCore
@@ -33,15 +33,23 @@ def _boxes(n: int, seed: int = 1) -> np.ndarray:
 # --------------------------------------------------------------------------- parity, real size
 @pytest.fixture(scope="module")
 def vit_b() -> tuple[SamCore, SamPredictor, np.ndarray]:
+    """textseg's vit_b and the official one (segment_anything's own builder) with the same
+    seeded random weights; relative-position tables randomised (they start at zero)."""
     torch.manual_seed(0)
-    sam = build_model("sam-vit-b", pretrained=False)
+    ours = build_model("sam-vit-b", pretrained=False)
+    with torch.no_grad():
+        for name, param in ours.named_parameters():
+            if "rel_pos" in name:
+                param.normal_(0.0, 0.5)
+    official = sam_model_registry["vit_b"]()
+    official.load_state_dict(ours.state_dict())
     image = _random_image()
-    predictor = SamPredictor(sam)
+    predictor = SamPredictor(official)
     predictor.set_image(image)
-    core = SamCore(sam)
+    core = SamCore(ours)
     emb = core.encode(image)
-    # The embedding itself: same preprocessing, same encoder.
-    assert torch.equal(emb.embedding, predictor.features)
+    # Same preprocessing; the fused-attention encoder equals the official one to rounding.
+    torch.testing.assert_close(emb.embedding, predictor.features, rtol=1e-4, atol=1e-4)
     return core, predictor, image
 
 
@@ -341,3 +349,29 @@ def test_token_embeddings_are_extra_sparse_tokens(tiny: SamCore):
     assert both.mask.shape == ref.mask.shape
     with pytest.raises(ValueError, match="embeddings: expected"):
         Prompts(embeddings=np.zeros((1, 1, 1, 32)))
+
+
+@pytest.mark.slow
+def test_automatic_generator_matches_official_vit_b(vit_b):
+    """Same settings, small grid: the same masks as SamAutomaticMaskGenerator."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from textseg.sam import AutomaticMaskGenerator
+
+    core, predictor, image = vit_b
+    settings = dict(
+        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.95
+    )
+    official = SamAutomaticMaskGenerator(predictor.model, **settings)
+    # Reuse the fixture's encoding (the generator would re-encode the same full-image crop).
+    official.predictor = predictor
+    predictor.set_image = lambda *a, **k: None
+    predictor.reset_image = lambda: None
+    ref = official.generate(image)
+    ours = AutomaticMaskGenerator(core, **settings).generate(image)
+    assert len(ours) == len(ref) > 0
+    ref_masks = [r["segmentation"] for r in ref]
+    for r in ref_masks:
+        assert max(_mask_iou(r, m) for m in ours.mask) >= 0.99
+    ref_iou = sorted(r["predicted_iou"] for r in ref)
+    np.testing.assert_allclose(sorted(ours.confidence), ref_iou, atol=1e-4)

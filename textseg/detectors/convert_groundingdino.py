@@ -60,16 +60,22 @@ def _rules() -> Iterator[tuple[str, str]]:
         (f"norm1.{_W}", f"layernorm_before.{_W}"),
         (f"norm2.{_W}", f"layernorm_after.{_W}"),
         (f"attn.proj.{_W}", f"attention.o_proj.{_W}"),
-        ("attn.relative_position_bias_table",
-         "attention.relative_position_bias.relative_position_bias_table"),
+        (
+            "attn.relative_position_bias_table",
+            "attention.relative_position_bias.relative_position_bias_table",
+        ),
         (f"mlp.fc1.{_W}", f"mlp.fc1.{_W}"),
         (f"mlp.fc2.{_W}", f"mlp.fc2.{_W}"),
     ):
         yield ob + a, hb + b
-    yield f"{o}layers.{{i}}.downsample.reduction.weight", (
-        f"{h}swin.encoder.layers.{{i}}.downsample.reduction.weight"
+    yield (
+        f"{o}layers.{{i}}.downsample.reduction.weight",
+        (f"{h}swin.encoder.layers.{{i}}.downsample.reduction.weight"),
     )
-    yield f"{o}layers.{{i}}.downsample.norm.{_W}", f"{h}swin.encoder.layers.{{i}}.downsample.norm.{_W}"
+    yield (
+        f"{o}layers.{{i}}.downsample.norm.{_W}",
+        f"{h}swin.encoder.layers.{{i}}.downsample.norm.{_W}",
+    )
 
     yield f"input_proj.{{i}}.{{j}}.{_W}", f"model.input_proj_vision.{{i}}.{{j}}.{_W}"
     yield f"feat_map.{_W}", f"model.text_projection.{_W}"
@@ -78,68 +84,110 @@ def _rules() -> Iterator[tuple[str, str]]:
     yield "transformer.tgt_embed.weight", "model.query_position_embeddings.weight"
     yield f"transformer.enc_output.{_W}", f"model.enc_output.{_W}"
     yield f"transformer.enc_output_norm.{_W}", f"model.enc_output_norm.{_W}"
-    yield (f"transformer.enc_out_bbox_embed.layers.{{i}}.{_W}",
-           f"model.encoder_output_bbox_embed.layers.{{i}}.{_W}")
+    yield (
+        f"transformer.enc_out_bbox_embed.layers.{{i}}.{_W}",
+        f"model.encoder_output_bbox_embed.layers.{{i}}.{_W}",
+    )
     yield f"transformer.decoder.norm.{_W}", f"model.decoder.layer_norm.{_W}"
-    yield (f"transformer.decoder.ref_point_head.layers.{{i}}.{_W}",
-           f"model.decoder.reference_points_head.layers.{{i}}.{_W}")
-    yield (f"transformer.decoder.bbox_embed.{{i}}.layers.{{j}}.{_W}",
-           f"model.decoder.bbox_embed.{{i}}.layers.{{j}}.{_W}")
+    yield (
+        f"transformer.decoder.ref_point_head.layers.{{i}}.{_W}",
+        f"model.decoder.reference_points_head.layers.{{i}}.{_W}",
+    )
+    yield (
+        f"transformer.decoder.bbox_embed.{{i}}.layers.{{j}}.{_W}",
+        f"model.decoder.bbox_embed.{{i}}.layers.{{j}}.{_W}",
+    )
     yield f"bbox_embed.{{i}}.layers.{{j}}.{_W}", f"bbox_embed.{{i}}.layers.{{j}}.{_W}"
 
     oe, he = "transformer.encoder.layers.{i}.", "model.encoder.layers.{i}.deformable_layer."
     for name in ("sampling_offsets", "attention_weights", "value_proj", "output_proj"):
         yield f"{oe}self_attn.{name}.{_W}", f"{he}self_attn.{name}.{_W}"
-    for a, b in (("norm1", "self_attn_layer_norm"), ("linear1", "fc1"), ("linear2", "fc2"),
-                 ("norm2", "final_layer_norm")):
+    for a, b in (
+        ("norm1", "self_attn_layer_norm"),
+        ("linear1", "fc1"),
+        ("linear2", "fc2"),
+        ("norm2", "final_layer_norm"),
+    ):
         yield f"{oe}{a}.{_W}", f"{he}{b}.{_W}"
 
     ot, ht = "transformer.encoder.text_layers.{i}.", "model.encoder.layers.{i}.text_enhancer_layer."
-    for a, b in (("self_attn.out_proj", "self_attn.out_proj"), ("linear1", "fc1"),
-                 ("linear2", "fc2"), ("norm1", "layer_norm_before"), ("norm2", "layer_norm_after")):
+    for a, b in (
+        ("self_attn.out_proj", "self_attn.out_proj"),
+        ("linear1", "fc1"),
+        ("linear2", "fc2"),
+        ("norm1", "layer_norm_before"),
+        ("norm2", "layer_norm_after"),
+    ):
         yield f"{ot}{a}.{_W}", f"{ht}{b}.{_W}"
 
     of, hf = "transformer.encoder.fusion_layers.{i}.", "model.encoder.layers.{i}.fusion_layer."
     yield f"{of}gamma_v", f"{hf}vision_param"
     yield f"{of}gamma_l", f"{hf}text_param"
-    for a, b in (("layer_norm_v", "layer_norm_vision"), ("layer_norm_l", "layer_norm_text"),
-                 ("attn.v_proj", "attn.vision_proj"), ("attn.l_proj", "attn.text_proj"),
-                 ("attn.values_v_proj", "attn.values_vision_proj"),
-                 ("attn.values_l_proj", "attn.values_text_proj"),
-                 ("attn.out_v_proj", "attn.out_vision_proj"),
-                 ("attn.out_l_proj", "attn.out_text_proj")):
+    for a, b in (
+        ("layer_norm_v", "layer_norm_vision"),
+        ("layer_norm_l", "layer_norm_text"),
+        ("attn.v_proj", "attn.vision_proj"),
+        ("attn.l_proj", "attn.text_proj"),
+        ("attn.values_v_proj", "attn.values_vision_proj"),
+        ("attn.values_l_proj", "attn.values_text_proj"),
+        ("attn.out_v_proj", "attn.out_vision_proj"),
+        ("attn.out_l_proj", "attn.out_text_proj"),
+    ):
         yield f"{of}{a}.{_W}", f"{hf}{b}.{_W}"
 
     od, hd = "transformer.decoder.layers.{i}.", "model.decoder.layers.{i}."
     for name in ("sampling_offsets", "attention_weights", "value_proj", "output_proj"):
         yield f"{od}cross_attn.{name}.{_W}", f"{hd}encoder_attn.{name}.{_W}"
-    for a, b in (("norm1", "encoder_attn_layer_norm"), ("ca_text.out_proj", "encoder_attn_text.out_proj"),
-                 ("catext_norm", "encoder_attn_text_layer_norm"),
-                 ("self_attn.out_proj", "self_attn.out_proj"), ("norm2", "self_attn_layer_norm"),
-                 ("linear1", "fc1"), ("linear2", "fc2"), ("norm3", "final_layer_norm")):
+    for a, b in (
+        ("norm1", "encoder_attn_layer_norm"),
+        ("ca_text.out_proj", "encoder_attn_text.out_proj"),
+        ("catext_norm", "encoder_attn_text_layer_norm"),
+        ("self_attn.out_proj", "self_attn.out_proj"),
+        ("norm2", "self_attn_layer_norm"),
+        ("linear1", "fc1"),
+        ("linear2", "fc2"),
+        ("norm3", "final_layer_norm"),
+    ):
         yield f"{od}{a}.{_W}", f"{hd}{b}.{_W}"
 
 
 def _fused_rules() -> Iterator[tuple[str, tuple[str, str, str]]]:
     """(official fused key, transformers query/key/value keys); stacked q, k, v along dim 0."""
-    yield (f"{_SWIN_O}layers.{{i}}.blocks.{{j}}.attn.qkv.{_W}",
-           tuple(f"{_SWIN_H}swin.encoder.layers.{{i}}.blocks.{{j}}.attention.{p}_proj.{_W}"
-                 for p in "qkv"))  # type: ignore[misc]
+    yield (
+        f"{_SWIN_O}layers.{{i}}.blocks.{{j}}.attn.qkv.{_W}",
+        tuple(
+            f"{_SWIN_H}swin.encoder.layers.{{i}}.blocks.{{j}}.attention.{p}_proj.{_W}"
+            for p in "qkv"
+        ),
+    )  # type: ignore[misc]
     for official, hf in (
-        ("transformer.encoder.text_layers.{i}.self_attn.in_proj_{w}",
-         "model.encoder.layers.{i}.text_enhancer_layer.self_attn.{p}.{w}"),
-        ("transformer.decoder.layers.{i}.self_attn.in_proj_{w}",
-         "model.decoder.layers.{i}.self_attn.{p}.{w}"),
-        ("transformer.decoder.layers.{i}.ca_text.in_proj_{w}",
-         "model.decoder.layers.{i}.encoder_attn_text.{p}.{w}"),
+        (
+            "transformer.encoder.text_layers.{i}.self_attn.in_proj_{w}",
+            "model.encoder.layers.{i}.text_enhancer_layer.self_attn.{p}.{w}",
+        ),
+        (
+            "transformer.decoder.layers.{i}.self_attn.in_proj_{w}",
+            "model.decoder.layers.{i}.self_attn.{p}.{w}",
+        ),
+        (
+            "transformer.decoder.layers.{i}.ca_text.in_proj_{w}",
+            "model.decoder.layers.{i}.encoder_attn_text.{p}.{w}",
+        ),
     ):
-        yield official, tuple(  # type: ignore[misc]
-            hf.replace("{p}", p) for p in ("query", "key", "value")
+        yield (
+            official,
+            tuple(  # type: ignore[misc]
+                hf.replace("{p}", p) for p in ("query", "key", "value")
+            ),
         )
 
 
-_GROUP = {"{i}": r"(?P<i>\d+)", "{j}": r"(?P<j>\d+)", "{w}": r"(?P<w>weight|bias)",
-          "{rest}": r"(?P<rest>.+)"}
+_GROUP = {
+    "{i}": r"(?P<i>\d+)",
+    "{j}": r"(?P<j>\d+)",
+    "{w}": r"(?P<w>weight|bias)",
+    "{rest}": r"(?P<rest>.+)",
+}
 
 
 def _compile(template: str) -> re.Pattern[str]:
@@ -181,7 +229,9 @@ def _table() -> _Table:
 
 def _split3(value: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if value.shape[0] % 3:
-        raise ValueError(f"{key}: expected a fused q/k/v tensor with 3*d rows, got {tuple(value.shape)}")
+        raise ValueError(
+            f"{key}: expected a fused q/k/v tensor with 3*d rows, got {tuple(value.shape)}"
+        )
     q, k, v = value.chunk(3, dim=0)
     return q.clone(), k.clone(), v.clone()
 
@@ -293,8 +343,10 @@ def hf_to_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
 #: inside the backbone; longer patterns first so that "attention.output.dense" is not
 #: mistaken for "output.dense".
 _LEGACY_SWIN = (
-    ("attention.self.relative_position_bias_table",
-     "attention.relative_position_bias.relative_position_bias_table"),
+    (
+        "attention.self.relative_position_bias_table",
+        "attention.relative_position_bias.relative_position_bias_table",
+    ),
     ("attention.self.query.", "attention.q_proj."),
     ("attention.self.key.", "attention.k_proj."),
     ("attention.self.value.", "attention.v_proj."),
@@ -308,7 +360,7 @@ _TIED_BBOX = re.compile(r"(model\.decoder\.)?bbox_embed\.(?P<i>\d+)\.(?P<rest>.+
 def _upgrade_key(key: str) -> str:
     if not key.startswith(_SWIN_H):
         return key
-    rest = key[len(_SWIN_H):]
+    rest = key[len(_SWIN_H) :]
     if rest.startswith(("embeddings.", "encoder.", "layernorm.")):
         rest = "swin." + rest
     for old, new in _LEGACY_SWIN:

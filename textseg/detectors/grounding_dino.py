@@ -37,7 +37,13 @@ import torch.nn.functional as F
 
 from textseg._hub import StateDictError, load_state_dict, load_strict, resolve_weights
 from textseg._registry import ModelCfg
-from textseg.detectors.base import DetectorBase, TextDetectorModel, build_net, check_score, short_repr
+from textseg.detectors.base import (
+    DetectorBase,
+    TextDetectorModel,
+    build_net,
+    check_score,
+    short_repr,
+)
 from textseg.detectors.convert_groundingdino import fit_hf_state_dict, official_to_hf_state_dict
 from textseg.detectors.tokenizers import bert_tokenizer_from_file, offline_bert_tokenizer
 from textseg.vocab import Vocabulary
@@ -79,7 +85,9 @@ def build_grounding_dino(cfg: ModelCfg) -> TextDetectorModel:
     arch = cfg.arch
     swin = SwinConfig(**arch["swin"], out_indices=[2, 3, 4])
     text = BertConfig(**arch["text"])
-    config = GroundingDinoConfig(backbone_config=swin, text_config=text, **arch.get("transformer", {}))
+    config = GroundingDinoConfig(
+        backbone_config=swin, text_config=text, **arch.get("transformer", {})
+    )
     model = GroundingDinoForObjectDetection(config).eval()
     options = {
         "shortest_edge": int(arch["shortest_edge"]),
@@ -87,8 +95,9 @@ def build_grounding_dino(cfg: ModelCfg) -> TextDetectorModel:
         "mean": tuple(cfg.mean or IMAGENET_MEAN),
         "std": tuple(cfg.std or IMAGENET_STD),
     }
-    return TextDetectorModel(model=model, tokenizer=offline_bert_tokenizer(), name=cfg.name,
-                             options=options)
+    return TextDetectorModel(
+        model=model, tokenizer=offline_bert_tokenizer(), name=cfg.name, options=options
+    )
 
 
 def load_hf_checkpoint(net: TextDetectorModel, path: str | os.PathLike[str]) -> None:
@@ -163,7 +172,9 @@ def _caption_text(prompt: str) -> str:
     return _SPACES.sub(" ", _DELIMITERS.sub(" ", prompt)).strip()
 
 
-def build_captions(prompts: Sequence[str], tokenizer: Any, max_len: int = 256) -> list[CaptionChunk]:
+def build_captions(
+    prompts: Sequence[str], tokenizer: Any, max_len: int = 256
+) -> list[CaptionChunk]:
     """Join ``prompts`` into as few captions of at most ``max_len`` tokens as needed.
 
     Prompts keep their order; a caption holds whole prompts only. Each prompt's token span is
@@ -179,21 +190,20 @@ def build_captions(prompts: Sequence[str], tokenizer: Any, max_len: int = 256) -
             ``max_len - 3`` tokens (the caption also needs ``[CLS]``, ``.`` and ``[SEP]``).
     """
     texts = [_caption_text(p) for p in prompts]
-    lengths = []
     for i, (prompt, text) in enumerate(zip(prompts, texts)):
         if not text:
             raise ValueError(
                 f"prompt {i} {prompt!r}: nothing left for Grounding DINO once '.' and '?' (its "
                 f"phrase separators) are removed; use words"
             )
-        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    for i, (prompt, n) in enumerate(zip(prompts, lengths)):
         if n + 3 > max_len:
             raise ValueError(
                 f"prompt {i} {short_repr(prompt)} is {n} tokens; "
                 f"Grounding DINO's text encoder reads at most {max_len - 3} tokens per prompt "
                 f"({max_len} with [CLS], '.' and [SEP]); shorten it"
             )
-        lengths.append(n)
 
     groups: list[list[int]] = []
     used = max_len  # forces a first group
@@ -376,7 +386,9 @@ class GroundingDinoDetector(DetectorBase):
             h, w = image.shape[:2]
             nh, nw = resize_shape(h, w, *self._sizes)
             x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
-            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
+            )
             resized.append((x[0] - self._mean) / self._std)
         height = max(x.shape[1] for x in resized)
         width = max(x.shape[2] for x in resized)
@@ -414,10 +426,11 @@ class GroundingDinoDetector(DetectorBase):
                 all_boxes.append(xyxy * scale)
                 scores = torch.zeros((xyxy.shape[0], text.num_prompts))
                 scores[:, list(chunk.prompt_ids)] = prompt_scores_from_logits(
-                    logits[row], chunk.spans, reduce=self.span_reduce,
+                    logits[row],
+                    chunk.spans,
+                    reduce=self.span_reduce,
                     text_threshold=self.text_threshold,
                 )
                 all_scores.append(scores)
             results.append((torch.cat(all_boxes), torch.cat(all_scores)))
         return results
-

@@ -24,7 +24,13 @@ import torch.nn.functional as F
 
 from textseg._hub import load_state_dict, load_strict
 from textseg._registry import ModelCfg
-from textseg.detectors.base import DetectorBase, TextDetectorModel, build_net, check_score, short_repr
+from textseg.detectors.base import (
+    DetectorBase,
+    TextDetectorModel,
+    build_net,
+    check_score,
+    short_repr,
+)
 from textseg.detectors.tokenizers import clip_tokenizer, clip_tokenizer_from_files
 from textseg.vocab import Vocabulary
 
@@ -50,7 +56,9 @@ def build_owlv2(cfg: ModelCfg) -> TextDetectorModel:
     )
     model = Owlv2ForObjectDetection(config).eval()
     options = {"mean": tuple(cfg.mean or CLIP_MEAN), "std": tuple(cfg.std or CLIP_STD)}
-    return TextDetectorModel(model=model, tokenizer=clip_tokenizer(), name=cfg.name, options=options)
+    return TextDetectorModel(
+        model=model, tokenizer=clip_tokenizer(), name=cfg.name, options=options
+    )
 
 
 def load_owlv2_checkpoint(net: TextDetectorModel, path: str | os.PathLike[str]) -> None:

@@ -32,19 +32,26 @@ __all__ = [
 ]
 
 #: Ids the transformers Grounding DINO model hard-codes as phrase delimiters (bert-base-uncased).
-BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103,
-                    ".": 1012, "?": 1029}
+BERT_SPECIAL_IDS = {
+    "[PAD]": 0,
+    "[UNK]": 100,
+    "[CLS]": 101,
+    "[SEP]": 102,
+    "[MASK]": 103,
+    ".": 1012,
+    "?": 1029,
+}
 
-_COCO_WORDS = (
-    "person bicycle car motorcycle airplane bus train truck boat traffic light fire hydrant stop "
-    "sign parking meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack "
-    "umbrella handbag tie suitcase frisbee skis snowboard sports ball kite baseball bat glove "
-    "skateboard surfboard tennis racket bottle wine glass cup fork knife spoon bowl banana apple "
-    "sandwich orange broccoli carrot hot pizza donut cake chair couch potted plant bed dining table "
-    "toilet tv laptop mouse remote keyboard cell phone microwave oven toaster sink refrigerator "
-    "book clock vase scissors teddy hair drier toothbrush door wheel window toy picture photo "
-    "a an the of and with red blue green white black"
-).split()
+_COCO_WORDS = """
+person bicycle car motorcycle airplane bus train truck boat traffic light fire hydrant stop
+sign parking meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack
+umbrella handbag tie suitcase frisbee skis snowboard sports ball kite baseball bat glove
+skateboard surfboard tennis racket bottle wine glass cup fork knife spoon bowl banana apple
+sandwich orange broccoli carrot hot pizza donut cake chair couch potted plant bed dining
+table toilet tv laptop mouse remote keyboard cell phone microwave oven toaster sink
+refrigerator book clock vase scissors teddy hair drier toothbrush door wheel window toy
+picture photo a an the of and with red blue green white black
+"""
 
 _CLIP_MERGES = 49152 - 256 - 2  # merges CLIP uses out of the file (as open_clip/OpenAI do)
 
@@ -54,7 +61,7 @@ def _offline_bert_vocab() -> dict[str, int]:
     tokens: list[str] = []
     chars = [chr(c) for c in range(33, 127) if not chr(c).isupper() and chr(c) not in ".?"]
     pieces = [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-    words = list(dict.fromkeys(w for w in _COCO_WORDS if len(w) > 1))
+    words = list(dict.fromkeys(w for w in _COCO_WORDS.split() if len(w) > 1))
     ordinary = iter(chars + pieces + words)
     size = max(BERT_SPECIAL_IDS.values()) + 1
     by_id = {i: t for t, i in BERT_SPECIAL_IDS.items()}
@@ -94,8 +101,11 @@ def bert_tokenizer_from_file(vocab_file: str | os.PathLike[str]) -> Any:
     path = Path(vocab_file)
     lines = path.read_text(encoding="utf-8").splitlines()
     vocab = {line.rstrip("\n"): i for i, line in enumerate(lines)}
-    wrong = [f"{t!r} (expected id {i}, found {vocab.get(t)})" for t, i in BERT_SPECIAL_IDS.items()
-             if vocab.get(t) != i]
+    wrong = [
+        f"{t!r} (expected id {i}, found {vocab.get(t)})"
+        for t, i in BERT_SPECIAL_IDS.items()
+        if vocab.get(t) != i
+    ]
     if wrong:
         raise ValueError(
             f"{path}: not a bert-base-uncased vocabulary, Grounding DINO needs these ids: "

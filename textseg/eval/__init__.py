@@ -1,1 +1,62 @@
+"""How good is textseg on your data: five protocols on any COCO-format dataset.
 
+Example::
+
+    from textseg.eval import evaluate
+    from textseg.pipelines import TextSegmenter
+
+    report = evaluate("data/coco-dev", TextSegmenter.from_preset("fast"), out_dir="eval-out")
+    report["box"].metrics["miou"], report["text"].metrics["ap"]
+
+- ``box``: SAM prompted with the ground-truth boxes, mIoU overall and per class;
+- ``point``: one click at the farthest interior point, mIoU of the top-scoring and the best
+  (oracle) of three masks;
+- ``text``: the pipeline prompted with the class names, COCO mask AP / AP50;
+- ``label``: the labeler naming the ground-truth masks, accuracy and unknown rate;
+- ``count``: the pipeline's per-image, per-class counts, MAE and exact-match rate.
+
+The command line is ``textseg eval DATASET --preset NAME --out DIR``.
+"""
+
+from textseg.eval.dataset import EvalDataset, Sample, load_dataset
+from textseg.eval.metrics import (
+    coco_mask_ap,
+    count_errors,
+    farthest_interior_point,
+    mask_iou,
+    mean_iou,
+)
+from textseg.eval.protocols import (
+    DEFAULT_LABELER_CLIP,
+    PROTOCOLS,
+    eval_box_prompts,
+    eval_counting,
+    eval_labeling,
+    eval_point_prompts,
+    eval_text_prompts,
+    evaluate,
+    parse_protocols,
+)
+from textseg.eval.report import EvalReport, ProtocolResult
+
+__all__ = [
+    "DEFAULT_LABELER_CLIP",
+    "PROTOCOLS",
+    "EvalDataset",
+    "EvalReport",
+    "ProtocolResult",
+    "Sample",
+    "coco_mask_ap",
+    "count_errors",
+    "eval_box_prompts",
+    "eval_counting",
+    "eval_labeling",
+    "eval_point_prompts",
+    "eval_text_prompts",
+    "evaluate",
+    "farthest_interior_point",
+    "load_dataset",
+    "mask_iou",
+    "mean_iou",
+    "parse_protocols",
+]

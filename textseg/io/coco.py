@@ -16,9 +16,11 @@ Conventions:
   ``detections.xyxy`` as given (``w = x2 - x1``).
 - On import, ``xyxy`` is the box of the mask (x2/y2 the last column/row, inclusive, like
   supervision's ``mask_to_xyxy`` and textseg's SAM core), or ``[x, y, x + w, y + h]`` from
-  ``bbox`` when an annotation has no mask or an empty one.
-- ``segmentation`` is a compressed RLE (default; exact, keeps holes) or polygons (exact outline
-  along pixel edges, holes filled, see :mod:`textseg.io.polygons`).
+  ``bbox`` when an annotation has no mask or an empty one. (So a detector's box that differs
+  from its mask's box comes back as the mask's box; keep it in ``data`` if it matters.)
+- ``segmentation`` is a compressed RLE (default; exact, compact) or polygons (exact too: outlines
+  along pixel edges, holes cut in through zero-width bridges, see :mod:`textseg.io.polygons`;
+  typically 5x bigger than RLE).
 - ``confidence`` is written as ``score``; every other per-instance field of
   ``detections.data`` (``sam_iou``, ``clip_score``, ``prompt``...) is written under its own key
   and read back into ``data``; ``data["class_name"]`` comes from the category.
@@ -112,7 +114,7 @@ def detections_to_coco(
         height: Image height; checked against the masks when given.
         width: Image width; checked against the masks when given.
         category_ids: COCO category id of each class (default ``1..len(classes)``).
-        segmentation: ``"rle"`` (exact) or ``"polygon"`` (exact outline, holes filled).
+        segmentation: ``"rle"`` or ``"polygon"`` (both exact, see the module docstring).
         first_id: Annotation id of the first detection; the others follow.
         polygon_tolerance: Simplification for polygons, in pixels (0 = exact).
 
@@ -448,7 +450,8 @@ class CocoWriter:
                 1, 2, ... in this order in a new file; when resuming, names already in the file
                 keep their ids and new names get the next ids. None: take the file's categories
                 (sorted by id) when resuming.
-            segmentation: ``"rle"`` (exact, keeps holes) or ``"polygon"`` (holes filled).
+            segmentation: ``"rle"`` (compact) or ``"polygon"`` (both exact, see the module
+                docstring).
             flush_every: Write the file after this many :meth:`add` calls (and on
                 :meth:`close` / leaving the ``with`` block). 1 is safest; every flush rewrites
                 the whole file, so large jobs want more.
@@ -496,11 +499,11 @@ class CocoWriter:
         if len(set(classes)) != len(classes):
             raise ValueError(f"classes must be unique, got {classes}")
         next_id = max(by_name.values(), default=0) + 1
-        for name in classes:
-            if name not in by_name:
-                categories.append({"id": next_id, "name": name, "supercategory": ""})
-                by_name[name] = next_id
-                next_id += 1
+        new_classes = [name for name in classes if name not in by_name]
+        for name in new_classes:
+            categories.append({"id": next_id, "name": name, "supercategory": ""})
+            by_name[name] = next_id
+            next_id += 1
         self.classes: list[str] = classes
         self.category_ids: list[int] = [by_name[c] for c in classes]
         self._by_file = {str(im["file_name"]): int(im["id"]) for im in self._dataset["images"]}
@@ -509,8 +512,10 @@ class CocoWriter:
         self._next_ann_id = max((int(a["id"]) for a in self._dataset["annotations"]), default=0) + 1
         self._pending = 0
         self._closed = False
-        if not self.path.exists():
-            self.flush(force=True)  # the file exists from the start: resume works at once
+        if new_classes or not self.path.exists():
+            # The file exists from the start (resume works at once) and new categories are
+            # written even if no image follows.
+            self.flush(force=True)
 
     def __contains__(self, file_name: object) -> bool:
         """Whether an image with this ``file_name`` is in the file (written or pending)."""

@@ -104,7 +104,13 @@ def to_rle(segmentation: Any, height: int, width: int, *, what: str = "segmentat
         ValueError: Malformed segmentation, or an RLE of another image size.
     """
     if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if isinstance(p, (list, tuple)) and len(p) >= 6]
+        flat = [p for p in segmentation if not isinstance(p, (list, tuple))]
+        if flat:
+            raise ValueError(
+                f"{what}: expected a list of polygons [[x0, y0, x1, y1, ...], ...], got a list "
+                f"of {type(flat[0]).__name__}; wrap a single polygon in a list"
+            )
+        polygons = [p for p in segmentation if len(p) >= 6]
         return polygons_to_rle(polygons, height, width, what=what)
     rle = _rle_for_pycocotools(segmentation, what=what)
     if list(rle["size"]) != [height, width]:

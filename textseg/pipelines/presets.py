@@ -1,15 +1,16 @@
 """Named pipeline compositions: ``TextSegmenter.from_preset("grounded-sam")``.
 
-| preset | prompter | SAM | labeler | good for |
-|---|---|---|---|---|
-| ``grounded-sam`` | Grounding DINO tiny boxes | ViT-B | - | named objects, best boxes |
-| ``grounded-sam-verified`` | Grounding DINO tiny boxes | ViT-B | CLIP ViT-B/32 verify | fewer false positives |
-| ``owlv2-sam`` | OWLv2 base boxes | ViT-B | - | long-tail names |
-| ``fast`` | Grounding DINO tiny boxes | MobileSAM | - | CPU speed |
-| ``clip-points`` | CLIP similarity map -> points | ViT-B | - | no detector (training-free) |
-| ``clip-tokens`` | CLIP text -> SAM tokens (experimental) | ViT-B | - | the SAM paper's text prompt |
-| ``everything-clip`` | automatic grid | ViT-B | CLIP ViT-B/32 names | "segment everything, name it" |
-| ``tiny-test`` | tiny random Grounding DINO | tiny random SAM | tiny random CLIP | tests, offline trials |
+- ``grounded-sam``: Grounding DINO tiny boxes, SAM ViT-B; named objects, best boxes.
+- ``grounded-sam-verified``: the same, plus CLIP ViT-B/32 verifying every mask; fewer false
+  positives.
+- ``owlv2-sam``: OWLv2 base boxes, SAM ViT-B; long-tail names.
+- ``fast``: Grounding DINO tiny boxes, MobileSAM; CPU speed.
+- ``clip-points``: CLIP similarity map -> points, SAM ViT-B; no detector (training-free).
+- ``clip-tokens``: CLIP text -> SAM sparse tokens (experimental), SAM ViT-B; the SAM paper's
+  text prompt.
+- ``everything-clip``: automatic grid, SAM ViT-B, CLIP ViT-B/32 naming; "segment everything,
+  then name it".
+- ``tiny-test``: tiny random Grounding DINO, SAM and CLIP; tests, offline trials.
 
 Every component can be overridden: ``sam=``, ``detector=``, ``clip=`` take registry names.
 """
@@ -44,28 +45,71 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("grounded-sam", "boxes", "sam-vit-b", detector="grounding-dino-tiny",
-               description="Grounding DINO boxes -> SAM ViT-B masks"),
-        Preset("grounded-sam-verified", "boxes", "sam-vit-b", detector="grounding-dino-tiny",
-               clip="clip-vit-b-32", labeler_mode="verify",
-               description="as grounded-sam, CLIP re-checks each mask's class"),
-        Preset("owlv2-sam", "boxes", "sam-vit-b", detector="owlv2-base",
-               description="OWLv2 boxes -> SAM ViT-B masks"),
-        Preset("fast", "boxes", "mobile-sam", detector="grounding-dino-tiny",
-               description="Grounding DINO boxes -> MobileSAM masks"),
-        Preset("clip-points", "clip-points", "sam-vit-b", clip="clip-vit-b-16",
-               description="CLIP similarity peaks -> SAM point prompts (no detector)"),
-        Preset("clip-tokens", "clip-tokens", "sam-vit-b", clip="clip-vit-b-32",
-               text_adapter="sam-vit-b+clip-vit-b-32-text-adapter",
-               description="CLIP text embedding -> SAM sparse tokens (experimental)"),
-        Preset("everything-clip", "everything", "sam-vit-b", clip="clip-vit-b-32",
-               labeler_mode="name", description="automatic masks named by CLIP"),
-        Preset("tiny-test", "boxes", "sam-vit-tiny-test", detector="grounding-dino-tiny-test",
-               clip="clip-vit-tiny-test", labeler_mode="verify",
-               # Random CLIP weights give near-uniform probabilities; without background texts
-               # verify mode keeps the detector's classes, so the tiny pipeline yields masks.
-               labeler_kwargs=(("background", ()),),
-               description="tiny random-weight models: tests and offline trials"),
+        Preset(
+            "grounded-sam",
+            "boxes",
+            "sam-vit-b",
+            detector="grounding-dino-tiny",
+            description="Grounding DINO boxes -> SAM ViT-B masks",
+        ),
+        Preset(
+            "grounded-sam-verified",
+            "boxes",
+            "sam-vit-b",
+            detector="grounding-dino-tiny",
+            clip="clip-vit-b-32",
+            labeler_mode="verify",
+            description="as grounded-sam, CLIP re-checks each mask's class",
+        ),
+        Preset(
+            "owlv2-sam",
+            "boxes",
+            "sam-vit-b",
+            detector="owlv2-base",
+            description="OWLv2 boxes -> SAM ViT-B masks",
+        ),
+        Preset(
+            "fast",
+            "boxes",
+            "mobile-sam",
+            detector="grounding-dino-tiny",
+            description="Grounding DINO boxes -> MobileSAM masks",
+        ),
+        Preset(
+            "clip-points",
+            "clip-points",
+            "sam-vit-b",
+            clip="clip-vit-b-16",
+            description="CLIP similarity peaks -> SAM point prompts (no detector)",
+        ),
+        Preset(
+            "clip-tokens",
+            "clip-tokens",
+            "sam-vit-b",
+            clip="clip-vit-b-32",
+            text_adapter="sam-vit-b+clip-vit-b-32-text-adapter",
+            description="CLIP text embedding -> SAM sparse tokens (experimental)",
+        ),
+        Preset(
+            "everything-clip",
+            "everything",
+            "sam-vit-b",
+            clip="clip-vit-b-32",
+            labeler_mode="name",
+            description="automatic masks named by CLIP",
+        ),
+        Preset(
+            "tiny-test",
+            "boxes",
+            "sam-vit-tiny-test",
+            detector="grounding-dino-tiny-test",
+            clip="clip-vit-tiny-test",
+            labeler_mode="verify",
+            # Random CLIP weights give near-uniform probabilities; without background texts
+            # verify mode keeps the detector's classes, so the tiny pipeline yields masks.
+            labeler_kwargs=(("background", ()),),
+            description="tiny random-weight models: tests and offline trials",
+        ),
     )
 }
 
@@ -90,8 +134,10 @@ def fetch_all(names: list[str]) -> None:
     if len(missing) == 1:
         raise missing[0][1]
     why = "offline: HF_HUB_OFFLINE is set" if is_offline() else "download failed"
-    parts = [_missing_message(cfg, why).split(": get ", 1)[1].split(", put it in")[0]
-             for cfg, _ in missing]
+    parts = [
+        _missing_message(cfg, why).split(": get ", 1)[1].split(", put it in")[0]
+        for cfg, _ in missing
+    ]
     raise WeightsNotFoundError(
         f"weights missing ({why}) for {', '.join(c.name for c, _ in missing)}: get "
         + "; ".join(parts)
@@ -163,28 +209,40 @@ def build_preset(
     builders: dict[str, Callable[[], TextSegmenter]] = {
         "boxes": lambda: TextSegmenter(
             _box_prompter(detector or preset.detector, device, box_threshold, pretrained),
-            core, labeler, min_area=min_area, **segmenter_kwargs,
+            core,
+            labeler,
+            min_area=min_area,
+            **segmenter_kwargs,
         ),
         "clip-points": lambda: TextSegmenter(
-            _clip_points(clip_name, device, pretrained), core, labeler, min_area=min_area,
+            _clip_points(clip_name, device, pretrained),
+            core,
+            labeler,
+            min_area=min_area,
             **segmenter_kwargs,
         ),
         "clip-tokens": lambda: TextSegmenter(
-            _clip_tokens(clip_name, preset.text_adapter, sam_name, device, pretrained), core,
-            labeler, min_area=min_area, **segmenter_kwargs,
+            _clip_tokens(clip_name, preset.text_adapter, sam_name, device, pretrained),
+            core,
+            labeler,
+            min_area=min_area,
+            **segmenter_kwargs,
         ),
         "everything": lambda: TextSegmenter(
-            None, core, labeler, min_area=min_area,
-            automatic=AutomaticMaskGenerator(
-                core, points_per_side=points_per_side, dedup="mask"
-            ),
+            None,
+            core,
+            labeler,
+            min_area=min_area,
+            automatic=AutomaticMaskGenerator(core, points_per_side=points_per_side, dedup="mask"),
             **segmenter_kwargs,
         ),
     }
     return builders[preset.kind]()
 
 
-def _box_prompter(detector: str | None, device: str, box_threshold: float | None, pretrained: bool) -> Any:
+def _box_prompter(
+    detector: str | None, device: str, box_threshold: float | None, pretrained: bool
+) -> Any:
     from textseg.detectors import build_detector
     from textseg.prompters.box import BoxPrompter
 

@@ -58,7 +58,9 @@ class Result:
         ``data["sam_iou"]``, ``data["clip_score"]`` (NaN without a labeler) and the prompter's
         fields (e.g. ``data["prompt"]``)."""
         dets = _copy(self._boxes)
-        dets.mask = self._masks.to_dense() if len(self._masks) else np.zeros((0, *self.image_size), bool)
+        dets.mask = (
+            self._masks.to_dense() if len(self._masks) else np.zeros((0, *self.image_size), bool)
+        )
         return dets
 
     @property
@@ -116,7 +118,9 @@ def dedup_masks(
     scores = (
         np.asarray(detections.data[score_key], float)
         if score_key
-        else np.asarray(detections.confidence if detections.confidence is not None else np.ones(n), float)
+        else np.asarray(
+            detections.confidence if detections.confidence is not None else np.ones(n), float
+        )
     )
     tie = np.asarray(detections.data.get("sam_iou", np.zeros(n)), float)
     order = np.lexsort((-tie, -scores))
@@ -221,7 +225,9 @@ class TextSegmenter:
         single = not isinstance(images, (list, tuple))
         vocab = self._vocabulary(classes, negatives, synonyms, thresholds)
         items = [images] if single else list(images)
-        results = list(self.iter_segment(items, vocab, box_threshold=box_threshold, min_area=min_area))
+        results = list(
+            self.iter_segment(items, vocab, box_threshold=box_threshold, min_area=min_area)
+        )
         return results[0] if single else results
 
     def iter_segment(
@@ -320,7 +326,7 @@ class TextSegmenter:
         class_id = np.asarray(cp.class_id, np.int64)[idx]
         dets.class_id = class_id
         dets.confidence = np.asarray(cp.confidence, np.float32)[idx]
-        names = np.array(vocab.names + [UNKNOWN], dtype=object)
+        names = np.array([*vocab.names, UNKNOWN], dtype=object)
         dets.data["class_name"] = names[np.where(class_id >= 0, class_id, len(vocab.names))]
         for key, value in cp.data.items():
             if key not in dets.data and len(value) == n:
@@ -344,8 +350,11 @@ class TextSegmenter:
             keep &= dets.class_id >= 0
         dets = dets[keep]
         if len(dets) > 1:
-            dets = dets[dedup_masks(dets, iou_threshold=self.dedup_iou,
-                                    containment_threshold=self.dedup_containment)]
+            dets = dets[
+                dedup_masks(
+                    dets, iou_threshold=self.dedup_iou, containment_threshold=self.dedup_containment
+                )
+            ]
         if len(dets) == 0:
             return _empty(h, w, dets)
         return dets

@@ -20,6 +20,7 @@ from segment_anything.modeling import (
 )
 
 from textseg._registry import ModelCfg
+from textseg.sam.modeling.attention import use_sdpa_attention
 
 __all__ = ["build_mobile_sam", "build_sam_vit"]
 
@@ -51,7 +52,12 @@ def _prompt_and_decoder(arch: dict[str, Any], image_size: int) -> tuple[PromptEn
 
 
 def build_sam_vit(cfg: ModelCfg) -> Sam:
-    """SAM with the ViT image encoder (vit_b / vit_l / vit_h and the tiny test variant)."""
+    """SAM with the ViT image encoder (vit_b / vit_l / vit_h and the tiny test variant).
+
+    The encoder's attention is :class:`~textseg.sam.modeling.attention.SdpaRelPosAttention`
+    (same parameters as the official module, fused kernel); ``arch["sdpa_attention"] = False``
+    keeps the official one.
+    """
     arch = cfg.arch
     image_size = cfg.input_size or 1024
     encoder = ImageEncoderViT(
@@ -68,6 +74,8 @@ def build_sam_vit(cfg: ModelCfg) -> Sam:
         window_size=14,
         out_chans=arch.get("prompt_embed_dim", 256),
     )
+    if arch.get("sdpa_attention", True):
+        use_sdpa_attention(encoder)
     prompt_encoder, mask_decoder = _prompt_and_decoder(arch, image_size)
     return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder)
 

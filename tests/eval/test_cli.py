@@ -1,0 +1,199 @@
+"""``textseg eval``: all five protocols with the real tiny-test preset on coco-dev, and the
+one-line errors.
+
+Goes through ``textseg.cli.main`` once the lead has wired the subcommand in; until then through
+this module's ``add_parser`` / ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from textseg.eval.cli import add_parser, run
+
+PROTOCOL_KEYS = {
+    "box": {"miou", "miou_class_mean"},
+    "point": {"miou_top", "miou_oracle"},
+    "text": {"ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100", "detections"},
+    "label": {"accuracy", "unknown_rate", "accuracy_named"},
+    "count": {"mae", "exact", "mae_present", "exact_present", "image_exact", "bias", "unknown"},
+}
+
+
+def _wired() -> bool:
+    from textseg import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main(["eval", "--help"])
+    except SystemExit as exit_:
+        return exit_.code == 0
+    return False
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="textseg")
+    add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def _textseg(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``textseg ARGV``: (exit code, stdout, stderr)."""
+    if _wired():
+        from textseg.cli import main
+
+        code = main(argv)
+    else:
+        args = _parse(argv)
+        code = run(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
+    """One real run: tiny-test preset, all protocols, the first 3 coco-dev images."""
+    out = tmp_path_factory.mktemp("eval-out")
+    argv = [
+        "eval",
+        str(data_dir / "coco-dev"),
+        "--preset",
+        "tiny-test",
+        "--out",
+        str(out),
+        "--max-images",
+        "3",
+        "--no-progress",
+    ]
+    buffer = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:  # the autouse offline fixture is function-scoped
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TEXTSEG_OFFLINE", "1")
+        mp.delenv("TEXTSEG_WEIGHTS", raising=False)
+        mp.setenv("TEXTSEG_CACHE", str(tmp_path_factory.mktemp("cache")))
+        with contextlib.redirect_stdout(buffer):
+            if _wired():
+                from textseg.cli import main
+
+                code = main(argv)
+            else:
+                code = run(_parse(argv))
+    return code, buffer.getvalue(), out
+
+
+def test_tiny_preset_writes_every_file(tiny_run: tuple[int, str, Path]) -> None:
+    code, stdout, out = tiny_run
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "per_class.png",
+        "report.json",
+        "report.md",
+        "text_results.json",
+    ]
+    lines = stdout.splitlines()
+    assert lines[0].startswith("coco-dev (") and "3 images" in lines[0]
+    assert [line.split(":")[0].strip() for line in lines[1:6]] == list(PROTOCOL_KEYS)
+    assert lines[-1].startswith("wrote report.json, report.md, text_results.json, per_class.png")
+    with Image.open(out / "per_class.png") as im:
+        assert im.format == "PNG"
+
+
+def test_tiny_preset_report_structure(tiny_run: tuple[int, str, Path], data_dir: Path) -> None:
+    _, _, out = tiny_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 3 and report["segmenter"] == "tiny-test"
+    coco = json.loads((data_dir / "coco-dev" / "annotations.json").read_text())
+    first = {im["id"] for im in coco["images"][:3]}
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    present = {names[a["category_id"]] for a in coco["annotations"] if a["image_id"] in first}
+    assert set(report["classes"]) == present
+    n_instances = sum(a["image_id"] in first for a in coco["annotations"])
+    assert list(report["protocols"]) == list(PROTOCOL_KEYS)
+    for name, keys in PROTOCOL_KEYS.items():
+        proto = report["protocols"][name]
+        assert set(proto["metrics"]) == keys, name
+        assert set(proto["per_class"]) == present, name
+        assert proto["instances"] == n_instances and proto["images"] == 3
+        assert proto["timings"]["wall_s"] >= 0
+    for key in ("miou", "miou_class_mean"):
+        assert 0.0 <= report["protocols"]["box"]["metrics"][key] <= 1.0
+    assert 0.0 <= report["protocols"]["text"]["metrics"]["ap"] <= 1.0
+    stages = report["timings"]["pipeline_ms"]
+    assert set(stages) == {"encode", "prompt", "decode", "label", "total"}
+    assert report["timings"]["sam_cache"]["misses"] == 3  # each image encoded once
+    assert set(report["protocols"]["box"]["timings"]) == {"encode", "decode", "wall_s"}
+    md = (out / "report.md").read_text()
+    for name in PROTOCOL_KEYS:
+        assert f"\n## {name}: " in md
+
+
+def test_tiny_preset_results_load_in_pycocotools(
+    tiny_run: tuple[int, str, Path], data_dir: Path
+) -> None:
+    from pycocotools.coco import COCO
+
+    _, _, out = tiny_run
+    results = json.loads((out / "text_results.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert len(results) == report["protocols"]["text"]["metrics"]["detections"]
+    if results:
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(str(data_dir / "coco-dev" / "annotations.json"))
+            loaded = gt.loadRes(results)
+        assert len(loaded.getAnnIds()) == len(results)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "match"),
+    [
+        (
+            ["eval", "{tmp}/nope", "--preset", "tiny-test"],
+            FileNotFoundError,
+            "dataset not found: {tmp}/nope",
+        ),
+        (
+            ["eval", "{data}", "--protocols", "box,mask"],
+            ValueError,
+            "unknown protocol 'mask'. Valid protocols: box, point, text, label, count",
+        ),
+        (
+            ["eval", "{tmp}", "--preset", "tiny-test"],
+            FileNotFoundError,
+            "{tmp} has no annotations.json; give the COCO file with --annotations FILE",
+        ),
+    ],
+)
+def test_cli_errors_are_one_line(
+    argv: list[str],
+    error: type,
+    match: str,
+    tmp_path: Path,
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    subst = {"tmp": str(tmp_path), "data": str(data_dir / "coco-dev")}
+    argv = [a.format(**subst) for a in argv]
+    message = match.format(**subst)
+    if _wired():
+        code, _, err = _textseg(argv, capsys)
+        assert code == 1
+        assert err == f"textseg: error: {message}\n"
+    else:
+        with pytest.raises(error) as info:
+            run(_parse(argv))
+        assert str(info.value) == message
+
+
+def test_max_images_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        _parse(["eval", "data", "--max-images", "0"])
+    assert info.value.code == 2
+    assert "expected a positive integer, got 0" in capsys.readouterr().err

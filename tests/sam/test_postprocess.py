@@ -1,0 +1,88 @@
+"""Post-processing helpers against segment_anything's and supervision's versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import supervision as sv
+import torch
+from segment_anything.utils import amg
+
+from textseg.sam.postprocess import (
+    mask_iou_matrix,
+    mask_nms,
+    masks_to_boxes,
+    remove_small_regions,
+    stability_score,
+)
+
+
+def _blobs(seed: int = 0, n: int = 6, h: int = 40, w: int = 50) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, h, w), bool)
+    for i in range(n):
+        y, x = rng.integers(0, h - 5), rng.integers(0, w - 5)
+        masks[i, y : y + rng.integers(2, 20), x : x + rng.integers(2, 20)] = True
+        masks[i, rng.integers(0, h), rng.integers(0, w)] = True  # a stray island
+    return masks
+
+
+def test_stability_score_matches_official():
+    logits = torch.randn(5, 30, 40) * 3
+    ours = stability_score(logits, 0.0, 1.0)
+    ref = amg.calculate_stability_score(logits, 0.0, 1.0)
+    torch.testing.assert_close(ours, ref)
+
+
+def test_masks_to_boxes_matches_supervision_and_official():
+    masks = _blobs()
+    np.testing.assert_array_equal(masks_to_boxes(masks), sv.mask_to_xyxy(masks).astype(np.float32))
+    ref = amg.batched_mask_to_box(torch.from_numpy(masks)).numpy()
+    np.testing.assert_array_equal(masks_to_boxes(masks), ref.astype(np.float32))
+    empty = np.zeros((1, 5, 5), bool)
+    np.testing.assert_array_equal(masks_to_boxes(empty), np.zeros((1, 4), np.float32))
+
+
+@pytest.mark.parametrize("mode", ["islands", "holes"])
+@pytest.mark.parametrize("area", [1, 5, 50])
+def test_remove_small_regions_matches_official(mode: str, area: int):
+    rng = np.random.default_rng(1)
+    mask = rng.random((40, 40)) > 0.6
+    mask[5:30, 5:30] = True
+    mask[10:12, 10:12] = False
+    ours, changed = remove_small_regions(mask, area, mode)
+    ref, ref_changed = amg.remove_small_regions(mask, area, mode)
+    np.testing.assert_array_equal(ours, ref)
+    assert changed == ref_changed
+
+
+def test_remove_small_regions_bad_mode():
+    with pytest.raises(ValueError, match="mode: expected"):
+        remove_small_regions(np.zeros((3, 3), bool), 1, "blobs")
+
+
+def test_mask_iou_and_containment_against_brute_force():
+    masks = _blobs(2)
+    iou, contain = mask_iou_matrix(masks)
+    for i in range(len(masks)):
+        for j in range(len(masks)):
+            inter = np.logical_and(masks[i], masks[j]).sum()
+            union = np.logical_or(masks[i], masks[j]).sum()
+            assert iou[i, j] == pytest.approx(inter / union)
+            small = min(masks[i].sum(), masks[j].sum())
+            assert contain[i, j] == pytest.approx(inter / small)
+
+
+def test_mask_nms_keeps_best_of_overlapping():
+    masks = np.zeros((3, 10, 10), bool)
+    masks[0, :5, :5] = True
+    masks[1, :5, :6] = True  # IoU 25/30 with 0
+    masks[2, 6:, 6:] = True
+    keep = mask_nms(masks, np.array([0.5, 0.9, 0.1]), iou_threshold=0.7)
+    assert keep.tolist() == [1, 2]
+    keep = mask_nms(masks, np.array([0.5, 0.9, 0.1]), iou_threshold=0.9)
+    assert keep.tolist() == [1, 0, 2]
+    masks[2] = False
+    masks[2, 1:3, 1:3] = True  # inside mask 0
+    keep = mask_nms(masks, np.array([0.9, 0.1, 0.5]), iou_threshold=0.95, containment_threshold=0.9)
+    assert keep.tolist() == [0]

@@ -1,0 +1,148 @@
+"""The textseg command line: outputs on disk and one-line errors with non-zero exits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pycocotools.coco import COCO
+
+from textseg.cli import main
+
+
+@pytest.fixture()
+def images(data_dir: Path, tmp_path: Path) -> list[Path]:
+    src = data_dir / "coco-dev" / "images"
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    out = []
+    for name in ("000000000009.jpg", "000000000030.jpg"):
+        shutil.copy(src / name, folder / name)
+        out.append(folder / name)
+    return out
+
+
+def test_segment_writes_coco_counts_and_annotated_images(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "segment",
+            *map(str, images),
+            "-c",
+            "bowl",
+            "-c",
+            "vase",
+            "--preset",
+            "tiny-test",
+            "--box-threshold",
+            "0",
+            "--out",
+            str(out),
+            "--format",
+            "yolo",
+        ]
+    )
+    assert code == 0
+    coco = COCO(str(out / "annotations.json"))
+    assert len(coco.dataset["images"]) == 2
+    assert [c["name"] for c in coco.dataset["categories"]] == ["bowl", "vase"]
+    for ann in coco.dataset["annotations"]:
+        assert ann["segmentation"]["counts"] and ann["area"] > 0
+    header = (out / "counts.csv").read_text().splitlines()[0]
+    assert header.startswith("image")
+    assert json.loads((out / "counts.json").read_text())["classes"] == ["bowl", "vase"]
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(p.name for p in images)
+    assert (out / "yolo" / "data.yaml").is_file()
+    assert "encode" in capsys.readouterr().out
+
+
+def test_count_table_and_json(images, capsys):
+    assert main(["count", str(images[0]), "-c", "bowl", "--preset", "tiny-test", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert set(table["images"]) == {str(images[0])} and "bowl" in table["totals"]
+    assert main(["count", str(images[0]), "-c", "bowl", "--preset", "tiny-test"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["image", "bowl"] and lines[-1].startswith("total")
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "textseg.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["segment", "missing.jpg", "-c", "dog", "--preset", "tiny-test"], "image not found"),
+        (["segment", "{img}", "--preset", "tiny-test"], "no classes given"),
+        (["segment", "{img}", "-c", "dog", "--preset", "nope"], "unknown preset 'nope'"),
+        (
+            ["segment", "{bad}", "-c", "dog", "--preset", "tiny-test", "--out", "{tmp}/o"],
+            "no image could be segmented",
+        ),
+        (
+            ["segment", "{img}", "-c", "dog", "--preset", "tiny-test", "--out", "{file}"],
+            "CocoWriter|not a directory|Not a directory|exists",
+        ),
+        (["segment", "{img}", "-c", " ", "--preset", "tiny-test"], "classes\\[0\\]"),
+    ],
+)
+def test_errors_are_one_line_and_nonzero(args, message, images, tmp_path):
+    import re
+
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(images[0].read_bytes()[:2000])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = [a.format(img=images[0], bad=truncated, tmp=tmp_path, file=blocker) for a in args]
+    proc = _run(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    err_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("textseg: error")]
+    assert len(err_lines) == 1, proc.stderr
+    assert re.search(message, err_lines[0]), err_lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_image_in_a_batch_is_skipped(images, tmp_path, capsys):
+    truncated = tmp_path / "imgs" / "truncated.jpg"
+    truncated.write_bytes(images[0].read_bytes()[:2000])
+    out = tmp_path / "out"
+    code = main(
+        [
+            "segment",
+            str(images[0]),
+            str(truncated),
+            "-c",
+            "bowl",
+            "--preset",
+            "tiny-test",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert "skipped" in capsys.readouterr().err
+    assert len(COCO(str(out / "annotations.json")).dataset["images"]) == 1
+
+
+def test_models_lists_every_model(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["sam-vit-tiny-test"]["present"] == "yes"
+    assert rows["sam-vit-b"]["resolves_from"].startswith("not present")
+
+
+def test_offline_default_preset_names_missing_files(images, tmp_path):
+    proc = _run("segment", str(images[0]), "-c", "dog", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "sam_vit_b_01ec64.pth" in proc.stderr and "TEXTSEG_WEIGHTS" in proc.stderr

@@ -1,0 +1,111 @@
+"""``textseg label DIR -c CLASS ... --out OUT``: label a folder (see :func:`label_folder`).
+
+``textseg.cli`` wires :func:`add_parser` and :func:`run` in as the ``label`` command; the
+pipeline options (``--preset``, ``--device``, ``--negative``, ``--synonym``...) are the same as
+for ``textseg segment``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``label`` command to ``subparsers`` (from ``parser.add_subparsers()``).
+
+    Returns:
+        The command's parser (its ``func`` default is :func:`run`).
+    """
+    from textseg.cli import _add_pipeline_args
+
+    parser = subparsers.add_parser(
+        "label",
+        help="label every image of a folder (COCO RLE + counts CSV), resumable",
+        description=(
+            "Label every image of DIR (recursively) into OUT/annotations.json (COCO, RLE "
+            "masks), OUT/counts.csv and OUT/errors.csv. Run again with the same --out to "
+            "resume an interrupted run."
+        ),
+    )
+    parser.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
+    _add_pipeline_args(parser)
+    parser.add_argument("--out", required=True, help="output folder (resumes when it exists)")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process; ray: a Ray Data actor pool (pip install 'textseg[ray]')",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Ray actors, one model copy each (default: one per GPU, else per CPU)",
+    )
+    parser.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        metavar="G",
+        help="GPUs per Ray actor (default 1 when the cluster has GPUs, else 0)",
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="images per segmenter call")
+    parser.add_argument(
+        "--save-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between checkpoints of the output files (0: after every image)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    # None: label_folder picks cuda for Ray actors with GPUs, else cpu.
+    parser.set_defaults(func=run, device=None)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``textseg label`` with parsed arguments; returns the exit code.
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: DIR is missing or a file.
+        ValueError: Bad options, or no image of DIR could be read.
+    """
+    from textseg.cli import _vocabulary
+    from textseg.pipelines.labeling import label_folder
+
+    vocab = _vocabulary(args)
+    preset_kwargs = {
+        "dtype": args.dtype,
+        "box_threshold": args.box_threshold,
+        "min_area": args.min_area,
+        **{k: v for k, v in (("sam", args.sam), ("detector", args.detector)) if v},
+    }
+    report = label_folder(
+        args.folder,
+        vocab,
+        args.out,
+        preset=args.preset,
+        preset_kwargs=preset_kwargs,
+        engine=args.engine,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        num_gpus_per_worker=args.gpus_per_worker,
+        device=args.device,
+        save_every=args.save_every,
+        progress=not args.quiet,
+    )
+    for name, reason in report.failed.items():
+        print(f"textseg: skipped {name}: {reason}", file=sys.stderr)
+    print(report)
+    pending = report.images - report.resumed
+    if pending and len(report.failed) == pending:
+        raise ValueError(
+            f"no image of {args.folder} could be read ({len(report.failed)} failed); see "
+            f"{report.errors}"
+        )
+    return 0

@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=16)
     parser.add_argument("--image", default=str(DATA / "coco-dev" / "images" / "000000000009.jpg"))
     parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--box-nms", type=float, default=1.0, help="automatic generator NMS")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -117,7 +118,14 @@ def main() -> None:
         )
 
     # (b) automatic generation, encoder included on both sides
-    settings = dict(points_per_side=args.grid, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    # Random weights give near-identical full-image masks, which box NMS would fold into one;
+    # --box-nms 1.0 (default) keeps every candidate, so hundreds of masks are compared.
+    settings = dict(
+        points_per_side=args.grid,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=args.box_nms,
+    )
     reference = SamAutomaticMaskGenerator(official, **settings)
     t_ref_amg, ref_masks = _timed(lambda: reference.generate(image))
     generator = AutomaticMaskGenerator(

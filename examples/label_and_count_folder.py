@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from textseg import TextSegmenter
-from textseg.io import CocoWriter, save_counts_csv
+from textseg.io import CocoWriter, load_counts_csv, save_counts_csv
 
 
 def main() -> None:
@@ -27,7 +27,9 @@ def main() -> None:
         p for p in args.folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
     )
     segmenter = TextSegmenter.from_preset(args.preset)
-    counts = {}
+    counts_csv = args.out / "counts.csv"
+    # Resuming: keep the counts of the images labelled by the earlier run.
+    counts = load_counts_csv(counts_csv) if counts_csv.exists() else {}
     with CocoWriter(args.out / "annotations.json", args.classes, flush_every=1) as writer:
         todo = [p for p in paths[: args.limit] if p.name not in writer]
         for result in segmenter.iter_segment([str(p) for p in todo], args.classes):
@@ -36,7 +38,7 @@ def main() -> None:
             writer.add(name, w, h, result.detections)
             counts[name] = result.counts
             print(name, result.counts)
-    save_counts_csv(args.out / "counts.csv", counts, names=args.classes)
+            save_counts_csv(counts_csv, counts, names=args.classes)  # small: after each image
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ usage errors), never a traceback; ``TEXTSEG_DEBUG=1`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -88,6 +89,12 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (SAM)")
     p.add_argument("--sam", default=None, help="override the preset's SAM model")
     p.add_argument("--detector", default=None, help="override the preset's detector")
+    p.add_argument(
+        "--text-adapter",
+        default=None,
+        metavar="PATH",
+        help="trained CLIP -> SAM adapter for --preset clip-tokens (from train-text-prompt)",
+    )
 
 
 def _vocabulary(args: argparse.Namespace) -> Any:
@@ -108,6 +115,8 @@ def _segmenter(args: argparse.Namespace) -> Any:
     from textseg.pipelines import TextSegmenter
 
     overrides = {k: v for k, v in (("sam", args.sam), ("detector", args.detector)) if v}
+    if args.text_adapter:
+        overrides["text_adapter_checkpoint"] = args.text_adapter
     return TextSegmenter.from_preset(
         args.preset,
         device=args.device,
@@ -271,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     func: Command = args.func
+    if args.command == "train-text-prompt":  # long runs: show the loss as it goes
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return func(args)
     except KeyboardInterrupt:

@@ -11,24 +11,32 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
+import ray
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from textseg.io.counts import load_counts_csv
-from textseg.pipelines import labeling, labeling_cli
+from textseg.pipelines import TextSegmenter, labeling, labeling_cli
 from textseg.pipelines.labeling import LabelReport, label_folder, list_images
+from textseg.vocab import Vocabulary
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["cat", "dog"]
@@ -70,11 +78,32 @@ def local_run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> LabelRe
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Any:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+def ray_cluster() -> Iterator[Any]:
+    """A local Ray cluster of 2 CPUs for this module, started as a fresh offline CI machine
+    allows: no dashboard, no usage stats, no auth token written to ~/.ray, no GPU (the actors
+    run on the CPU like the local reference), its files in a short temp dir (Ray's Unix socket
+    paths must stay under 108 bytes, too short for pytest's tmp_path)."""
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the monkeypatch fixture is not
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        mp.setenv("RAY_AUTH_MODE", "disabled")  # also inherited by the CLI subprocess
+        mp.delenv("RAY_ADDRESS", raising=False)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            num_gpus=0,
+            object_store_memory=200 * 2**20,
+            include_dashboard=False,
+            log_to_driver=True,  # the actors' output shows in a failing test's report
+            logging_level=logging.WARNING,
+            ignore_reinit_error=True,
+            _temp_dir=temp_dir,
+        )
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)  # raylet may still be removing files
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -315,6 +344,30 @@ def test_resume_with_other_classes_is_refused(
         label_folder(folder, ["cat", "bird"], out, preset="tiny-test")
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "exists but is not a COCO file written by label_folder"),
+        ('{"images": []}', "exists but is not a COCO file written by label_folder"),
+        (
+            json.dumps(
+                {
+                    "images": [{"id": 1, "file_name": "a.jpg"}],
+                    "annotations": [{"id": 1, "image_id": 7, "category_id": 1}],
+                    "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+                }
+            ),
+            "an annotation refers to image 7 / category 1, which the file does not have",
+        ),
+    ],
+)
+def test_resume_from_a_broken_file_is_refused(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "annotations.json").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        label_folder(_one_image(tmp_path), CLASSES, tmp_path / "out", preset="tiny-test")
+
+
 def test_ray_engine_without_ray_says_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -355,6 +408,8 @@ def test_cli_arguments_reach_label_folder(monkeypatch: pytest.MonkeyPatch) -> No
             "ray",
             "--workers",
             "3",
+            "--cpus-per-worker",
+            "2",
             "--batch-size",
             "2",
             "--box-threshold",
@@ -365,6 +420,7 @@ def test_cli_arguments_reach_label_folder(monkeypatch: pytest.MonkeyPatch) -> No
     assert args.func(args) == 0
     assert seen["classes"] == ["cat", "dog"]
     assert (seen["engine"], seen["num_workers"], seen["batch_size"]) == ("ray", 3, 2)
+    assert seen["num_cpus_per_worker"] == 2.0
     assert seen["device"] is None  # label_folder decides: cuda for Ray actors with GPUs
     assert seen["preset_kwargs"]["box_threshold"] == 0.3
     assert seen["progress"] is False
@@ -450,8 +506,9 @@ def test_ray_resume_after_sigkill(
         "--workers",
         "1",
     ]
-    written, _ = _run_cli_and_kill(args, out / "annotations.json", kill_at=2, env=env)
-    assert 2 <= written < N_GOOD
+    half = N_GOOD // 2
+    written, _ = _run_cli_and_kill(args, out / "annotations.json", kill_at=half, env=env)
+    assert half <= written < N_GOOD
     reference = _load(local_run.annotations)
     assert _load(out / "annotations.json")["images"] == reference["images"][:written]
 
@@ -461,13 +518,15 @@ def test_ray_resume_after_sigkill(
         out,
         preset="tiny-test",
         engine="ray",
-        num_workers=2,
+        num_workers=1,  # 2 actors starting at once on 2 cores take twice as long
         save_every=0,
         progress=False,
     )
     assert (report.resumed, report.labelled) == (written, N_GOOD - written)
+    assert sorted(report.failed) == sorted(BAD)
     assert_same_coco(_load(out / "annotations.json"), reference)
     assert load_counts_csv(out / "counts.csv") == load_counts_csv(local_run.counts)
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_ray_results_are_written_in_listing_order() -> None:
@@ -481,3 +540,150 @@ def test_ray_results_are_written_in_listing_order() -> None:
 
     order = [item.index for item, _ in labeling._in_order(items, FakeDataset())]
     assert order == [0, 1, 2, 3]
+
+
+def test_ray_segmenter_error_is_raised_as_in_the_local_engine(
+    ray_cluster: Any, folder: Path, tmp_path: Path
+) -> None:
+    # An actor that cannot build its segmenter (here an unknown preset, as missing weights
+    # would): the driver raises the actor's own error, not Ray's ActorDiedError, and nothing
+    # was written but the empty files a resumed run starts from.
+    factory = functools.partial(TextSegmenter.from_preset, "no-such-preset")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="no-such-preset") as info:
+        label_folder(
+            folder,
+            CLASSES,
+            out,
+            segmenter_factory=factory,
+            engine="ray",
+            num_workers=1,
+            progress=False,
+        )
+    assert isinstance(info.value.__cause__, labeling._RemoteTraceback)
+    assert "raised in a Ray actor" in str(info.value.__cause__)
+    assert _load(out / "annotations.json")["images"] == []
+
+
+class _FakeRay:
+    """Just enough of ``ray`` for _ray_outcomes: a cluster with 8 CPUs and 2 GPUs, a dataset
+    that records how it was built and answers with the UDF run here."""
+
+    exceptions = SimpleNamespace(RayError=type("RayError", (Exception,), {}))
+
+    def __init__(self) -> None:
+        self.init_kwargs: dict[str, Any] | None = None
+        self.map_kwargs: dict[str, Any] = {}
+        fake = self
+
+        class Dataset:
+            def __init__(self, rows: list[dict]) -> None:
+                self.rows = rows
+                self.context = SimpleNamespace(
+                    execution_options=SimpleNamespace(preserve_order=False),
+                    enable_progress_bars=True,
+                    print_on_execution_start=True,
+                )
+
+            def map_batches(self, fn: Any, **kwargs: Any) -> Dataset:
+                assert fn is labeling._RayLabeler
+                fake.map_kwargs = kwargs
+                fake.dataset = self
+                return self
+
+            def iter_rows(self) -> Iterator[dict]:
+                spec = fake.map_kwargs["fn_constructor_kwargs"]["spec"]
+                fake.spec = spec
+                for row in self.rows:
+                    error = f"not read: {row['path']}"
+                    yield {"index": row["index"], "error": error, "payload": b"", "fatal": b""}
+
+        self.data = SimpleNamespace(
+            from_items=lambda rows, override_num_blocks: Dataset(rows),
+            ActorPoolStrategy=lambda size: ("actor-pool", size),
+        )
+
+    def is_initialized(self) -> bool:
+        return self.init_kwargs is not None
+
+    def init(self, **kwargs: Any) -> None:
+        self.init_kwargs = kwargs
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 8.0, "GPU": 2.0}
+
+
+def test_ray_actors_get_a_gpu_each_and_run_on_cuda(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = _FakeRay()
+    monkeypatch.setattr(labeling, "_import_ray", lambda: fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    report = label_folder(
+        _one_image(tmp_path),
+        CLASSES,
+        tmp_path / "out",
+        preset="tiny-test",
+        engine="ray",
+        progress=False,
+    )
+    assert report.failed == {"a.jpg": f"not read: {tmp_path / 'imgs' / 'a.jpg'}"}
+    assert fake.init_kwargs == {"include_dashboard": False, "logging_level": logging.WARNING}
+    kwargs = fake.map_kwargs
+    assert (kwargs["num_gpus"], kwargs["num_cpus"], kwargs["compute"]) == (
+        1.0,
+        1.0,
+        ("actor-pool", 2),
+    )
+    assert fake.spec.device == "cuda"  # decided from the GPUs the actors get
+    context = fake.dataset.context
+    assert context.execution_options.preserve_order is True
+    assert context.enable_progress_bars is False
+
+
+@pytest.mark.parametrize(
+    ("device", "gpus", "expected"),
+    [(None, 1.0, "cuda"), (None, 0.5, "cuda"), (None, 0.0, "cpu"), ("cpu", 1.0, "cpu")],
+)
+def test_ray_device_follows_the_gpus_of_the_actor(
+    device: str | None, gpus: float, expected: str
+) -> None:
+    spec = labeling._spec("tiny-test", None, None, device, "ray", 0)
+    assert spec.device == device
+    assert spec.on_device(gpus).device == expected
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "message"),
+    [
+        (3.0, 0.0, "num_cpus_per_worker=3 but the local Ray cluster has 2 CPUs"),
+        (1.0, 1.0, "num_gpus_per_worker=1 but the local Ray cluster has 0 GPUs"),
+    ],
+)
+def test_ray_workers_larger_than_the_local_cluster_are_refused(
+    cpus: float, gpus: float, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        labeling._check_fits({"CPU": 2.0}, cpus, gpus)
+
+
+def _broken() -> TextSegmenter:
+    raise FileNotFoundError("weights missing: put sam.pth in TEXTSEG_WEIGHTS")
+
+
+def test_ray_actor_errors_travel_back_to_the_driver(tmp_path: Path) -> None:
+    # The UDF itself, without Ray: an actor that could not build its segmenter answers every
+    # batch with the pickled error, which the driver raises again as it was.
+    spec = labeling._SegmenterSpec(None, {}, _broken, 0)
+    udf = labeling._RayLabeler(spec, Vocabulary(CLASSES))
+    out = udf({"index": np.array([0, 1]), "path": np.array(["a.jpg", "b.jpg"], dtype=object)})
+    rows = [{k: v[i] for k, v in out.items()} for i in range(2)]
+    items = [labeling._Item(i, f"{i}.jpg", f"/x/{i}.jpg") for i in range(2)]
+
+    class FakeDataset:
+        def iter_rows(self) -> Any:
+            return iter(rows)
+
+    with pytest.raises(FileNotFoundError, match=r"weights missing: put sam\.pth") as info:
+        list(labeling._in_order(items, FakeDataset()))
+    assert "in _broken" in str(info.value.__cause__)  # the actor's traceback

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -159,3 +160,33 @@ def test_dedup_across_classes():
 
 def test_count_classes_includes_zero_and_unknown():
     assert count_classes(["a", "a", "unknown"], ["a", "b"]) == {"a": 2, "b": 0, "unknown": 1}
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides"),
+    [
+        ("grounded-sam", {"detector": "grounding-dino-tiny-test"}),
+        ("grounded-sam-verified", {"detector": "grounding-dino-tiny-test"}),
+        ("owlv2-sam", {"detector": "owlv2-tiny-test"}),
+        ("fast", {"sam": "mobile-sam-tiny-test", "detector": "grounding-dino-tiny-test"}),
+        ("clip-points", {}),
+        ("clip-tokens", {}),
+        ("everything-clip", {"points_per_side": 4}),
+    ],
+)
+def test_every_preset_builds_and_runs_with_tiny_parts(preset, overrides, data_dir):
+    """Each preset's composition, with its heavy parts swapped for tiny random ones."""
+    parts = {"sam": "sam-vit-tiny-test", "clip": "clip-vit-tiny-test", **overrides}
+    seg = TextSegmenter.from_preset(preset, pretrained=False, box_threshold=0.0, **parts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # clip-tokens: "experimental" (tested in tests/prompters)
+        r = seg.segment(str(data_dir / "demo" / "dog.jpg"), ["dog", "frisbee"])
+    assert r.detections.mask.shape[1:] == r.image_size
+    assert set(r.counts) >= {"dog", "frisbee"}
+
+
+def test_clip_tokens_with_an_unpaired_clip_lists_the_pairs():
+    with pytest.raises(ValueError, match=r"no text-prompt adapter is registered for .*pairs: "):
+        TextSegmenter.from_preset(
+            "clip-tokens", sam="sam-vit-tiny-test", clip="clip-vit-b-32", pretrained=False
+        )

@@ -175,7 +175,8 @@ class AnnotationSession:
         classes: Class names offered for the masks; more can be added at any time (a class
             name typed in :meth:`accept` / :meth:`set_class` is added). Classes already in the
             annotation file come first.
-        segmenter: A ``TextSegmenter``, a preset name (``"tiny-test"`` works offline; see
+        segmenter: A ``TextSegmenter``, a preset name (default ``"grounded-sam"``, which needs
+            its weights; ``"tiny-test"`` builds tiny random models offline; see
             ``textseg.pipelines.list_presets()``), or a bare ``SamCore`` (clicks and boxes
             only, no :meth:`find_all`).
         annotation_file: The COCO file, relative to ``folder`` unless absolute.
@@ -196,7 +197,7 @@ class AnnotationSession:
         folder: str | os.PathLike[str],
         *,
         classes: Sequence[str] | str = (),
-        segmenter: Any = "tiny-test",
+        segmenter: Any = "grounded-sam",
         annotation_file: str | os.PathLike[str] = ANNOTATION_FILE,
         device: str = "cpu",
         pretrained: bool = True,

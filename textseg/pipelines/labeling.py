@@ -14,15 +14,17 @@ work) resumes where it stopped when run again with the same ``out``: images alre
 sorted order, image ids are ``1 + the position of the file in the sorted listing``, so a resumed
 run writes the same file as an uninterrupted one. Unreadable, truncated or missing images are
 reported (``errors.csv`` and :attr:`LabelReport.failed`) and skipped; they are retried by the
-next run. Memory does not grow with the folder: results are written as they come (masks kept as
-RLE inside the writer).
+next run. Images and dense masks are dropped as soon as an image is written; what grows with
+the folder is the annotations the writer holds until the end, as RLE (a few kB per instance).
 
 Two engines run the same segmenter and produce the same files:
 
 - ``"local"``: this process, one image after the other;
 - ``"ray"``: Ray Data (``pip install "textseg[ray]"``), a pool of actors that each build the
   segmenter once (one model copy per actor, ``num_gpus_per_worker`` GPUs each when the cluster
-  has GPUs), results streamed back to this process and written here in order.
+  has GPUs), results streamed back to this process in order and written here. An error while
+  building or running the segmenter in an actor is raised here as the same exception the
+  local engine raises (the actor's traceback chained to it).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import os
 import pickle
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,12 +117,23 @@ class _Item:
 
 @dataclass(frozen=True)
 class _SegmenterSpec:
-    """How to build the segmenter, picklable so that Ray actors can build their own copy."""
+    """How to build the segmenter, picklable so that Ray actors can build their own copy.
+
+    ``device`` None (preset only) is decided once the engine knows its resources: ``"cuda"`` for
+    Ray actors given GPUs, else ``"cpu"`` (:meth:`on_device`).
+    """
 
     preset: str | None
     options: Mapping[str, Any]
     factory: Callable[[], TextSegmenter] | None
     seed: int
+    device: str | None = None
+
+    def on_device(self, gpus: float) -> _SegmenterSpec:
+        """This spec with its device decided for a worker given ``gpus`` GPUs."""
+        if self.factory is not None or self.device is not None:
+            return self
+        return replace(self, device="cuda" if gpus > 0 else "cpu")
 
     def build(self) -> TextSegmenter:
         # Components without weights (tiny-test, pretrained=False) are random-initialised: a
@@ -129,7 +144,8 @@ class _SegmenterSpec:
             if self.factory is not None:
                 segmenter = self.factory()
             else:
-                segmenter = TextSegmenter.from_preset(self.preset, **self.options)
+                device = self.device if self.device is not None else "cpu"
+                segmenter = TextSegmenter.from_preset(self.preset, device=device, **self.options)
         if not isinstance(segmenter, TextSegmenter):
             raise TypeError(
                 f"segmenter_factory: expected a function returning a TextSegmenter, got "
@@ -227,7 +243,8 @@ def label_folder(
             else ``"cpu"``. Only with ``preset`` (a factory chooses its own).
         save_every: Seconds between checkpoints (rewrites of the three files); 0 writes after
             every image. A killed run loses at most this much work; Ctrl-C and errors flush
-            first.
+            first. Once a checkpoint takes more than a tenth of this (a file of many thousands
+            of images), checkpoints are spaced by ten times their duration instead.
         seed: Torch seed under which the segmenter is built, so that random-initialised
             components (``tiny-test``, ``pretrained=False``) are the same in every worker and
             every resumed run. Pretrained weights are unaffected.
@@ -238,9 +255,15 @@ def label_folder(
 
     Raises:
         FileNotFoundError / NotADirectoryError: ``folder`` is missing or a file.
-        ValueError: No image in ``folder``, a bad option, an unknown preset, or an ``out``
-            whose ``annotations.json`` was written for other classes.
+        ValueError: No image in ``folder``, a bad option, an unknown preset, an ``out``
+            whose ``annotations.json`` was written for other classes, or Ray workers larger
+            than the local Ray cluster this call started.
         ImportError: ``engine="ray"`` without Ray installed.
+        RuntimeError: Ray itself failed (an actor killed, a node lost); what was labelled is
+            saved and the next run resumes.
+
+    Errors of the segmenter (e.g. missing weights) propagate as they are, from either engine,
+    after the images labelled so far are saved.
     """
     start = time.perf_counter()
     folder = Path(folder)
@@ -251,9 +274,7 @@ def label_folder(
     )
     if engine == "ray":
         _import_ray()  # fail before any output is written
-    spec = _spec(
-        preset, preset_kwargs, segmenter_factory, device, engine, num_gpus_per_worker, seed
-    )
+    spec = _spec(preset, preset_kwargs, segmenter_factory, device, engine, seed)
     names = list_images(folder, exclude=[out])
     if not names:
         raise ValueError(
@@ -286,6 +307,7 @@ def label_folder(
         )
     bar = _progress(len(items), resumed, progress)
     last_save = time.monotonic()
+    interval = save_every
     try:
         with writer:  # flushes on the way out, also on Ctrl-C and errors
             for item, outcome in outcomes:
@@ -295,10 +317,16 @@ def label_folder(
                     instances += _write(writer, item, outcome, writer_classes, counts)
                     labelled += 1
                 bar.update(1)
-                if time.monotonic() - last_save >= save_every:
+                if time.monotonic() - last_save >= interval:
+                    began = time.monotonic()
                     checkpoint()
                     last_save = time.monotonic()
+                    if save_every > 0:
+                        # Each checkpoint rewrites files that grow with the run: keep their
+                        # cost under a tenth of the time, not quadratic in the folder size.
+                        interval = max(save_every, 10.0 * (last_save - began))
     finally:
+        outcomes.close()  # stops a Ray execution at once, not when garbage-collected
         bar.close()
         save_counts_csv(out / COUNTS, counts, names=writer_classes)
         _save_errors(out / ERRORS, failed)
@@ -324,7 +352,6 @@ def _spec(
     factory: Callable[[], TextSegmenter] | None,
     device: str | None,
     engine: str,
-    num_gpus: float | None,
     seed: int,
 ) -> _SegmenterSpec:
     if factory is not None:
@@ -345,10 +372,10 @@ def _spec(
     options = dict(preset_kwargs or {})
     if "device" in options:
         raise ValueError("preset_kwargs: pass the device as label_folder(device=...)")
-    if device is None:
-        device = "cuda" if engine == "ray" and num_gpus else "cpu"
-    options["device"] = device
-    return _SegmenterSpec(preset, options, None, seed)
+    if device is None and engine == "local":
+        device = "cpu"
+    # Ray with device=None: each actor's device follows the GPUs it gets (_ray_outcomes).
+    return _SegmenterSpec(preset, options, None, seed, device)
 
 
 def _check_options(
@@ -391,24 +418,28 @@ def _read_previous(path: Path, classes: list[str]) -> dict[str, dict[str, int]]:
     try:
         dataset = json.loads(path.read_text(encoding="utf-8"))
         categories = sorted(dataset["categories"], key=lambda c: c["id"])
-        images = dataset["images"]
-        annotations = dataset["annotations"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        names = [str(c["name"]) for c in categories]
+        by_cat = {int(c["id"]): str(c["name"]) for c in categories}
+        by_image = {int(im["id"]): str(im["file_name"]) for im in dataset["images"]}
+        pairs = [(int(a["image_id"]), int(a["category_id"])) for a in dataset["annotations"]]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(
-            f"{path} exists but is not a COCO file written by label_folder ({err}); choose "
+            f"{path} exists but is not a COCO file written by label_folder ({err!r}); choose "
             f"another output folder or delete it"
         ) from None
-    names = [str(c["name"]) for c in categories]
     if names != classes:
         raise ValueError(
             f"{path} was written for classes {names}, not {classes}; resume with the same "
             f"classes or choose another output folder"
         )
-    by_cat = {int(c["id"]): str(c["name"]) for c in categories}
-    by_image = {int(im["id"]): str(im["file_name"]) for im in images}
     counts = {name: dict.fromkeys(classes, 0) for name in by_image.values()}
-    for ann in annotations:
-        counts[by_image[int(ann["image_id"])]][by_cat[int(ann["category_id"])]] += 1
+    for image_id, category_id in pairs:
+        if image_id not in by_image or category_id not in by_cat:
+            raise ValueError(
+                f"{path}: an annotation refers to image {image_id} / category {category_id}, "
+                f"which the file does not have; choose another output folder or delete it"
+            )
+        counts[by_image[image_id]][by_cat[category_id]] += 1
     return counts
 
 
@@ -493,31 +524,76 @@ def _local_outcomes(
             yield item, result
 
 
+class _RemoteTraceback(Exception):
+    """The traceback of an error raised in a Ray actor, chained to the error re-raised here."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def _pack_error(err: BaseException) -> bytes:
+    """An actor's error, pickled with its traceback, to be raised again by the driver."""
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    try:
+        return pickle.dumps((err, tb), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        # Not every exception pickles; its type and message still reach the driver.
+        stand_in = RuntimeError(f"{type(err).__name__}: {err}")
+        return pickle.dumps((stand_in, tb), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _raise_packed(data: bytes) -> None:
+    err, tb = pickle.loads(data)
+    raise err from _RemoteTraceback(f"raised in a Ray actor:\n{tb}")
+
+
 class _RayLabeler:
-    """Ray Data UDF: one segmenter per actor; a batch of paths in, pickled results out."""
+    """Ray Data UDF: one segmenter per actor; a batch of paths in, pickled results out.
+
+    A failure to build the segmenter or to segment is not left to Ray, which would report it
+    wrapped in its own errors (``ActorDiedError``, ``RayTaskError``...) after its retries: it is
+    sent back in the ``fatal`` column and :func:`_in_order` raises it again in the driver, the
+    same exception the local engine raises.
+    """
 
     def __init__(self, spec: _SegmenterSpec, vocab: Vocabulary) -> None:
-        self.segmenter = spec.build()
         self.vocab = vocab
+        self.segmenter: TextSegmenter | None = None
+        self.fatal = b""
+        try:
+            self.segmenter = spec.build()
+        except Exception as err:  # re-raised by the driver (see the class docstring)
+            self.fatal = _pack_error(err)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         index = [int(i) for i in batch["index"]]
         payload: list[bytes] = [b""] * len(index)
         error: list[str] = [""] * len(index)
-        ready: list[tuple[int, np.ndarray]] = []
-        for k, path in enumerate(batch["path"]):
-            try:
-                ready.append((k, load_image(str(path))))
-            except (FileNotFoundError, ValueError) as err:
-                error[k] = str(err)
-        if ready:
-            results = self.segmenter.segment([image for _, image in ready], self.vocab)
-            for (k, _), result in zip(ready, results):
-                payload[k] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        fatal = self.fatal
+        if not fatal:
+            ready: list[tuple[int, np.ndarray]] = []
+            for k, path in enumerate(batch["path"]):
+                try:
+                    ready.append((k, load_image(str(path))))
+                except (FileNotFoundError, ValueError) as err:
+                    error[k] = str(err)
+            if ready and self.segmenter is not None:
+                try:
+                    results = self.segmenter.segment([image for _, image in ready], self.vocab)
+                except Exception as err:  # re-raised by the driver (see the class docstring)
+                    fatal = _pack_error(err)
+                else:
+                    for (k, _), result in zip(ready, results):
+                        payload[k] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         return {
             "index": np.asarray(index, np.int64),
             "payload": np.asarray(payload, dtype=object),
             "error": np.asarray(error, dtype=object),
+            "fatal": np.asarray([fatal] * len(index), dtype=object),
         }
 
 
@@ -533,6 +609,11 @@ def _import_ray() -> Any:
     return ray
 
 
+#: At most this many Ray blocks (each a task and an object in the object store): a folder of a
+#: million images goes in blocks of several batches rather than a million one-batch blocks.
+_MAX_BLOCKS = 4096
+
+
 def _ray_outcomes(
     items: Sequence[_Item],
     spec: _SegmenterSpec,
@@ -545,15 +626,21 @@ def _ray_outcomes(
     """Results in listing order, computed by a Ray Data actor pool.
 
     Rows are ``{index, path}``; actors read the files themselves (on a multi-node cluster the
-    folder must be on a shared file system, as with ``ray.data.read_binary_files``). Ray yields
-    results as they finish; they are put back in order here, so the file written is the same as
-    the local engine's.
+    folder must be on a shared file system, as with ``ray.data.read_binary_files``). The
+    dataset preserves order, so results come back in listing order (Ray holds the ones that
+    finish early, in its object store) and the file written is the same as the local engine's.
+
+    Without a running Ray (``ray.init`` not called, no ``RAY_ADDRESS``), a local cluster is
+    started, without dashboard, and left running for later calls, as Ray Data does.
     """
     ray = _import_ray()
     if not items:
         return
+    started_here = False
     if not ray.is_initialized():
-        ray.init()  # honours RAY_ADDRESS; a local cluster otherwise
+        # Honours RAY_ADDRESS (an existing cluster); otherwise starts a local one.
+        started_here = not os.environ.get("RAY_ADDRESS")
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
     resources = ray.cluster_resources()
     if num_gpus is None:
         num_gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
@@ -562,27 +649,63 @@ def _ray_outcomes(
             num_workers = max(1, int(resources.get("GPU", 0) // num_gpus))
         else:
             num_workers = max(1, int(resources.get("CPU", 1) // num_cpus))
+    if started_here:
+        # A local cluster never grows: an actor it cannot hold would wait forever.
+        _check_fits(resources, num_cpus, num_gpus)
+    spec = spec.on_device(num_gpus)
     rows = [{"index": k, "path": item.path} for k, item in enumerate(items)]
-    # One batch per block: blocks are Ray's unit of work and of streaming back.
-    blocks = min(len(rows), math.ceil(len(rows) / batch_size))
-    dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+    per_block = batch_size * math.ceil(len(rows) / (batch_size * _MAX_BLOCKS))
+    dataset = ray.data.from_items(
+        rows, override_num_blocks=math.ceil(len(rows) / per_block)
+    ).map_batches(
         _RayLabeler,
         fn_constructor_kwargs={"spec": spec, "vocab": vocab},
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=num_workers,
+        compute=ray.data.ActorPoolStrategy(size=num_workers),
         num_gpus=num_gpus,
         num_cpus=num_cpus,
     )
-    yield from _in_order(items, dataset)
+    # This dataset's own context (a copy made with it): label_folder shows its own progress bar.
+    context = dataset.context
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    try:
+        yield from _in_order(items, dataset)
+    except ray.exceptions.RayError as err:
+        # Ray's own failures (an actor killed, out of memory, a lost node): one line for the
+        # CLI, the details chained.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise RuntimeError(
+            f"the Ray run failed ({type(err).__name__}: {first}); the images labelled so far "
+            f"are saved, run again to resume"
+        ) from err
+
+
+def _check_fits(resources: Mapping[str, float], num_cpus: float, num_gpus: float) -> None:
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    if num_cpus > cpus:
+        raise ValueError(
+            f"num_cpus_per_worker={num_cpus:g} but the local Ray cluster has {cpus:g} CPUs; "
+            f"ask for fewer CPUs per worker"
+        )
+    if num_gpus > gpus:
+        raise ValueError(
+            f"num_gpus_per_worker={num_gpus:g} but the local Ray cluster has {gpus:g} GPUs; "
+            f"pass num_gpus_per_worker=0 (CPU) or fewer GPUs per worker"
+        )
 
 
 def _in_order(items: Sequence[_Item], dataset: Any) -> Iterator[Outcome]:
-    """Rows of ``dataset`` (``index``, ``error``, ``payload``) as outcomes in index order; only
-    rows that arrive ahead of a missing one are held."""
+    """Rows of ``dataset`` (``index``, ``error``, ``payload``, ``fatal``) as outcomes in index
+    order; only rows that arrive ahead of a missing one are held. A ``fatal`` row re-raises the
+    actor's error here."""
     waiting: dict[int, Any] = {}
     next_index = 0
     for row in dataset.iter_rows():
+        if row.get("fatal"):
+            _raise_packed(row["fatal"])
         waiting[int(row["index"])] = row
         while next_index in waiting:
             done = waiting.pop(next_index)

@@ -54,6 +54,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="G",
         help="GPUs per Ray actor (default 1 when the cluster has GPUs, else 0)",
     )
+    parser.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="CPUs per Ray actor, also its torch threads (default 1)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="images per segmenter call")
     parser.add_argument(
         "--save-every",
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         num_gpus_per_worker=args.gpus_per_worker,
+        num_cpus_per_worker=args.cpus_per_worker,
         device=args.device,
         save_every=args.save_every,
         progress=not args.quiet,

@@ -172,6 +172,7 @@ def build_preset(
     min_area: int = 0,
     pretrained: bool = True,
     points_per_side: int = 32,
+    text_adapter_checkpoint: str | None = None,
     **segmenter_kwargs: Any,
 ) -> TextSegmenter:
     """Build the preset ``name``; component names and thresholds override its defaults.
@@ -187,18 +188,25 @@ def build_preset(
         min_area: Drop masks smaller than this many pixels.
         pretrained: False builds every component with random weights (speed trials).
         points_per_side: Grid of the automatic generator (``everything-clip``).
+        text_adapter_checkpoint: Trained CLIP -> SAM adapter (``clip-tokens``), as written
+            by ``textseg train-text-prompt`` (its folder or ``model.safetensors``).
     """
     preset = _preset(name)
     sam_name = sam or preset.sam
     clip_name = clip or preset.clip
+    adapter_name = preset.text_adapter
+    if preset.kind == "clip-tokens" and (sam or clip):
+        from textseg.prompters.clip_tokens import text_adapter_for
+
+        adapter_name = text_adapter_for(sam_name, clip_name)  # the adapter of this pair
     if pretrained:
         needed = [sam_name]
         if preset.kind == "boxes":
             needed.append(detector or preset.detector)
         if clip_name is not None and (preset.labeler_mode or preset.kind != "boxes"):
             needed.append(clip_name)
-        if preset.kind == "clip-tokens" and preset.text_adapter:
-            needed.append(preset.text_adapter)
+        if preset.kind == "clip-tokens" and adapter_name and not text_adapter_checkpoint:
+            needed.append(adapter_name)
         fetch_all([n for n in needed if n])
     core = SamCore(sam_name, device=device, dtype=dtype, pretrained=pretrained)
     labeler = None
@@ -222,7 +230,7 @@ def build_preset(
             **segmenter_kwargs,
         ),
         "clip-tokens": lambda: TextSegmenter(
-            _clip_tokens(clip_name, preset.text_adapter, sam_name, device, pretrained),
+            _clip_tokens(clip_name, adapter_name, text_adapter_checkpoint, device, pretrained),
             core,
             labeler,
             min_area=min_area,
@@ -271,13 +279,22 @@ def _clip_points(clip: str | None, device: str, pretrained: bool) -> Any:
 
 
 def _clip_tokens(
-    clip: str | None, adapter: str | None, sam: str, device: str, pretrained: bool
+    clip: str | None,
+    adapter: str | None,
+    checkpoint: str | None,
+    device: str,
+    pretrained: bool,
 ) -> Any:
+    from textseg._hub import build_model
+    from textseg._registry import get_model_cfg
     from textseg.clip import load_clip
     from textseg.prompters.clip_tokens import ClipTokenPrompter
 
     if clip is None or adapter is None:
         raise ValueError("clip-tokens needs a CLIP model and a text adapter")
-    return ClipTokenPrompter.from_names(
-        clip=load_clip(clip, device=device, pretrained=pretrained), adapter=adapter
-    )
+    encoder = load_clip(clip, device=device, pretrained=pretrained)
+    if not pretrained and checkpoint is None:
+        # Speed trials: a random adapter of the registered architecture.
+        random_adapter = build_model(get_model_cfg(adapter, "text-prompt"), pretrained=False)
+        return ClipTokenPrompter(random_adapter, clip=encoder, device=device)
+    return ClipTokenPrompter(adapter, clip=encoder, checkpoint=checkpoint, device=device)

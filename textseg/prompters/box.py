@@ -8,7 +8,7 @@ import numpy as np
 import supervision as sv
 
 from textseg._image import ImageInput, to_rgb_uint8
-from textseg.detectors.base import Detector
+from textseg.detectors.base import Detector, check_score
 from textseg.prompters.base import ClassPrompts
 from textseg.sam.prompts import Prompts
 from textseg.vocab import ClassesInput, Vocabulary
@@ -28,7 +28,12 @@ class BoxPrompter:
     Args:
         detector: Any :class:`~textseg.detectors.Detector` (``detect(images, classes)``).
         add_center_point: Also give the box centre as a foreground point.
-        box_threshold: Overrides the detector's default minimum score, or None to keep it.
+        box_threshold: Overrides the detector's default minimum score (in [0, 1]), or None to
+            keep it.
+
+    Raises:
+        TypeError, ValueError: A detector without ``detect``, a non-bool ``add_center_point``
+            or a ``box_threshold`` that is not a number in [0, 1].
 
     Example:
         >>> from textseg.detectors import build_detector  # doctest: +SKIP
@@ -54,6 +59,8 @@ class BoxPrompter:
             raise TypeError(
                 f"add_center_point: expected a bool, got {type(add_center_point).__name__}"
             )
+        if box_threshold is not None:
+            box_threshold = check_score(box_threshold, "box_threshold")
         self.detector = detector
         self.add_center_point = add_center_point
         self.box_threshold = box_threshold
@@ -84,7 +91,8 @@ class BoxPrompter:
 
         Raises:
             TypeError, ValueError: Bad class list (see :class:`~textseg.vocab.Vocabulary`) or
-                image.
+                image; detector output that breaks the Detector contract (not Detections, no
+                ``class_id``, a ``class_id`` outside the classes).
         """
         vocab = Vocabulary.coerce(classes)
         array = to_rgb_uint8(image)
@@ -107,6 +115,11 @@ class BoxPrompter:
         dets = self._detect(arrays, vocab)
         if isinstance(dets, sv.Detections):  # a detector that answers one image as a Detections
             dets = [dets]
+        if not isinstance(dets, Sequence) or len(dets) != len(arrays):
+            got = f"{len(dets)} results" if isinstance(dets, Sequence) else type(dets).__name__
+            raise ValueError(
+                f"detector.detect: expected one Detections per image ({len(arrays)}), got {got}"
+            )
         return [
             self._from_detections(d, vocab, a.shape[:2]) for d, a in zip(dets, arrays, strict=True)
         ]
@@ -128,6 +141,13 @@ class BoxPrompter:
         boxes[:, 0::2] = boxes[:, 0::2].clip(0.0, float(width))
         boxes[:, 1::2] = boxes[:, 1::2].clip(0.0, float(height))
         class_id = np.asarray(dets.class_id, dtype=np.int64)
+        bad = (class_id < 0) | (class_id >= len(names))
+        if bad.any():
+            # A -1 would otherwise be named after the last class (names[-1]) without a word.
+            raise ValueError(
+                f"detector.detect returned class_id {int(class_id[bad][0])}; expected an index "
+                f"0 <= id < {len(names)} into the classes {list(names)}"
+            )
         confidence = (
             np.asarray(dets.confidence, dtype=np.float32)
             if dets.confidence is not None

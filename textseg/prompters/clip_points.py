@@ -122,6 +122,22 @@ def _check_count(value: int, name: str, minimum: int) -> int:
     return int(value)
 
 
+def _check_sigma(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"sigma: expected a number >= 0, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"sigma: expected a number >= 0 (cells), got {value!r}")
+    return float(value)
+
+
+def _check_min_score(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"min_score: expected a number (-inf for none), got {type(value).__name__}")
+    if math.isnan(value):
+        raise ValueError("min_score: expected a number (-inf for none), got nan")
+    return float(value)
+
+
 def _spread(candidates: np.ndarray, count: int, min_distance: float) -> list[int]:
     """Greedily take up to ``count`` of ``candidates`` ((K, 2) rows, in preference order)
     at least ``min_distance`` apart."""
@@ -159,7 +175,8 @@ def similarity_to_points(
        8-connected regions of at least ``min_area`` cells are the instances, strongest peak
        first, at most ``max_instances``.
     3. Positive points: the region's peak, then its next highest cells at least
-       ``min_distance`` from the points already taken (``num_positive`` in all).
+       ``min_distance`` from the points already taken (``num_positive`` in all; fewer if
+       the region cannot hold that many so far apart).
     4. Negative points: cells with ``m <= lo + low_threshold * (hi - lo)`` (the low region),
        nearest to the instance's peak first, at least ``min_distance`` apart
        (``num_negative`` in all; fewer if the low region is smaller).
@@ -178,7 +195,8 @@ def similarity_to_points(
         num_positive: Positive points per instance (>= 1).
         num_negative: Negative points per instance (>= 0).
         min_distance: Spacing of the points of one instance in cells; None: half the square
-            root of the region's area, at least 1.
+            root of the region's area per positive point (``sqrt(area / num_positive) / 2``),
+            at least 1, so that the positive points fit well inside the region.
 
     Returns:
         One :class:`InstancePoints` per instance, highest score first; empty when no cell
@@ -206,8 +224,8 @@ def similarity_to_points(
     min_area = _check_count(min_area, "min_area", 1)
     if max_instances is not None:
         max_instances = _check_count(max_instances, "max_instances", 1)
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma: expected a number >= 0, got {sigma!r}")
+    sigma = _check_sigma(sigma)
+    min_score = _check_min_score(min_score)
     if min_distance is not None and not min_distance > 0:
         raise ValueError(f"min_distance: expected a positive number or None, got {min_distance}")
 
@@ -240,7 +258,14 @@ def similarity_to_points(
 
     out: list[InstancePoints] = []
     for score, area, rows, cols, values in regions:
-        spacing = min_distance if min_distance is not None else max(1.0, math.sqrt(area) / 2)
+        # Half the side of each positive point's share of the region: sqrt(area) / 2 alone
+        # (0.89 of a disc's radius) left room for a second point only on the region's rim,
+        # so asking for more points mostly returned one.
+        spacing = (
+            min_distance
+            if min_distance is not None
+            else max(1.0, math.sqrt(area / num_positive) / 2)
+        )
         order = np.argsort(-values, kind="stable")
         cells = np.stack([cols[order], rows[order]], axis=1).astype(np.float32) + 0.5
         positives = cells[_spread(cells, num_positive, spacing)]
@@ -539,13 +564,42 @@ def embed_texts(
     """``(len(texts), D)`` float32 L2-normalised embeddings, each the mean over ``templates``.
 
     Raises:
-        ValueError: A templated text is too long for CLIP's text encoder.
+        ValueError: A templated text is too long for CLIP's text encoder; the message names
+            the text and the template.
     """
     texts = list(texts)
     templated = [t.format(text) for text in texts for t in templates]
-    emb = clip.encode_text(templated).float()
+    try:
+        emb = clip.encode_text(templated).float()
+    except ValueError as err:
+        named = _too_long_error(clip, texts, templates)
+        if named is None:
+            raise
+        raise named from err
     emb = emb.reshape(len(texts), len(templates), -1).mean(dim=1)
     return F.normalize(emb, dim=-1)
+
+
+def _too_long_error(
+    clip: ClipEncoder, texts: Sequence[str], templates: Sequence[str]
+) -> ValueError | None:
+    """The error naming the first text that is too long for CLIP in one of ``templates``
+    (found by encoding one templated text at a time, so only on the error path), or None if
+    none is: the encoder's own message suggests ``truncate=True``, which the prompters do not
+    take, since a cut class name would silently stand for another class."""
+    for text in texts:
+        for template in templates:
+            try:
+                clip.encode_text([template.format(text)])
+            except ValueError:
+                shown = text if len(text) <= 60 else text[:60] + "..."
+                return ValueError(
+                    f"text {shown!r} ({len(text)} characters) is too long for the CLIP text "
+                    f"encoder: in the template {template!r} it has more than the model's "
+                    f"{clip.context_length} tokens (start and end included); expected a "
+                    f"shorter class name, synonym or negative"
+                )
+    return None
 
 
 def class_text_embeddings(
@@ -583,7 +637,9 @@ class ClipPointPrompter:
     ``num_positive`` foreground and up to ``num_negative`` background points; ``confidence``
     is CLIP's two-way probability of the class against the background at the region's peak,
     ``sigmoid(logit_scale * margin)``, where ``margin`` (``data["clip_margin"]``) is the peak of
-    the background-subtracted cosine map.
+    the background-subtracted cosine map. A :class:`~textseg.vocab.Vocabulary`'s per-class
+    ``thresholds`` are minimum confidences: a class's prompts below its threshold are dropped
+    (classes without a threshold keep all that pass ``min_score``).
 
     Args:
         clip: A :class:`textseg.clip.ClipEncoder` (open_clip or transformers backend) or a
@@ -645,9 +701,9 @@ class ClipPointPrompter:
         self.attention = attention
         self.size = None if size is None else _check_count(size, "size", 1)
         self.upsample = _check_count(upsample, "upsample", 1)
-        self.sigma = float(sigma)
+        self.sigma = _check_sigma(sigma)
         self.threshold = _check_fraction(threshold, "threshold")
-        self.min_score = float(min_score)
+        self.min_score = _check_min_score(min_score)
         self.max_instances = _check_count(max_instances, "max_instances", 1)
         self.num_positive = _check_count(num_positive, "num_positive", 1)
         self.num_negative = _check_count(num_negative, "num_negative", 0)
@@ -724,7 +780,8 @@ class ClipPointPrompter:
         Args:
             image: Path, PIL image or ``(H, W, 3)`` uint8 RGB array, any size.
             classes: Class names or a :class:`~textseg.vocab.Vocabulary` (synonyms join their
-                class's embedding, negatives join the background).
+                class's embedding, negatives join the background, thresholds are minimum
+                confidences per class).
 
         Returns:
             :class:`ClassPrompts`: ``points`` ``(N, P, 2)`` XY original pixels (padded with
@@ -766,6 +823,14 @@ class ClipPointPrompter:
         margin = np.asarray(scores, np.float32)
         confidence = 1.0 / (1.0 + np.exp(-float(self.clip.logit_scale) * margin))
         class_arr = np.asarray(class_ids, np.int64)
+        # The vocabulary's per-class thresholds apply to the confidence; classes without one
+        # keep every prompt that passed min_score.
+        keep = np.flatnonzero(confidence >= vocab.thresholds_array(0.0)[class_arr])
+        if len(keep) == 0:
+            return ClassPrompts.empty(data_keys=_DATA_KEYS, multimask=True, class_names=names)
+        point_lists = [point_lists[i] for i in keep]
+        label_lists = [label_lists[i] for i in keep]
+        margin, confidence, class_arr = margin[keep], confidence[keep], class_arr[keep]
         return ClassPrompts(
             prompts=Prompts.from_point_lists(point_lists, label_lists),
             class_id=class_arr,

@@ -76,6 +76,8 @@ class TrainResult:
         final_loss: The same after training.
         num_images: Images used.
         num_masks: Masks used.
+        model: The trained adapter (eval mode, on the training device); the checkpoint holds
+            its state dict.
     """
 
     checkpoint: Path
@@ -86,6 +88,7 @@ class TrainResult:
     final_loss: float
     num_images: int
     num_masks: int
+    model: TextPromptAdapter | None = field(default=None, repr=False)
 
 
 # ----------------------------------------------------------------------------------- data
@@ -205,6 +208,7 @@ def _build_dataset(
     max_masks_per_image: int,
     min_mask_area: int,
     crop_margin: float,
+    empty_hint: str = "",
 ) -> _Dataset:
     low = int(core.backend.low_res_size)
     factor = core.image_size / low
@@ -212,8 +216,6 @@ def _build_dataset(
     class_names: list[str] = []
     class_index: dict[str, int] = {}
     for path, image, masks, classes in items:
-        if max_images is not None and len(embeddings) >= max_images:
-            break
         areas = [int(m.sum()) for m in masks]
         order = [i for i in np.argsort(areas)[::-1] if areas[i] >= max(1, min_mask_area)]
         order = order[:max_masks_per_image]
@@ -242,10 +244,14 @@ def _build_dataset(
             else:
                 class_of.append(-1)
         clip_rows.append(clip.encode_images(crops).float().cpu().clone())
+        # Stop here, not when the next item arrives: pulling it would load (and, for a folder,
+        # run the automatic generator on) an image that is not used.
+        if max_images is not None and len(embeddings) >= max_images:
+            break
     if not embeddings:
         raise ValueError(
-            f"data: no usable masks (none of at least min_mask_area={min_mask_area} pixels); "
-            f"check the dataset or lower min_mask_area"
+            f"data: no usable masks: none of at least min_mask_area={min_mask_area} pixels"
+            f"{empty_hint or '; check the dataset or lower min_mask_area'}"
         )
     return _Dataset(
         embeddings=embeddings,
@@ -490,7 +496,9 @@ def train_text_prompt(
 
     name = adapter if adapter is not None else text_adapter_for(sam, clip)
     cfg = get_model_cfg(name, task="text-prompt")
-    core = SamCore(sam, checkpoint=sam_checkpoint, device=torch_device, cache_bytes=0)
+    # The cache lets the embedding the automatic generator computed for an image be reused for
+    # training instead of running the image encoder a second time.
+    core = SamCore(sam, checkpoint=sam_checkpoint, device=torch_device, cache_bytes=1 << 28)
     if not core.backend.supports_token_prompts:
         raise ValueError(
             f"sam: {sam!r} takes no token prompts; use a segment_anything model (e.g. "
@@ -511,10 +519,16 @@ def train_text_prompt(
     if ann_path.is_file():
         items = iter_coco_masks(data_path)
         source = "coco"
+        empty_hint = ""
     else:
         generator = AutomaticMaskGenerator(core, **dict(amg_options or {}))
         items = iter_folder_masks(data_path, generator)
         source = "automatic"
+        empty_hint = (
+            f" among the automatic generator's masks (pred_iou_thresh="
+            f"{generator.pred_iou_thresh}, stability_score_thresh="
+            f"{generator.stability_score_thresh}); lower min_mask_area or those thresholds"
+        )
     ds = _build_dataset(
         items,
         core,
@@ -523,6 +537,7 @@ def train_text_prompt(
         max_masks_per_image=max_masks_per_image,
         min_mask_area=min_mask_area,
         crop_margin=crop_margin,
+        empty_hint=empty_hint,
     )
     num_masks = len(ds.image_of)
     logger.info("%d masks from %d images (%s)", num_masks, len(ds.embeddings), source)
@@ -620,6 +635,7 @@ def train_text_prompt(
         final_loss=final,
         num_images=len(ds.embeddings),
         num_masks=num_masks,
+        model=model,
     )
 
 
@@ -664,6 +680,18 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=32,
         help="grid of the automatic mask generator (unlabelled folders)",
     )
+    parser.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        default=0.88,
+        help="automatic generator: keep masks whose predicted IoU is above this",
+    )
+    parser.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        default=0.95,
+        help="automatic generator: keep masks whose stability score is at least this",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=50)
@@ -693,7 +721,11 @@ def run_train(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         max_masks_per_image=args.max_masks_per_image,
         min_mask_area=args.min_mask_area,
-        amg_options={"points_per_side": args.points_per_side},
+        amg_options={
+            "points_per_side": args.points_per_side,
+            "pred_iou_thresh": args.pred_iou_thresh,
+            "stability_score_thresh": args.stability_score_thresh,
+        },
         device=args.device,
         seed=args.seed,
         log_every=args.log_every,

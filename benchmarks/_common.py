@@ -1,0 +1,104 @@
+"""Helpers shared by the benchmark scripts (run them as ``python benchmarks/NAME.py``).
+
+Every benchmark measures textseg and a reference code path in the same run, on the same
+weights and images, and prints ratios; nothing here is timed by the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+DATA = Path(os.environ.get("TEXTSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+#: segment_anything's own builders for the registry's SAM sizes.
+OFFICIAL_SAM = {"sam-vit-b": "vit_b", "sam-vit-l": "vit_l", "sam-vit-h": "vit_h"}
+
+
+def machine() -> str:
+    """One line describing where the numbers were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # not Linux: keep platform's answer
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {device}; "
+        f"torch {torch.__version__}, python {sys.version.split()[0]}, {platform.system()}"
+    )
+
+
+def coco_images(n: int, offset: int = 0) -> list[tuple[str, np.ndarray]]:
+    """The first ``n`` coco-dev images (sorted by name) as ``(name, (H, W, 3) uint8 RGB)``."""
+    from textseg._image import load_image
+
+    paths = sorted((DATA / "coco-dev" / "images").glob("*.jpg"))[offset : offset + n]
+    if len(paths) < n:
+        raise ValueError(f"asked for {n} images, {DATA / 'coco-dev' / 'images'} has {len(paths)}")
+    return [(p.name, load_image(p)) for p in paths]
+
+
+def official_sam(textseg_sam: torch.nn.Module, name: str) -> torch.nn.Module:
+    """A ``segment_anything`` SAM holding ``textseg_sam``'s weights (strict load).
+
+    The registry's ViT-B/L/H come from ``segment_anything.sam_model_registry``; other entries
+    (the tiny test model, MobileSAM) from textseg's builder with the official attention kept.
+    """
+    if name in OFFICIAL_SAM:
+        from segment_anything import sam_model_registry
+
+        model = sam_model_registry[OFFICIAL_SAM[name]]()
+    else:
+        from textseg._hub import build_model
+        from textseg._registry import get_model_cfg
+
+        cfg = get_model_cfg(name, "sam")
+        model = build_model(
+            replace(cfg, arch={**cfg.arch, "sdpa_attention": False}), pretrained=False
+        )
+    model.load_state_dict(textseg_sam.state_dict())
+    return model.eval()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss`` is in KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
+
+
+def timed(fn: Callable[[], T], repeats: int = 1) -> tuple[float, T]:
+    """Best wall time of ``repeats`` calls, in seconds, and the last result."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out  # type: ignore[return-value]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two ``(H, W)`` bool masks (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    """A Markdown table; the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""The ``textseg app`` command line: a real preset by default, one clear line without weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from textseg import cli
+from textseg.app import __main__ as app_main
+from textseg.app.server import configure_parser
+
+
+@pytest.fixture
+def no_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serving would block the test: make it an error (weights found where none should be)."""
+    import gradio as gr
+
+    def launch(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the app was launched: weights were found, the test expects none")
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+
+
+def test_default_preset_is_a_real_one():
+    args = configure_parser(argparse.ArgumentParser()).parse_args(["imgs"])
+    assert args.preset == "grounded-sam"
+    assert args.sam is None and not args.random_weights
+    assert (args.host, args.port) == ("127.0.0.1", 7860)
+
+
+@pytest.mark.parametrize(
+    "main",
+    [lambda argv: cli.main(["app", *argv]), app_main.main],
+    ids=["textseg-app", "python-m-textseg.app"],
+)
+def test_missing_weights_is_one_line(main, folder: Path, capsys, no_launch):
+    # Offline (the autouse fixture), empty weight cache: the default preset cannot build.
+    assert main([str(folder), "--port", "7999"]) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("textseg: error: weights missing"), lines[0]
+    for name in ("sam-vit-b", "grounding-dino-tiny", "TEXTSEG_WEIGHTS"):
+        assert name in lines[0]
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "0"], "--port: expected 1..65535, got 0"),
+        (["--preset", "nope"], "nope"),
+    ],
+)
+def test_bad_arguments_are_one_line(argv, message, folder: Path, capsys, no_launch):
+    assert cli.main(["app", str(folder), *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_missing_folder_is_one_line(tmp_path: Path, capsys, no_launch):
+    assert cli.main(["app", str(tmp_path / "nope"), "--preset", "tiny-test"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"textseg: error: image folder not found: {tmp_path / 'nope'}"

@@ -1,22 +1,21 @@
 """``textseg eval``: all five protocols with the real tiny-test preset on coco-dev, and the
-one-line errors.
-
-Goes through ``textseg.cli.main`` once the lead has wired the subcommand in; until then through
-this module's ``add_parser`` / ``run``.
-"""
+one-line errors, through ``textseg.cli.main`` (and once through a real ``python -m textseg.cli``
+process)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from textseg.eval.cli import add_parser, run
+from textseg.cli import main
 
 PROTOCOL_KEYS = {
     "box": {"miou", "miou_class_mean"},
@@ -25,37 +24,6 @@ PROTOCOL_KEYS = {
     "label": {"accuracy", "unknown_rate", "accuracy_named"},
     "count": {"mae", "exact", "mae_present", "exact_present", "image_exact", "bias", "unknown"},
 }
-
-
-def _wired() -> bool:
-    from textseg import cli
-
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            cli.main(["eval", "--help"])
-    except SystemExit as exit_:
-        return exit_.code == 0
-    return False
-
-
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="textseg")
-    add_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
-
-
-def _textseg(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``textseg ARGV``: (exit code, stdout, stderr)."""
-    if _wired():
-        from textseg.cli import main
-
-        code = main(argv)
-    else:
-        args = _parse(argv)
-        code = run(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +48,7 @@ def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         mp.delenv("TEXTSEG_WEIGHTS", raising=False)
         mp.setenv("TEXTSEG_CACHE", str(tmp_path_factory.mktemp("cache")))
         with contextlib.redirect_stdout(buffer):
-            if _wired():
-                from textseg.cli import main
-
-                code = main(argv)
-            else:
-                code = run(_parse(argv))
+            code = main(argv)
     return code, buffer.getvalue(), out
 
 
@@ -101,6 +64,9 @@ def test_tiny_preset_writes_every_file(tiny_run: tuple[int, str, Path]) -> None:
     lines = stdout.splitlines()
     assert lines[0].startswith("coco-dev (") and "3 images" in lines[0]
     assert [line.split(":")[0].strip() for line in lines[1:6]] == list(PROTOCOL_KEYS)
+    assert lines[6].startswith("  pipeline, ms per image: encode ")
+    assert "total" in lines[6]
+    assert lines[7].startswith("  protocols, s: box ") and lines[7].count(",") == 5
     assert lines[-1].startswith("wrote report.json, report.md, text_results.json, per_class.png")
     with Image.open(out / "per_class.png") as im:
         assert im.format == "PNG"
@@ -133,6 +99,8 @@ def test_tiny_preset_report_structure(tiny_run: tuple[int, str, Path], data_dir:
     md = (out / "report.md").read_text()
     for name in PROTOCOL_KEYS:
         assert f"\n## {name}: " in md
+    assert "\n| stage | pipeline | box | point | text | label | count |\n" in md
+    assert "\n| encode (ms/img) | " in md and "\n| cocoeval (s) | " in md
 
 
 def test_tiny_preset_results_load_in_pycocotools(
@@ -178,22 +146,58 @@ def test_cli_errors_are_one_line(
     tmp_path: Path,
     data_dir: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     subst = {"tmp": str(tmp_path), "data": str(data_dir / "coco-dev")}
     argv = [a.format(**subst) for a in argv]
     message = match.format(**subst)
-    if _wired():
-        code, _, err = _textseg(argv, capsys)
-        assert code == 1
-        assert err == f"textseg: error: {message}\n"
-    else:
-        with pytest.raises(error) as info:
-            run(_parse(argv))
-        assert str(info.value) == message
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err == f"textseg: error: {message}\n"
+    assert captured.out == ""
+    # TEXTSEG_DEBUG=1 shows the library's own error instead
+    monkeypatch.setenv("TEXTSEG_DEBUG", "1")
+    with pytest.raises(error) as info:
+        main(argv)
+    assert str(info.value) == message
+
+
+def test_cli_error_in_a_real_process_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    # Where a traceback would show: the interpreter, the entry module, stderr as a user sees it.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TEXTSEG_OFFLINE": "1"}
+    env.pop("TEXTSEG_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "textseg.cli", "eval", str(tmp_path), "--preset", "tiny-test"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"textseg: error: {tmp_path} has no annotations.json; give the COCO file with "
+        f"--annotations FILE\n"
+    )
+    assert proc.stdout == ""
 
 
 def test_max_images_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        _parse(["eval", "data", "--max-images", "0"])
+        main(["eval", "data", "--max-images", "0"])
     assert info.value.code == 2
     assert "expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_seed_makes_random_models_reproducible(data_dir: Path, tmp_path: Path) -> None:
+    def miou(seed: int, out: str) -> float:
+        argv = ["eval", str(data_dir / "coco-dev"), "--preset", "tiny-test", "--max-images", "1"]
+        argv += ["--protocols", "box", "--no-plot", "--no-progress", "--seed", str(seed)]
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main([*argv, "--out", str(tmp_path / out)]) == 0
+        report = json.loads((tmp_path / out / "report.json").read_text())
+        return report["protocols"]["box"]["metrics"]["miou"]
+
+    first = miou(0, "a")
+    assert miou(0, "b") == first
+    assert miou(1, "c") != first  # other random weights

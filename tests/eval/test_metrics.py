@@ -211,6 +211,147 @@ def test_ap_hand_computed(results: list[dict], expected: float) -> None:
     assert per_cat[1]["ap50"] == pytest.approx(expected, abs=1e-9)
 
 
+def test_ap_counts_a_partial_match_at_the_thresholds_it_passes() -> None:
+    # 78 of the 100 ground-truth pixels: IoU 0.78 matches at IoU 0.50, 0.55, ..., 0.75 (6 of
+    # the 10 thresholds) and misses at 0.80 and above, so AP = 0.6, AP50 = AP75 = 1.
+    gt = _gt_dataset([M1], [1])
+    partial = np.zeros_like(M1)
+    partial[0:7, 0:10] = True
+    partial[7, 0:8] = True
+    overall, per_cat = coco_mask_ap(gt, [_res(partial, 1, 0.9)], category_ids=[1])
+    assert overall["ap"] == pytest.approx(0.6)
+    assert (overall["ap50"], overall["ap75"]) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert per_cat[1] == {"ap": pytest.approx(0.6), "ap50": pytest.approx(1.0)}
+
+
+def test_ap_area_ranges_use_the_mask_area_not_the_bbox() -> None:
+    # A small false positive ranked first, whose (wrong, whole-image) bbox is large: by its
+    # mask it is small, so it halves AP_small (precision 1/2 at recall 1). pycocotools given
+    # the bbox would take its area as the detection's and ignore it in the small range.
+    gt = _gt_dataset([M1], [1])
+    fp = {**_res(M3, 1, 0.99), "bbox": [0, 0, 40, 30]}
+    hit = {**_res(M1, 1, 0.5), "bbox": [0, 0, 10, 10]}
+    overall, _ = coco_mask_ap(gt, [fp, hit], category_ids=[1])
+    assert overall["ap_small"] == pytest.approx(0.5)
+    assert overall["ap"] == pytest.approx(0.5)
+    assert overall["ap_medium"] is None and overall["ap_large"] is None  # no such objects
+
+
+def test_ap_accepts_polygon_and_uncompressed_rle_results() -> None:
+    gt = _gt_dataset([M1, M3], [1, 2])
+    polygon = {"image_id": 1, "category_id": 1, "score": 0.9}
+    polygon["segmentation"] = [[0, 0, 10, 0, 10, 10, 0, 10]]  # pixel edges of M1
+    uncompressed = {"image_id": 1, "category_id": 2, "score": 0.8}
+    uncompressed["segmentation"] = {"size": [30, 40], "counts": _uncompressed(M3)}
+    overall, per_cat = coco_mask_ap(gt, [polygon, uncompressed])
+    assert overall["ap"] == pytest.approx(1.0)
+    one = {"ap": pytest.approx(1.0), "ap50": pytest.approx(1.0)}
+    assert per_cat == {1: one, 2: one}
+
+
+def _uncompressed(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE counts (column-major runs, starting with zeros)."""
+    flat = mask.flatten(order="F").astype(np.int8)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return ([0] if flat[0] else []) + runs
+
+
+def test_empty_results_score_zero_where_there_is_ground_truth() -> None:
+    overall, per_cat = coco_mask_ap(_gt_dataset([M1, M2], [1, 1]), [])
+    assert (overall["ap"], overall["ap50"], overall["ap_small"]) == (0.0, 0.0, 0.0)
+    assert overall["ap_large"] is None  # no large object: undefined, as COCOeval says
+    assert per_cat == {1: {"ap": 0.0, "ap50": 0.0}, 2: {"ap": None, "ap50": None}}
+
+
+def _random_coco(seed: int) -> tuple[dict, list[dict]]:
+    """4 images, 3 categories, blob masks; results: jittered copies of most instances with
+    random scores, plus false positives."""
+    rng = np.random.default_rng(seed)
+    h, w = 40, 50
+    images, anns, results = [], [], []
+    for image_id in range(1, 5):
+        images.append({"id": image_id, "width": w, "height": h})
+        for _ in range(rng.integers(1, 5)):
+            r0, c0 = rng.integers(0, h - 8), rng.integers(0, w - 8)
+            mask = _rect(h, w, r0, r0 + rng.integers(4, 12), c0, c0 + rng.integers(4, 14))
+            cat = int(rng.integers(1, 4))
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "segmentation": encode_mask(mask),
+                    "area": float(mask.sum()),
+                    "iscrowd": 0,
+                }
+            )
+            if rng.random() < 0.8:
+                shifted = np.roll(mask, (rng.integers(-2, 3), rng.integers(-2, 3)), (0, 1))
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": cat,
+                        "segmentation": encode_mask(shifted),
+                        "score": float(rng.random()),
+                    }
+                )
+        for _ in range(rng.integers(0, 3)):
+            r0, c0 = rng.integers(0, h - 6), rng.integers(0, w - 6)
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(rng.integers(1, 4)),
+                    "segmentation": encode_mask(_rect(h, w, r0, r0 + 5, c0, c0 + 5)),
+                    "score": float(rng.random()),
+                }
+            )
+    categories = [{"id": c, "name": n} for c, n in ((1, "a"), (2, "b"), (3, "c"))]
+    return {"images": images, "annotations": anns, "categories": categories}, results
+
+
+def _cocoeval_stats(gt: dict, results: list[dict], cat_ids: list[int]) -> np.ndarray:
+    """pycocotools run the documented way (files on disk, loadRes, COCOeval)."""
+    import contextlib
+    import copy
+    import io
+    import json
+    import tempfile
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        path = f"{tmp}/gt.json"
+        with open(path, "w") as f:
+            json.dump(gt, f)
+        coco = COCO(path)
+        # loadRes adds fields to the dicts it is given (a numpy bbox): give it copies.
+        evaluator = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), iouType="segm")
+        evaluator.params.catIds = cat_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ap_matches_pycocotools_overall_and_per_category(seed: int) -> None:
+    gt, results = _random_coco(seed)
+    overall, per_cat = coco_mask_ap(gt, results)
+    stats = _cocoeval_stats(gt, results, [1, 2, 3])
+    assert overall["ap"] == pytest.approx(stats[0], abs=1e-12)
+    assert overall["ap50"] == pytest.approx(stats[1], abs=1e-12)
+    assert overall["ar100"] == pytest.approx(stats[8], abs=1e-12)
+    for cat in (1, 2, 3):
+        alone = _cocoeval_stats(gt, results, [cat])
+        expected = None if alone[0] < 0 else pytest.approx(alone[0], abs=1e-12)
+        assert per_cat[cat]["ap"] == expected, cat
+        expected50 = None if alone[1] < 0 else pytest.approx(alone[1], abs=1e-12)
+        assert per_cat[cat]["ap50"] == expected50, cat
+    assert 0.0 < overall["ap"] < 1.0  # a case where the numbers say something
+
+
 def test_ap_is_none_for_a_category_without_ground_truth() -> None:
     gt = _gt_dataset([M1], [1])
     _, per_cat = coco_mask_ap(gt, [_res(M1, 1, 0.9)], category_ids=[1, 2])

@@ -47,17 +47,24 @@ def test_oracle_scores_perfectly_on_every_protocol(
 
 
 def test_oracle_on_coco_dev(data_dir: Path, fakes: SimpleNamespace) -> None:
-    data = load_dataset(data_dir / "coco-dev", max_images=4)
+    # All 63 images and 427 instances, tiny and overlapping ones included: every protocol must
+    # find the ground truth it is given perfect.
+    data = load_dataset(data_dir / "coco-dev")
     seg = fakes.OracleSegmenter(data, labeler=fakes.OracleLabeler(data))
     report = evaluate(data, seg, progress=False)
     total = int(data.gt_counts().sum())
+    assert len(data) == 63 and total == 427
     for name in ("box", "point", "text", "label", "count"):
         assert report[name].instances == total
     assert report["box"].metrics["miou"] == pytest.approx(1.0)
+    assert all(r["miou"] == pytest.approx(1.0) for r in report["box"].per_class.values())
     assert report["point"].metrics["miou_top"] == pytest.approx(1.0)
+    assert report["point"].metrics["miou_oracle"] == pytest.approx(1.0)
     assert report["text"].metrics["ap"] == pytest.approx(1.0)
+    assert report["text"].metrics["ap50"] == pytest.approx(1.0)
+    assert all(r["ap"] == pytest.approx(1.0) for r in report["text"].per_class.values())
     assert report["label"].metrics["accuracy"] == 1.0
-    assert report["count"].metrics["exact"] == 1.0
+    assert report["count"].metrics["exact"] == 1.0 and report["count"].metrics["mae"] == 0.0
 
 
 def test_point_protocol_top_versus_oracle(synth: EvalDataset, fakes: SimpleNamespace) -> None:
@@ -201,3 +208,17 @@ def test_sam_returning_too_few_masks_is_an_error(
 
     with pytest.raises(ValueError, match=r"box protocol: the SAM core returned 1 masks for 2 "):
         eval_box_prompts(synth, Short(synth), progress=False)
+
+
+@pytest.mark.parametrize(("progress", "shown"), [(True, True), (False, False), (None, False)])
+def test_progress_bar(
+    synth: EvalDataset,
+    fakes: SimpleNamespace,
+    capsys: pytest.CaptureFixture[str],
+    progress: bool | None,
+    shown: bool,
+) -> None:
+    # None: only on a terminal, which pytest's captured stderr is not.
+    eval_box_prompts(synth, fakes.OracleSam(synth), progress=progress)
+    err = capsys.readouterr().err
+    assert ("textseg eval: 100%" in err and "3/3" in err) is shown

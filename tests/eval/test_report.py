@@ -97,3 +97,26 @@ def test_unknown_protocol_lookup() -> None:
 
 def test_nan_metrics_stay_nan_in_memory() -> None:
     assert math.isnan(_report()["box"].metrics["miou_class_mean"])
+
+
+def test_timing_lines() -> None:
+    assert _report().timing_lines() == [
+        "pipeline, ms per image: total 12.0",
+        "protocols, s: box 0.5, count 0.1",
+    ]
+    assert "- pipeline, ms per image: total 12.0" in _report().to_markdown()
+
+
+def test_markdown_timings_table() -> None:
+    # Stages as rows; the pipeline's column holds its stages once (count, scored on the
+    # pipeline's results, only adds its own time); 12 ms x 2 images = 0.024 s.
+    md = _report().to_markdown()
+    table = md[md.index("## Timings") :].split("\n\n")[1].splitlines()
+    assert table == [
+        "| stage | pipeline | box | count |",
+        "|---|---:|---:|---:|",
+        "| total (ms/img) | 12.0 | - | - |",
+        "| encode (ms/img) | - | 10.0 | - |",
+        "| decode (ms/img) | - | 5.5 | - |",
+        "| time (s) | 0.0 | 0.5 | 0.1 |",
+    ]

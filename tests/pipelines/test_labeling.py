@@ -5,6 +5,9 @@ sub-folder), a truncated JPEG, a text file named .png, a dangling symlink, plus 
 not listed (a .txt, a hidden image). The tiny-test preset runs offline; label_folder builds it
 under a fixed seed, so every process (pytest, the CLI subprocess, Ray actors) has the same
 random weights and the outputs can be compared exactly.
+
+The Ray tests run a real local Ray cluster of 2 CPUs (module fixture ``ray_cluster``): the Ray
+engine must write the local engine's files, also when a run is SIGKILLed half way and resumed.
 """
 
 from __future__ import annotations
@@ -78,13 +81,19 @@ def local_run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> LabelRe
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A local Ray cluster of 2 CPUs for this module, started as a fresh offline CI machine
     allows: no dashboard, no usage stats, no auth token written to ~/.ray, no GPU (the actors
     run on the CPU like the local reference), its files in a short temp dir (Ray's Unix socket
-    paths must stay under 108 bytes, too short for pytest's tmp_path)."""
+    paths must stay under 108 bytes; pytest's tmp_path is too long for them)."""
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     with pytest.MonkeyPatch.context() as mp:  # module scope: the monkeypatch fixture is not
+        # The actors get the environment of the raylet started here, before the autouse
+        # offline fixture of the first test: the same offline settings, for them too.
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TEXTSEG_OFFLINE", "1")
+        mp.setenv("TEXTSEG_CACHE", str(tmp_path_factory.mktemp("ray-textseg-cache")))
+        mp.delenv("TEXTSEG_WEIGHTS", raising=False)
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
         mp.setenv("RAY_AUTH_MODE", "disabled")  # also inherited by the CLI subprocess
         mp.delenv("RAY_ADDRESS", raising=False)

@@ -75,6 +75,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="CLIP model that names the masks in the label protocol (default: the preset's "
         "labeller, else clip-vit-b-32)",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="torch seed of the run: models without weights (tiny-test) are the same every run",
+    )
     p.add_argument("--no-plot", action="store_true", help="do not write per_class.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -88,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         FileNotFoundError: Dataset, annotations or images missing.
         ValueError: Unknown protocol or preset, or a dataset with nothing to evaluate.
     """
+    import torch
+
     from textseg.eval.dataset import load_dataset
     from textseg.pipelines import TextSegmenter
 
@@ -99,28 +107,32 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images,
     )
     overrides = {k: v for k, v in (("sam", args.sam), ("detector", args.detector)) if v}
-    segmenter = TextSegmenter.from_preset(
-        args.preset,
-        device=args.device,
-        dtype=args.dtype,
-        box_threshold=args.box_threshold,
-        **overrides,
-    )
-    report = evaluate(
-        dataset,
-        segmenter,
-        protocols,
-        labeler=args.clip,
-        out_dir=args.out,
-        plot=not args.no_plot,
-        name=args.preset,
-        progress=False if args.no_progress else None,
-    )
+    # Random-initialised components (tiny-test, a --clip without weights) are drawn from the
+    # seed, so two runs report the same numbers; fork_rng leaves the global RNG as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        segmenter = TextSegmenter.from_preset(
+            args.preset,
+            device=args.device,
+            dtype=args.dtype,
+            box_threshold=args.box_threshold,
+            **overrides,
+        )
+        report = evaluate(
+            dataset,
+            segmenter,
+            protocols,
+            labeler=args.clip,
+            out_dir=args.out,
+            plot=not args.no_plot,
+            name=args.preset,
+            progress=False if args.no_progress else None,
+        )
     print(
         f"{report.dataset}: {report.images} images, {len(report.classes)} classes, "
         f"{report.timings['wall_s']:.1f} s"
     )
-    for line in report.summary():
+    for line in [*report.summary(), *report.timing_lines()]:
         print(f"  {line}")
     written = ["report.json", "report.md"]
     if "text" in report.protocols:

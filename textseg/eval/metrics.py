@@ -165,8 +165,8 @@ def coco_mask_ap(
             ``categories``). Annotations without ``area`` or ``iscrowd`` get them (area of the
             mask, not crowd); the dict is not modified.
         results: COCO results: dicts with ``image_id``, ``category_id``, ``segmentation``
-            (RLE or polygons) and ``score``. May be empty (AP 0 for every class with ground
-            truth).
+            (RLE or polygons) and ``score``; a ``bbox`` is ignored (the area ranges use the
+            mask's area). May be empty (AP 0 for every class with ground truth).
         image_ids: Images to evaluate (default: all of ``gt``).
         category_ids: Categories to evaluate (default: all of ``gt``).
 
@@ -183,6 +183,8 @@ def coco_mask_ap(
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    from textseg.io.rle import to_rle
+
     dataset = copy.deepcopy(dict(gt))
     dataset.setdefault("info", {})
     dataset.setdefault("licenses", [])
@@ -191,19 +193,14 @@ def coco_mask_ap(
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:
             h, w = sizes[int(ann["image_id"])]
-            segm = ann["segmentation"]
-            if isinstance(segm, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
-            elif isinstance(segm.get("counts"), list):
-                rle = mask_utils.frPyObjects(segm, h, w)
-            else:
-                rle = segm
+            rle = to_rle(ann["segmentation"], h, w, what=f"annotation {ann.get('id')}")
             ann["area"] = float(mask_utils.area(rle))
     image_ids = sorted(sizes) if image_ids is None else [int(i) for i in image_ids]
     if category_ids is None:
         category_ids = [int(c["id"]) for c in dataset["categories"]]
     category_ids = [int(c) for c in category_ids]
     allowed_images, allowed_cats = set(image_ids), set(category_ids)
+    detections = []
     for i, res in enumerate(results):
         if int(res["image_id"]) not in allowed_images:
             raise ValueError(
@@ -214,27 +211,35 @@ def coco_mask_ap(
                 f"results[{i}]: category_id {res['category_id']} is not among the evaluated "
                 f"categories {sorted(allowed_cats)[:20]}"
             )
+        h, w = sizes[int(res["image_id"])]
+        # Compressed RLE, the one form loadRes reads for masks; no "bbox": given one, loadRes
+        # takes the box area as the detection's area, which puts detections in the wrong
+        # small/medium/large range (Detectron2 drops it likewise).
+        detections.append(
+            {
+                "image_id": int(res["image_id"]),
+                "category_id": int(res["category_id"]),
+                "segmentation": to_rle(res["segmentation"], h, w, what=f"results[{i}]"),
+                "score": float(res["score"]),
+            }
+        )
     coco_gt = COCO()
     coco_gt.dataset = dataset
     _quiet(coco_gt.createIndex)
-    per_category: dict[int, dict[str, float | None]] = {
-        c: {"ap": None, "ap50": None} for c in category_ids
-    }
-    has_gt = {
-        c: any(not a["iscrowd"] for a in coco_gt.loadAnns(coco_gt.getAnnIds(image_ids, [c])))
-        for c in category_ids
-    }
+    if detections:
+        coco_dt = _quiet(coco_gt.loadRes, detections)
+    else:
+        # loadRes cannot read an empty list; COCOeval scores an empty result set all the same
+        # (AP 0 where there is ground truth, undefined elsewhere).
+        coco_dt = COCO()
+        coco_dt.dataset = {
+            "images": dataset["images"],
+            "categories": dataset["categories"],
+            "annotations": [],
+        }
+        _quiet(coco_dt.createIndex)
     keys = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100")
-    if not results:
-        # pycocotools cannot load an empty result list; nothing detected means AP 0 wherever
-        # there is ground truth (what COCOeval gives for all-missed classes).
-        any_gt = any(has_gt.values())
-        zero = 0.0 if any_gt else None
-        for c in category_ids:
-            per_category[c] = dict.fromkeys(("ap", "ap50"), 0.0 if has_gt[c] else None)
-        overall: dict[str, float | None] = dict.fromkeys(keys, zero)
-        return overall, per_category
-    coco_dt = _quiet(coco_gt.loadRes, [dict(r) for r in results])
+    per_category: dict[int, dict[str, float | None]] = {}
     evaluator = COCOeval(coco_gt, coco_dt, iouType="segm")
     evaluator.params.imgIds = image_ids
     evaluator.params.catIds = category_ids

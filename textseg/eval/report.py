@@ -36,6 +36,9 @@ _PLOTTED: dict[str, tuple[str, ...]] = {
     "count": ("mae", "exact"),
 }
 
+#: Protocols scored on the pipeline's results: their stage timings are the pipeline's.
+_PIPELINE_PROTOCOLS = ("text", "count")
+
 
 Number = float | int | None
 
@@ -137,6 +140,25 @@ class EvalReport:
             lines.append(f"{name}: {values} ({res.instances} instances, {res.images} images)")
         return lines
 
+    def timing_lines(self) -> list[str]:
+        """Where the time went: the pipeline's mean stage times per image (when it ran) and
+        each protocol's own time (on top of the pipeline's)."""
+        lines = []
+        stages = self.timings.get("pipeline_ms")
+        if stages:
+            lines.append(
+                "pipeline, ms per image: "
+                + ", ".join(f"{k} {_fmt(v, 1)}" for k, v in stages.items())
+            )
+        own = [
+            f"{name} {_fmt(res.timings['wall_s'], 1)}"
+            for name, res in self.protocols.items()
+            if "wall_s" in res.timings
+        ]
+        if own:
+            lines.append("protocols, s: " + ", ".join(own))
+        return lines
+
     def to_markdown(self) -> str:
         """A Markdown report: summary, then per protocol a per-class table and timings."""
         wall = self.timings.get("wall_s")
@@ -151,17 +173,13 @@ class EvalReport:
                 f"- wall time: {wall:.1f} s ({_fmt(self.timings.get('ms_per_image'), 0)} ms per "
                 f"image)"
             )
-        stages = self.timings.get("pipeline_ms")
-        if stages:
-            out.append(
-                "- pipeline, ms per image: "
-                + ", ".join(f"{k} {_fmt(v, 1)}" for k, v in stages.items())
-            )
+        out += [f"- {line}" for line in self.timing_lines()]
         out += ["", "## Summary", "", "| protocol | metric | value |", "|---|---|---:|"]
         for name, res in self.protocols.items():
             for key in _HEADLINE.get(name, ()):
                 if key in res.metrics:
                     out.append(f"| {name} | {key} | {_fmt(res.metrics[key])} |")
+        out += self._timings_table()
         for name, res in self.protocols.items():
             out += ["", f"## {name}: {PROTOCOL_TITLES.get(name, name)}", ""]
             out.append(
@@ -187,6 +205,39 @@ class EvalReport:
                     ),
                 ]
         return "\n".join(out) + "\n"
+
+    def _timings_table(self) -> list[str]:
+        """Markdown: one row per pipeline stage, one column for the pipeline (once per image)
+        and one per protocol (its own work on top of it); ms per image, and seconds in all."""
+        columns: list[tuple[str, dict[str, Any]]] = []
+        if self.timings.get("pipeline_ms"):
+            total = self.timings["pipeline_ms"].get("total")
+            seconds = None if total is None else total * self.images / 1000.0
+            columns.append(("pipeline", {**self.timings["pipeline_ms"], "wall_s": seconds}))
+        for name, res in self.protocols.items():
+            if not res.timings:
+                continue
+            if name in _PIPELINE_PROTOCOLS:
+                # Their stage times are the pipeline's, shown once in its column.
+                columns.append((name, {k: v for k, v in res.timings.items() if k.endswith("_s")}))
+            else:
+                columns.append((name, dict(res.timings)))
+        if not columns:
+            return []
+        stages = [k for _, t in columns for k in t if not k.endswith("_s")]
+        stages = list(dict.fromkeys(stages))
+        extras = list(dict.fromkeys(k for _, t in columns for k in t if k.endswith("_s")))
+        out = ["", "## Timings", ""]
+        out.append("| stage | " + " | ".join(name for name, _ in columns) + " |")
+        out.append("|---|" + "---:|" * len(columns))
+        for key in stages:
+            cells = " | ".join(_fmt(t.get(key), 1) for _, t in columns)
+            out.append(f"| {key} (ms/img) | {cells} |")
+        for key in extras:
+            label = "time (s)" if key == "wall_s" else f"{key[:-2]} (s)"
+            cells = " | ".join(_fmt(t.get(key), 1) for _, t in columns)
+            out.append(f"| {label} | {cells} |")
+        return out
 
     # ------------------------------------------------------------------ files
     def save(self, out_dir: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:

@@ -638,9 +638,12 @@ def _ray_outcomes(
         return
     started_here = False
     if not ray.is_initialized():
-        # Honours RAY_ADDRESS (an existing cluster); otherwise starts a local one.
-        started_here = not os.environ.get("RAY_ADDRESS")
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()  # the cluster RAY_ADDRESS names
+        else:
+            # A local cluster for this process (or the one `ray start` left running).
+            started_here = True
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
     resources = ray.cluster_resources()
     if num_gpus is None:
         num_gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0

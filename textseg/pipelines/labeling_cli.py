@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         "min_area": args.min_area,
         **{k: v for k, v in (("sam", args.sam), ("detector", args.detector)) if v},
     }
+    if args.text_adapter:
+        preset_kwargs["text_adapter_checkpoint"] = args.text_adapter
     report = label_folder(
         args.folder,
         vocab,

@@ -42,6 +42,9 @@ bench: install
 	$(PY) benchmarks/bench_sam_core.py
 	$(PY) benchmarks/bench_detector_classes.py
 	$(PY) benchmarks/bench_grounded.py
+	$(PY) benchmarks/bench_everything_clip.py
+	$(PY) benchmarks/bench_scaling.py
+	$(PY) benchmarks/bench_app_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -245,12 +245,12 @@ def main() -> None:
         (f"detect ({len(classes)} calls/img vs 1)", ref.detect, ours.detect),
         ("SAM encode", ref.encode, ours.encode),
         ("SAM decode (1 call/box vs batched)", ref.decode, ours.decode),
-        ("post-processing (dedup, RLE)", ref.other, ours.other),
+        ("post-processing (textseg only: dedup, RLE)", ref.other, ours.other),
         ("**total**", ref.total, ours.total),
         ("per image", ref.total / len(images), ours.total / len(images)),
     ]
     for name, r, o in rows:
-        ratio = f"{r / o:.2f}x" if o > 0 else "-"
+        ratio = f"{r / o:.2f}x" if o > 0 and r > 0 else "-"
         print(f"| {name} | {r:.2f} | {o:.2f} | {ratio} |")
 
 

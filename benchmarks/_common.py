@@ -10,6 +10,7 @@ import os
 import platform
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,6 +25,36 @@ T = TypeVar("T")
 DATA = Path(os.environ.get("TEXTSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 #: segment_anything's own builders for the registry's SAM sizes.
 OFFICIAL_SAM = {"sam-vit-b": "vit_b", "sam-vit-l": "vit_l", "sam-vit-h": "vit_h"}
+
+
+class RssSampler:
+    """Samples this process's resident set size from ``/proc/self/statm`` in a thread."""
+
+    def __init__(self, every_s: float = 0.005) -> None:
+        self.every_s = every_s
+        self.peak = self.current()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def current() -> float:
+        """Resident set size now, in MiB."""
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * 4096 / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
 
 
 def machine() -> str:

@@ -16,16 +16,20 @@ Same SAM weights (the segment_anything model holds textseg's random ViT-B) and t
 model object on both sides, same generator settings. Random weights make the masks meaningless,
 so both IoU and stability filters are 0 on both sides and ``--box-nms`` sets how many candidates
 survive (random masks are all alike; 0.7 would fold them into a handful). Prints seconds per
-stage and the ratio reference / textseg (> 1: textseg is faster), and the mask counts.
+stage and the ratio reference / textseg (> 1: textseg is faster), the mask counts, and each
+side's peak resident memory above the process's resident size when its job starts (one process,
+textseg first, its cache cleared before the reference runs; ``bench_scaling.py`` measures the
+grounded job's memory in separate processes).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 
 import numpy as np
 import torch
-from _common import coco_images, machine, official_sam, table
+from _common import RssSampler, coco_images, machine, official_sam, table
 from PIL import Image
 
 #: COCO names, the vocabulary CLIP chooses from.
@@ -123,14 +127,24 @@ def main() -> None:
         reference.run(warmup[:256, :256], CLASSES, {"generate": 0.0, "label": 0.0})
         ours = {"encode": 0.0, "generate": 0.0, "label": 0.0, "total": 0.0}
         n_ours = 0
-        for image in images:
-            result = seg.segment(image, CLASSES)
-            for key, stage in (("encode", "encode"), ("generate", "decode"), ("label", "label")):
-                ours[key] += result.timings[stage] / 1e3
-            ours["total"] += result.timings["total"] / 1e3
-            n_ours += len(result)
+        core.cache.clear()
+        gc.collect()
+        base_ours = RssSampler.current()
+        with RssSampler() as rss_ours:
+            for image in images:
+                result = seg.segment(image, CLASSES)
+                stages = (("encode", "encode"), ("generate", "decode"), ("label", "label"))
+                for key, stage in stages:
+                    ours[key] += result.timings[stage] / 1e3
+                ours["total"] += result.timings["total"] / 1e3
+                n_ours += len(result)
+            del result
+        core.cache.clear()
+        gc.collect()
         ref = {"generate": 0.0, "label": 0.0}
-        n_ref = sum(len(reference.run(image, CLASSES, ref)) for image in images)
+        base_ref = RssSampler.current()
+        with RssSampler() as rss_ref:
+            n_ref = sum(len(reference.run(image, CLASSES, ref)) for image in images)
     ref_total = ref["generate"] + ref["label"]
 
     print(
@@ -159,6 +173,12 @@ def main() -> None:
             f"{ref_total:.2f}",
             f"{ours['total']:.2f}",
             f"{ref_total / ours['total']:.2f}x",
+        ),
+        (
+            "peak RSS growth during the job (MiB)",
+            f"{rss_ref.peak - base_ref:.0f}",
+            f"{rss_ours.peak - base_ours:.0f}",
+            f"{(rss_ref.peak - base_ref) / max(rss_ours.peak - base_ours, 1e-9):.2f}x",
         ),
     ]
     header = ("stage (s, all images)", "reference: SAM AMG + box-crop CLIP", "textseg", "ratio")

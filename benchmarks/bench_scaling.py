@@ -23,46 +23,13 @@ import gc
 import json
 import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from _common import coco_images, machine, official_sam, table, timed
+from _common import RssSampler, coco_images, machine, official_sam, table, timed
 from bench_grounded import CLASSES, StageTimes, build_sides, run_reference, run_textseg
 
 from textseg.sam import Prompts, SamCore
-
-
-class RssSampler:
-    """Samples this process's resident set size from ``/proc/self/statm`` in a thread."""
-
-    def __init__(self, every_s: float = 0.005) -> None:
-        self.every_s = every_s
-        self.peak = self.current()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def current() -> float:
-        """Resident set size now, in MiB."""
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * 4096 / 2**20
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.current())
-            time.sleep(self.every_s)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.current())
 
 
 def _boxes(n: int, h: int, w: int) -> np.ndarray:

@@ -50,6 +50,14 @@ def test_coco_dev_masks_round_trip_exactly(coco_gt_dense: dict[int, sv.Detection
         np.testing.assert_array_equal(rle_area(rles), masks.sum(axis=(1, 2)))
 
 
+def test_area_of_hundreds_of_rles() -> None:
+    # pycocotools 2.0.11's area() overflows on 256+ RLEs at once with numpy 2.
+    masks = np.zeros((600, 6, 7), bool)
+    for k in range(600):
+        masks[k, : k % 6 + 1, : k % 7] = True
+    np.testing.assert_array_equal(rle_area(encode_masks(masks)), masks.sum(axis=(1, 2)))
+
+
 def test_empty_stack_and_empty_mask() -> None:
     assert encode_masks(np.zeros((0, 4, 5), bool)) == []
     assert decode_masks([], 4, 5).shape == (0, 4, 5)

@@ -73,6 +73,47 @@ def test_mask_iou_and_containment_against_brute_force():
             assert contain[i, j] == pytest.approx(inter / small)
 
 
+def _brute_iou_contain(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    inter = np.logical_and(masks[:, None], masks[None]).sum((2, 3)).astype(float)
+    union = np.logical_or(masks[:, None], masks[None]).sum((2, 3))
+    area = masks.sum((1, 2))
+    smaller = np.minimum(area[:, None], area[None])
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou, np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
+
+
+@pytest.mark.parametrize("method", ["auto", "rle", "dense"])
+def test_mask_iou_matrix_with_hundreds_of_masks(method: str):
+    # pycocotools 2.0.11's area() overflows on 256+ RLEs with numpy 2; a 16x16 grid gives 768.
+    rng = np.random.default_rng(0)
+    masks = np.zeros((300, 12, 12), bool)
+    for k, (y, x, size) in enumerate(rng.integers(0, 8, (300, 3))):
+        masks[k, y : y + size + 1, x : x + size + 1] = True
+    masks[7] = False  # an empty mask among them
+    iou, contain = mask_iou_matrix(masks, method=method)
+    ref_iou, ref_contain = _brute_iou_contain(masks)
+    np.testing.assert_allclose(iou, ref_iou, atol=1e-12)
+    np.testing.assert_allclose(contain, ref_contain, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["rle", "dense"])
+def test_mask_iou_matrix_ragged_masks_both_ways_exact(method: str):
+    # Noisy masks (many runs) are where "auto" switches to the dense product.
+    masks = np.random.default_rng(1).random((40, 30, 50)) < 0.4
+    masks[:, :3] = False  # the joint bounding box crop must not change anything
+    iou, contain = mask_iou_matrix(masks, method=method)
+    ref_iou, ref_contain = _brute_iou_contain(masks)
+    np.testing.assert_allclose(iou, ref_iou, atol=1e-12)
+    np.testing.assert_allclose(contain, ref_contain, atol=1e-12)
+
+
+def test_mask_iou_matrix_all_empty_and_bad_method():
+    iou, contain = mask_iou_matrix(np.zeros((3, 4, 4), bool))
+    assert iou.shape == contain.shape == (3, 3) and not iou.any() and not contain.any()
+    with pytest.raises(ValueError, match="method: expected"):
+        mask_iou_matrix(np.zeros((1, 4, 4), bool), method="fast")
+
+
 def test_mask_nms_keeps_best_of_overlapping():
     masks = np.zeros((3, 10, 10), bool)
     masks[0, :5, :5] = True

@@ -155,7 +155,9 @@ def rle_area(rles: Sequence[Mapping[str, Any]]) -> np.ndarray:
     if len(rles) == 0:
         return np.zeros(0, dtype=np.int64)
     fixed = [_rle_for_pycocotools(r, what=f"rle {i}") for i, r in enumerate(rles)]
-    return np.asarray(mask_utils.area(fixed), dtype=np.int64).reshape(-1)
+    # pycocotools' area() overflows on 256 or more RLEs at once (2.0.11 with numpy 2).
+    parts = [mask_utils.area(fixed[i : i + 255]) for i in range(0, len(fixed), 255)]
+    return np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in parts])
 
 
 def rle_xyxy(rles: Sequence[Mapping[str, Any]]) -> np.ndarray:

@@ -97,26 +97,75 @@ def _rles(masks: np.ndarray) -> list[dict]:
     return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
 
 
-def mask_iou_matrix(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairwise mask IoU and intersection-over-smaller-area (containment).
+#: Measured on a 2-core AMD EPYC (torch 2.14): seconds per run-length run visited by
+#: pycocotools' pairwise IoU, and per multiply-add of the dense intersection product.
+_RLE_SECONDS_PER_RUN = 3e-9
+_DENSE_SECONDS_PER_MAC = 2.5e-11
+
+
+def mask_iou_matrix(masks: np.ndarray, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise mask IoU and intersection-over-smaller-area (containment), exact.
+
+    Two exact ways, chosen by their estimated cost: run-length encodings (pycocotools; cost grows
+    with the masks' perimeters, the fast way for smooth masks) or a blocked matrix product of the
+    flattened masks over their joint bounding box (cost grows with the pixel count; the fast way
+    for many ragged masks, e.g. hundreds of candidates from the automatic generator, where the
+    run-length way takes minutes).
 
     Args:
         masks: ``(N, H, W)`` bool masks.
+        method: ``"auto"`` (the cheaper of the two), ``"rle"`` or ``"dense"``.
 
     Returns:
-        ``(N, N)`` IoU and ``(N, N)`` containment, both float64; computed on run-length
-        encodings, so cost grows with the masks' perimeters, not their areas.
+        ``(N, N)`` IoU and ``(N, N)`` containment, both float64.
     """
+    if method not in ("auto", "rle", "dense"):
+        raise ValueError(f"method: expected 'auto', 'rle' or 'dense', got {method!r}")
     n = len(masks)
     if n == 0:
         return np.zeros((0, 0)), np.zeros((0, 0))
-    rles = _rles(masks)
-    iou = np.asarray(mask_utils.iou(rles, rles, [0] * n), dtype=np.float64).reshape(n, n)
-    area = mask_utils.area(rles).astype(np.float64)
-    inter = iou * (area[:, None] + area[None, :]) / (1.0 + iou)
+    masks = np.asarray(masks, dtype=bool)
+    # From the dense masks: pycocotools' area() overflows on 256+ RLEs (2.0.11, numpy 2).
+    area = masks.reshape(n, -1).sum(1, dtype=np.float64)
+    rows = np.flatnonzero(masks.any(axis=(0, 2)))
+    cols = np.flatnonzero(masks.any(axis=(0, 1)))
+    if len(rows) == 0:  # all empty
+        return np.zeros((n, n)), np.zeros((n, n))
+    masks = masks[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    if method == "auto":
+        # Runs down the columns (RLE order): each pair visits the runs of both masks.
+        runs = np.count_nonzero(masks[:, 1:, :] != masks[:, :-1, :]) + n * masks.shape[2]
+        rle_cost = 2.0 * n * runs * _RLE_SECONDS_PER_RUN
+        dense_cost = float(n) * n * masks[0].size * _DENSE_SECONDS_PER_MAC
+        method = "rle" if rle_cost <= dense_cost else "dense"
+    if method == "rle":
+        rles = _rles(masks)
+        iou = np.asarray(mask_utils.iou(rles, rles, [0] * n), dtype=np.float64).reshape(n, n)
+        inter = iou * (area[:, None] + area[None, :]) / (1.0 + iou)
+        inter = np.round(inter)
+    else:
+        inter = _dense_intersections(masks.reshape(n, -1))
+        union = area[:, None] + area[None, :] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     smaller = np.minimum(area[:, None], area[None, :])
     contain = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
     return iou, contain
+
+
+def _dense_intersections(flat: np.ndarray, block_bytes: int = 1 << 25) -> np.ndarray:
+    """``(N, N)`` pixel counts of pairwise intersections of ``(N, P)`` bool masks, exact.
+
+    float32 products over pixel blocks of at most 2**24 pixels are exact integers; the blocks
+    are summed in float64.
+    """
+    n, p = flat.shape
+    block = int(min(max(block_bytes // (4 * n), 1024), 1 << 24))
+    inter = torch.zeros((n, n), dtype=torch.float64)
+    for start in range(0, p, block):
+        part = torch.from_numpy(np.ascontiguousarray(flat[:, start : start + block]))
+        part = part.to(torch.float32)
+        inter += (part @ part.T).to(torch.float64)
+    return inter.numpy()
 
 
 def mask_nms(

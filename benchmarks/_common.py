@@ -122,6 +122,16 @@ def timed(fn: Callable[[], T], repeats: int = 1) -> tuple[float, T]:
     return best, out  # type: ignore[return-value]
 
 
+def random_boxes(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """``(n, 4)`` XYXY boxes of 20 px up to 40% of the image inside an ``h x w`` image."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.uniform(0, w * 0.6, n)
+    y0 = rng.uniform(0, h * 0.6, n)
+    x1 = np.minimum(x0 + rng.uniform(20, w * 0.4, n), w - 1)
+    y1 = np.minimum(y0 + rng.uniform(20, h * 0.4, n), h - 1)
+    return np.stack([x0, y0, x1, y1], 1)
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two ``(H, W)`` bool masks (1.0 when both are empty)."""
     union = np.logical_or(a, b).sum()

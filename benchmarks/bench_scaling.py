@@ -24,21 +24,19 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import torch
-from _common import RssSampler, coco_images, machine, official_sam, table, timed
+from _common import (
+    RssSampler,
+    coco_images,
+    machine,
+    official_sam,
+    random_boxes,
+    table,
+    timed,
+)
 from bench_grounded import CLASSES, StageTimes, build_sides, run_reference, run_textseg
 
 from textseg.sam import Prompts, SamCore
-
-
-def _boxes(n: int, h: int, w: int) -> np.ndarray:
-    rng = np.random.default_rng(n)
-    x0 = rng.uniform(0, w * 0.6, n)
-    y0 = rng.uniform(0, h * 0.6, n)
-    x1 = np.minimum(x0 + rng.uniform(20, w * 0.4, n), w - 1)
-    y1 = np.minimum(y0 + rng.uniform(20, h * 0.4, n), h - 1)
-    return np.stack([x0, y0, x1, y1], 1)
 
 
 def box_scaling(args: argparse.Namespace) -> list[tuple[object, ...]]:
@@ -58,7 +56,7 @@ def box_scaling(args: argparse.Namespace) -> list[tuple[object, ...]]:
         predictor.set_image(image)
         emb = core.encode(image)
         for n in args.boxes:
-            boxes = _boxes(n, h, w)
+            boxes = random_boxes(n, h, w, seed=n)
             t_ref, _ = timed(
                 lambda b=boxes: [predictor.predict(box=x, multimask_output=False) for x in b], 2
             )

@@ -9,6 +9,7 @@ import torch
 from segment_anything.utils import amg
 
 from textseg.sam.postprocess import (
+    _cheaper_iou_method,
     mask_iou_matrix,
     mask_nms,
     masks_to_boxes,
@@ -61,18 +62,6 @@ def test_remove_small_regions_bad_mode():
         remove_small_regions(np.zeros((3, 3), bool), 1, "blobs")
 
 
-def test_mask_iou_and_containment_against_brute_force():
-    masks = _blobs(2)
-    iou, contain = mask_iou_matrix(masks)
-    for i in range(len(masks)):
-        for j in range(len(masks)):
-            inter = np.logical_and(masks[i], masks[j]).sum()
-            union = np.logical_or(masks[i], masks[j]).sum()
-            assert iou[i, j] == pytest.approx(inter / union)
-            small = min(masks[i].sum(), masks[j].sum())
-            assert contain[i, j] == pytest.approx(inter / small)
-
-
 def _brute_iou_contain(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     inter = np.logical_and(masks[:, None], masks[None]).sum((2, 3)).astype(float)
     union = np.logical_or(masks[:, None], masks[None]).sum((2, 3))
@@ -80,6 +69,24 @@ def _brute_iou_contain(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     smaller = np.minimum(area[:, None], area[None])
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return iou, np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
+
+
+def test_mask_iou_and_containment_against_brute_force():
+    masks = _blobs(2)
+    iou, contain = mask_iou_matrix(masks)
+    ref_iou, ref_contain = _brute_iou_contain(masks)
+    np.testing.assert_allclose(iou, ref_iou, rtol=1e-6)
+    np.testing.assert_allclose(contain, ref_contain, rtol=1e-6)
+
+
+def test_auto_picks_rle_for_smooth_masks_and_dense_for_ragged_ones():
+    # A few big smooth masks on a photo-sized image: few runs, many pixels.
+    smooth = np.zeros((20, 1000, 1000), bool)
+    for k in range(20):
+        smooth[k, 20 * k : 20 * k + 500, 30 * k : 30 * k + 400] = True
+    assert _cheaper_iou_method(smooth) == "rle"
+    ragged = np.random.default_rng(0).random((50, 200, 200)) < 0.5  # about 100 runs a column
+    assert _cheaper_iou_method(ragged) == "dense"
 
 
 @pytest.mark.parametrize("method", ["auto", "rle", "dense"])

@@ -28,6 +28,10 @@ __all__ = [
 ]
 
 
+#: pycocotools' area() overflows on 256 or more RLEs at once (2.0.11 with numpy 2).
+_PYCOCOTOOLS_AREA_BATCH = 255
+
+
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """Encode one mask as a COCO compressed RLE.
 
@@ -155,8 +159,8 @@ def rle_area(rles: Sequence[Mapping[str, Any]]) -> np.ndarray:
     if len(rles) == 0:
         return np.zeros(0, dtype=np.int64)
     fixed = [_rle_for_pycocotools(r, what=f"rle {i}") for i, r in enumerate(rles)]
-    # pycocotools' area() overflows on 256 or more RLEs at once (2.0.11 with numpy 2).
-    parts = [mask_utils.area(fixed[i : i + 255]) for i in range(0, len(fixed), 255)]
+    step = _PYCOCOTOOLS_AREA_BATCH
+    parts = [mask_utils.area(fixed[i : i + step]) for i in range(0, len(fixed), step)]
     return np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in parts])
 
 

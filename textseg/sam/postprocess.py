@@ -133,11 +133,7 @@ def mask_iou_matrix(masks: np.ndarray, *, method: str = "auto") -> tuple[np.ndar
         return np.zeros((n, n)), np.zeros((n, n))
     masks = masks[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     if method == "auto":
-        # Runs down the columns (RLE order): each pair visits the runs of both masks.
-        runs = np.count_nonzero(masks[:, 1:, :] != masks[:, :-1, :]) + n * masks.shape[2]
-        rle_cost = 2.0 * n * runs * _RLE_SECONDS_PER_RUN
-        dense_cost = float(n) * n * masks[0].size * _DENSE_SECONDS_PER_MAC
-        method = "rle" if rle_cost <= dense_cost else "dense"
+        method = _cheaper_iou_method(masks)
     if method == "rle":
         rles = _rles(masks)
         iou = np.asarray(mask_utils.iou(rles, rles, [0] * n), dtype=np.float64).reshape(n, n)
@@ -150,6 +146,16 @@ def mask_iou_matrix(masks: np.ndarray, *, method: str = "auto") -> tuple[np.ndar
     smaller = np.minimum(area[:, None], area[None, :])
     contain = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
     return iou, contain
+
+
+def _cheaper_iou_method(masks: np.ndarray) -> str:
+    """``"rle"`` or ``"dense"``: the way :func:`mask_iou_matrix` estimates as cheaper."""
+    n = len(masks)
+    # Runs down the columns (RLE order): each pair visits the runs of both masks.
+    runs = np.count_nonzero(masks[:, 1:, :] != masks[:, :-1, :]) + n * masks.shape[2]
+    rle_cost = 2.0 * n * runs * _RLE_SECONDS_PER_RUN
+    dense_cost = float(n) * n * masks[0].size * _DENSE_SECONDS_PER_MAC
+    return "rle" if rle_cost <= dense_cost else "dense"
 
 
 def _dense_intersections(flat: np.ndarray, block_bytes: int = 1 << 25) -> np.ndarray:

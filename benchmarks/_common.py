@@ -95,11 +95,11 @@ def official_sam(textseg_sam: torch.nn.Module, name: str) -> torch.nn.Module:
 
         model = sam_model_registry[OFFICIAL_SAM[name]]()
     else:
-        from textseg._hub import build_model
+        from textseg._hub import create_model
         from textseg._registry import get_model_cfg
 
         cfg = get_model_cfg(name, "sam")
-        model = build_model(
+        model = create_model(
             replace(cfg, arch={**cfg.arch, "sdpa_attention": False}), pretrained=False
         )
     model.load_state_dict(textseg_sam.state_dict())

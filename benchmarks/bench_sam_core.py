@@ -27,7 +27,7 @@ from _common import DATA, iou, machine, official_sam, random_boxes, table, timed
 from pycocotools import mask as mask_utils
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
-from textseg._hub import build_model
+from textseg._hub import create_model
 from textseg._image import load_image
 from textseg.io.rle import encode_masks
 from textseg.sam import AutomaticMaskGenerator, Prompts, SamCore
@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    sam = build_model(args.model, task="sam", pretrained=False)
+    sam = create_model(args.model, task="sam", pretrained=False)
     official = official_sam(sam, args.model)  # the same weights in segment_anything's modules
     image = load_image(args.image)
     h, w = image.shape[:2]

@@ -43,10 +43,10 @@ def box_scaling(args: argparse.Namespace) -> list[tuple[object, ...]]:
     """Rows of the boxes table: decode time for each box count."""
     from segment_anything import SamPredictor
 
-    from textseg._hub import build_model
+    from textseg._hub import create_model
 
     torch.manual_seed(0)
-    sam = build_model(args.sam, task="sam", pretrained=False)
+    sam = create_model(args.sam, task="sam", pretrained=False)
     predictor = SamPredictor(official_sam(sam, args.sam))
     core = SamCore(sam)
     image = coco_images(1)[0][1]

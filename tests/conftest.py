@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,3 +37,31 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
     monkeypatch.setenv("TEXTSEG_OFFLINE", "1")
     monkeypatch.setenv("TEXTSEG_CACHE", str(tmp_path_factory.mktemp("textseg-cache")))
     monkeypatch.delenv("TEXTSEG_WEIGHTS", raising=False)
+
+
+# Tiny random-init models (seeded), shared by every test package that needs one.
+@pytest.fixture(scope="session")
+def core():
+    """The tiny segment_anything SAM core."""
+    from textseg.sam import SamCore
+
+    torch.manual_seed(0)
+    return SamCore("sam-vit-tiny-test")
+
+
+@pytest.fixture(scope="session")
+def oc_clip():
+    """The tiny open_clip CLIP encoder."""
+    from textseg.clip import load_clip
+
+    torch.manual_seed(0)
+    return load_clip("clip-vit-tiny-test")
+
+
+@pytest.fixture(scope="session")
+def hf_clip():
+    """The tiny transformers CLIP encoder."""
+    from textseg.clip import load_clip
+
+    torch.manual_seed(0)
+    return load_clip("hf-clip-vit-tiny-test")

@@ -137,8 +137,23 @@ def test_bad_image_in_a_batch_is_skipped(images, tmp_path, capsys):
 def test_models_lists_every_model(capsys):
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["sam-vit-tiny-test"]["present"] == "yes"
-    assert rows["sam-vit-b"]["resolves_from"].startswith("not present")
+    assert rows["sam-vit-tiny-test"]["present"] is True
+    assert rows["sam-vit-tiny-test"]["status"] == "test"
+    assert rows["sam-vit-b"]["present"] is False and rows["sam-vit-b"]["status"] == "published"
+    assert rows["sam-vit-b"]["resolves_from"].startswith("not present; offline")
+    adapter = rows["sam-vit-b+clip-vit-b-32-text-adapter"]
+    assert adapter["status"] == "unpublished" and adapter["present"] is False
+    assert "no published weights" in adapter["resolves_from"]
+
+
+def test_models_says_a_file_with_the_wrong_checksum_will_be_refused(tmp_path, monkeypatch, capsys):
+    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"a fine-tuned SAM, not the official one")
+    monkeypatch.setenv("TEXTSEG_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TEXTSEG_CACHE", str(tmp_path / "cache"))
+    assert main(["models", "--task", "sam", "--json"]) == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["sam-vit-b"]
+    assert row["present"] is False
+    assert "sha256 differs" in row["resolves_from"] and "refused" in row["resolves_from"]
 
 
 def test_offline_default_preset_names_missing_files(images, tmp_path):

@@ -14,7 +14,7 @@ from textseg._hub import (
     ChecksumError,
     StateDictError,
     WeightsNotFoundError,
-    build_model,
+    create_model,
     load_state_dict,
     load_strict,
     locate_weights,
@@ -69,7 +69,7 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # 1. an explicit file wins over everything
     explicit = _save(tmp_path / "mine.pt", seed=3)
     assert resolve_weights(cfg, explicit) == explicit
-    model = build_model(cfg, checkpoint=explicit)
+    model = create_model(cfg, checkpoint=explicit)
     torch.testing.assert_close(model.state_dict(), torch.load(explicit, weights_only=True))
 
 
@@ -98,14 +98,14 @@ def test_local_file_with_wrong_sha256_is_refused(tmp_path, monkeypatch):
     path = _save(weights_dir / "lin.pt")
     monkeypatch.setenv("TEXTSEG_WEIGHTS", str(weights_dir))
     with pytest.raises(ChecksumError):
-        build_model(_cfg("https://example.invalid/lin.pt", sha256="f" * 64))
+        create_model(_cfg("https://example.invalid/lin.pt", sha256="f" * 64))
     good = _cfg("https://example.invalid/lin.pt", sha256=_sha(path))
-    assert isinstance(build_model(good), torch.nn.Linear)
+    assert isinstance(create_model(good), torch.nn.Linear)
     # A changed file is checked again, not trusted from the stamp.
     _save(path, seed=9)
     os.utime(path, ns=(1, 1))
     with pytest.raises(ChecksumError):
-        build_model(good)
+        create_model(good)
 
 
 def test_hf_cache_is_used(tmp_path, monkeypatch):
@@ -126,7 +126,7 @@ def test_hf_cache_is_used(tmp_path, monkeypatch):
     )
     location = locate_weights(cfg)
     assert location.source == "hub-cache" and location.path == snapshot / "model.pt"
-    assert isinstance(build_model(cfg), torch.nn.Linear)
+    assert isinstance(create_model(cfg), torch.nn.Linear)
 
 
 def test_strict_loading_lists_missing_and_unexpected_keys():
@@ -164,12 +164,90 @@ def test_wrapped_and_safetensors_state_dicts(tmp_path):
 
 
 def test_random_init_models_need_no_files():
-    model = build_model("sam-vit-tiny-test")
+    model = create_model("sam-vit-tiny-test")
     assert isinstance(model, torch.nn.Module) and not model.training
-    with pytest.raises(ValueError, match="random-init model"):
+    with pytest.raises(ValueError, match="random-init test model"):
         resolve_weights(_hub.get_model_cfg("sam-vit-tiny-test"))
 
 
 def test_explicit_missing_checkpoint():
     with pytest.raises(WeightsNotFoundError, match="not found"):
-        build_model("sam-vit-tiny-test", checkpoint="/no/such/file.pt")
+        create_model("sam-vit-tiny-test", checkpoint="/no/such/file.pt")
+
+
+def test_unpublished_architecture_needs_a_checkpoint(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="no published weights"):
+        create_model("sam-vit-b+clip-vit-b-32-text-adapter")
+    random = create_model("sam-vit-b+clip-vit-b-32-text-adapter", pretrained=False)
+    path = tmp_path / "adapter.pt"
+    torch.save(random.state_dict(), path)
+    loaded = create_model("sam-vit-b+clip-vit-b-32-text-adapter", checkpoint=path)
+    for key, value in random.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_registry_states_are_explicit():
+    from textseg._registry import get_model_cfg
+
+    assert get_model_cfg("sam-vit-b").status == "published"
+    assert get_model_cfg("sam-vit-tiny-test").status == "test"
+    assert get_model_cfg("sam-vit-b+clip-vit-b-32-text-adapter").status == "unpublished"
+    assert get_model_cfg("sam-vit-b+clip-vit-b-32-text-adapter").pairing == {
+        "sam": "sam-vit-b",
+        "clip": "clip-vit-b-32",
+    }
+    # Hooks are fields of their own, not architecture sizes.
+    for name in ("hf-sam-vit-base", "grounding-dino-tiny", "clip-vit-b-32"):
+        cfg = get_model_cfg(name)
+        assert not {"loader", "convert_state_dict", "converter", "sam", "clip"} & set(cfg.arch)
+        assert (cfg.loader is None) != (cfg.converter is None)
+
+
+@pytest.mark.parametrize("layout", ["file", "folder"])
+def test_hf_sam_loads_from_textseg_weights(tmp_path, monkeypatch, layout):
+    """transformers SAM checkpoints found in TEXTSEG_WEIGHTS as the offline message says: the
+    file named like the entry, or the hub folder holding model.safetensors."""
+    import dataclasses
+
+    from safetensors.torch import save_model
+
+    from textseg._registry import get_model_cfg
+
+    cfg = get_model_cfg("hf-sam-vit-base")
+    # The real entry's resolution, with the tiny architecture so the test stays small.
+    tiny = dataclasses.replace(cfg, builder=get_model_cfg("hf-sam-tiny-test").builder)
+    tiny = dataclasses.replace(tiny, arch=get_model_cfg("hf-sam-tiny-test").arch)
+    torch.manual_seed(0)
+    source = create_model("hf-sam-tiny-test", pretrained=False)
+    weights = tmp_path / "w"
+    weights.mkdir()
+    target = weights / "sam-vit-base"
+    if layout == "folder":
+        target.mkdir()
+        target = target / "model.safetensors"
+    save_model(source, str(target))
+    monkeypatch.setenv("TEXTSEG_WEIGHTS", str(weights))
+    assert locate_weights(tiny).source == "TEXTSEG_WEIGHTS"
+    loaded = create_model(tiny)
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_corrupt_safetensors_names_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(64)}, str(path))
+    path.write_bytes(path.read_bytes()[:-40])  # truncated download
+    with pytest.raises(StateDictError, match=r"model\.safetensors: not a valid safetensors"):
+        load_state_dict(path)
+
+
+def test_unreadable_checkpoint_never_advises_weights_only_false(tmp_path):
+    path = tmp_path / "model.pt"
+    import argparse
+
+    torch.save({"w": torch.zeros(2), "code": argparse.Namespace(run="anything")}, path)
+    with pytest.raises(StateDictError) as info:
+        load_state_dict(path)
+    assert "weights_only" not in str(info.value) and str(path) in str(info.value)

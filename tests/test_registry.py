@@ -64,3 +64,12 @@ def test_task_filter():
 def test_duplicate_registration_is_an_error():
     with pytest.raises(ValueError, match="registered twice"):
         register_model("sam-vit-b", task="sam")(lambda cfg: None)
+
+
+def test_every_model_has_a_tiny_variant_of_its_task():
+    from textseg._registry import test_variant
+
+    for name in list_models():
+        cfg = get_model_cfg(name)
+        tiny = get_model_cfg(test_variant(name))
+        assert tiny.is_test and tiny.task == cfg.task, name

@@ -107,12 +107,12 @@ def test_coerce() -> None:
         (
             dict(classes=["cat", "  "]),
             ValueError,
-            "classes[1]: name is empty or only whitespace ('  '); remove it",
+            "classes[1]: name is empty or only whitespace and punctuation ('  '); remove it",
         ),
         (
             dict(classes=["", "cat"]),
             ValueError,
-            "classes[0]: name is empty or only whitespace (''); remove it",
+            "classes[0]: name is empty or only whitespace and punctuation (''); remove it",
         ),
         (
             dict(classes=["cat", "dog", "Cat "]),

@@ -4,19 +4,25 @@ Name the things you want; a detector or CLIP turns the names into prompts, a cac
 the masks, and CLIP checks the labels. Results are ``supervision.Detections``.
 """
 
-from textseg._registry import list_models
+from textseg._hub import ChecksumError, StateDictError, WeightsNotFoundError, create_model
+from textseg._registry import get_model_cfg, list_models
 from textseg.pipelines import Result, TextSegmenter, list_presets
 from textseg.sam import AutomaticMaskGenerator, Prompts, SamCore
 from textseg.vocab import Vocabulary
 
 __all__ = [
     "AutomaticMaskGenerator",
+    "ChecksumError",
     "Prompts",
     "Result",
     "SamCore",
+    "StateDictError",
     "TextSegmenter",
     "Vocabulary",
+    "WeightsNotFoundError",
     "__version__",
+    "create_model",
+    "get_model_cfg",
     "list_models",
     "list_presets",
 ]

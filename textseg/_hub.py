@@ -39,7 +39,7 @@ __all__ = [
     "StateDictError",
     "WeightsLocation",
     "WeightsNotFoundError",
-    "build_model",
+    "create_model",
     "load_state_dict",
     "load_strict",
     "locate_weights",
@@ -66,8 +66,9 @@ class WeightsLocation:
     """Where a model's weights would come from right now, without downloading.
 
     Attributes:
-        source: ``"random-init"``, ``"explicit"``, ``"TEXTSEG_WEIGHTS"``, ``"hub-cache"`` or
-            ``"download"``.
+        source: ``"random-init"`` (a test model), ``"unpublished"`` (no weights exist: only
+            an explicit checkpoint loads), ``"explicit"``, ``"TEXTSEG_WEIGHTS"``,
+            ``"hub-cache"`` or ``"download"``.
         path: The local file or folder, or None when it would have to be downloaded.
     """
 
@@ -100,6 +101,10 @@ def _weights_dir_candidate(weights: Weights) -> Path | None:
     candidate = Path(env).expanduser() / weights.filename
     if weights.is_folder:
         return candidate if all((candidate / f).is_file() for f in weights.hf_files) else None
+    if candidate.is_dir() and weights.hf_files:
+        # A hub checkpoint copied as its folder (``sam-vit-base/model.safetensors``).
+        inside = candidate / weights.hf_files[0]
+        return inside if inside.is_file() else None
     return candidate if candidate.is_file() else None
 
 
@@ -135,7 +140,7 @@ def locate_weights(
         return WeightsLocation("explicit", path if path.exists() else None)
     weights = cfg.weights
     if weights is None:
-        return WeightsLocation("random-init", None)
+        return WeightsLocation("random-init" if cfg.is_test else "unpublished", None)
     hit = _weights_dir_candidate(weights)
     if hit is not None:
         return WeightsLocation("TEXTSEG_WEIGHTS", hit)
@@ -150,7 +155,8 @@ def locate_weights(
     return WeightsLocation("download", None)
 
 
-def _missing_message(cfg: ModelCfg, why: str) -> str:
+def missing_files(cfg: ModelCfg) -> str:
+    """What to get for ``cfg`` and from where, e.g. ``"sam_vit_b_01ec64.pth from https://..."``."""
     weights = cfg.weights
     assert weights is not None
     what = (
@@ -158,9 +164,13 @@ def _missing_message(cfg: ModelCfg, why: str) -> str:
         if weights.is_folder
         else weights.filename
     )
+    return f"{what} from {weights.source}"
+
+
+def _missing_message(cfg: ModelCfg, why: str) -> str:
     return (
-        f"weights for {cfg.name!r} are missing ({why}): get {what} from {weights.source}, "
-        f"put it in a folder and set TEXTSEG_WEIGHTS to that folder (or pass checkpoint=PATH)"
+        f"weights for {cfg.name!r} are missing ({why}): get {missing_files(cfg)}, put it in a "
+        f"folder and set TEXTSEG_WEIGHTS to that folder (or pass checkpoint=PATH)"
     )
 
 
@@ -266,9 +276,10 @@ def resolve_weights(cfg: ModelCfg, checkpoint: str | os.PathLike[str] | None = N
             raise WeightsNotFoundError(f"checkpoint for {cfg.name!r} not found: {path}")
         return path
     if cfg.weights is None:
+        what = "a tiny random-init test model" if cfg.is_test else "an architecture"
         raise ValueError(
-            f"{cfg.name!r} is a random-init model with no published weights; pass checkpoint=PATH "
-            f"to load a state dict into it"
+            f"{cfg.name!r} is {what} with no published weights; pass checkpoint=PATH to load a "
+            f"state dict into it"
         )
     location = locate_weights(cfg)
     if location.path is not None:
@@ -285,6 +296,19 @@ def resolve_weights(cfg: ModelCfg, checkpoint: str | os.PathLike[str] | None = N
 
 
 _STATE_DICT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte little-endian header length, then ``{``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    size = int.from_bytes(head[:8], "little")
+    return 2 <= size <= path.stat().st_size - 8
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -304,14 +328,27 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 break
         else:
             raise StateDictError(f"{path} holds none of {', '.join(_STATE_DICT_FILES)}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise StateDictError(
+                f"cannot read {path}: not a valid safetensors file ({err}); the file is "
+                f"corrupt or truncated: download it again"
+            ) from None
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors come as many types; report one clear line
-        raise StateDictError(f"cannot read a state dict from {path}: {err}") from err
+        # torch's message suggests weights_only=False, which would run arbitrary code from the
+        # file: never pass that advice on.
+        raise StateDictError(
+            f"cannot read a state dict from {path}: it is neither a safetensors file nor a "
+            f"torch checkpoint of plain tensors ({type(err).__name__}); a file holding code or "
+            f"objects is refused, only state dicts of tensors load"
+        ) from None
     for key in ("model", "state_dict"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
@@ -351,7 +388,7 @@ def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], 
     model.load_state_dict(state_dict, strict=True)
 
 
-def build_model(
+def create_model(
     name: str | ModelCfg,
     *,
     task: str | None = None,
@@ -373,17 +410,21 @@ def build_model(
         eval mode.
     """
     cfg = name if isinstance(name, ModelCfg) else get_model_cfg(name, task)
+    if pretrained and cfg.status == "unpublished" and checkpoint is None:
+        raise WeightsNotFoundError(
+            f"{cfg.name!r} has no published weights (architecture only): train or obtain a "
+            f"checkpoint and pass checkpoint=PATH, or build it with pretrained=False for random "
+            f"weights"
+        )
     model = cfg.builder(cfg)
     if pretrained and (cfg.weights is not None or checkpoint is not None):
         path = resolve_weights(cfg, checkpoint)
-        loader = cfg.arch.get("loader")
-        if loader is not None:
-            loader(model, path)
+        if cfg.loader is not None:
+            cfg.loader(model, path)
         else:
             state_dict = load_state_dict(path)
-            convert = cfg.arch.get("convert_state_dict")
-            if convert is not None:
-                state_dict = convert(state_dict)
+            if cfg.converter is not None:
+                state_dict = cfg.converter(state_dict)
             load_strict(model, state_dict, cfg.name)
     if isinstance(model, torch.nn.Module):
         model.eval()

@@ -4,19 +4,70 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["MAX_PIXELS", "ImageInput", "load_image", "to_rgb_uint8"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "ImageInput",
+    "list_images",
+    "load_image",
+    "to_rgb_uint8",
+]
+
+#: File extensions (lower case) listed as images.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 #: Anything textseg accepts as one image.
 ImageInput: TypeAlias = str | os.PathLike | Image.Image | np.ndarray
 
 #: Images larger than this many pixels are refused (a decoded 100 MP RGB image is 300 MB).
 MAX_PIXELS = 100_000_000
+
+
+def list_images(
+    folder: str | os.PathLike[str], *, exclude: Sequence[str | os.PathLike[str]] = ()
+) -> list[str]:
+    """Image files of ``folder`` and its sub-folders, as sorted relative POSIX paths.
+
+    Images are files whose extension (any case) is in :data:`IMAGE_SUFFIXES`; hidden files and
+    folders (name starting with ".") are skipped, symlinked folders are not followed, and a
+    dangling symlink is listed (it is reported as missing when read).
+
+    Args:
+        folder: The folder.
+        exclude: Folders not to descend into: paths, or names relative to ``folder`` (e.g. the
+            output folder, when it is inside).
+
+    Returns:
+        ``["a.jpg", "sub/b.png", ...]``, sorted by that string.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        NotADirectoryError: ``folder`` is a file.
+    """
+    root = Path(folder)
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is a file, expected a folder of images")
+    skip = {(root / p if not Path(p).is_absolute() else Path(p)).resolve() for p in exclude}
+    names: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = [
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip
+        ]
+        for name in filenames:
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            names.append((here / name).relative_to(root).as_posix())
+    return sorted(names)
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:

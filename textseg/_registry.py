@@ -1,9 +1,20 @@
 """The model registry: every named model textseg can build, real checkpoints and tiny test variants.
 
-Each entry pairs an architecture builder with an optional :class:`Weights` description (where
-the checkpoint comes from, its sha256 and licence). Entries with ``weights=None`` are
-random-init models, built in memory with no network; the test suite uses them so that the
-same building and loading code runs as for the real checkpoints.
+Each entry pairs an architecture builder with a :class:`Weights` description (where the
+checkpoint comes from, its sha256 and licence) and says which of three states it is in
+(:attr:`ModelCfg.status`):
+
+- ``"published"``: weights exist and resolve through :mod:`textseg._hub`;
+- ``"unpublished"``: the architecture is known but no trained weights are published (e.g. the
+  CLIP -> SAM text adapters); it loads only from an explicit ``checkpoint=PATH``;
+- ``"test"``: a tiny random-init variant built in memory with no network; the test suite uses
+  them so that the same building and loading code runs as for the real checkpoints.
+
+How a checkpoint becomes the model is in fields of their own, apart from the architecture sizes
+in :attr:`ModelCfg.arch`: ``converter`` (a state-dict key mapping applied before the strict
+load), or ``loader`` (a function that loads a file or folder into the built model itself), and
+``pairing`` (registry names of the models an entry is made for, e.g. the SAM and CLIP of a text
+adapter).
 
 Entries are added by the subpackages when they are imported (``textseg.sam.pretrained`` and so
 on); :func:`list_models` and :func:`get_model_cfg` import them all first.
@@ -15,14 +26,16 @@ import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "ModelCfg",
+    "ModelStatus",
     "Weights",
     "get_model_cfg",
     "list_models",
     "register_model",
+    "test_variant",
 ]
 
 #: Modules that register models when imported; imported lazily by the lookup functions.
@@ -31,8 +44,11 @@ _REGISTERING_MODULES = (
     "textseg.clip.pretrained",
     "textseg.detectors.pretrained",
     "textseg.prompters.pretrained",
-    "textseg.labelers.pretrained",
 )
+
+#: ``"published"`` (weights to resolve), ``"unpublished"`` (architecture only: load with
+#: ``checkpoint=PATH``) or ``"test"`` (tiny random-init variant).
+ModelStatus = Literal["published", "unpublished", "test"]
 
 
 @dataclass(frozen=True)
@@ -88,8 +104,18 @@ class ModelCfg:
         task: What the model is for: ``"sam"``, ``"detector"``, ``"clip"``, ``"text-prompt"``.
         builder: ``builder(cfg) -> model``; builds the architecture with random weights.
             Loading weights is done by the caller through :mod:`textseg._hub`.
-        arch: Architecture keyword arguments the builder reads.
-        weights: The checkpoint, or None for a random-init (test) model.
+        arch: Architecture keyword arguments the builder reads (sizes, nothing else).
+        weights: The published checkpoint; None for unpublished and test entries.
+        status: See :data:`ModelStatus`.
+        converter: ``converter(state_dict) -> state_dict`` mapping a checkpoint's keys to the
+            built model's before the strict load (None: keys already match).
+        loader: ``loader(model, path)`` loading a checkpoint file or folder into the built
+            model itself, for checkpoints that are more than one state dict (tokenizer files,
+            official layouts); replaces the state-dict path and ``converter``.
+        pairing: ``{role: registry name}`` of the models this entry is made for (a text
+            adapter's ``sam`` and ``clip``).
+        test_variant: Registry name of the tiny random-init variant of this architecture
+            (what ``tiny=True`` / ``--tiny`` builds instead); a test entry is its own.
         input_size: Side of the square model input in pixels, where the model has one.
         mean: Per-channel pixel mean (0-255 scale) the model was trained with.
         std: Per-channel pixel std (0-255 scale).
@@ -101,15 +127,39 @@ class ModelCfg:
     builder: Callable[[ModelCfg], Any]
     arch: dict[str, Any] = field(default_factory=dict)
     weights: Weights | None = None
+    status: ModelStatus = "published"
+    converter: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    loader: Callable[[Any, Any], None] | None = None
+    pairing: dict[str, str] = field(default_factory=dict)
+    test_variant: str | None = None
     input_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if self.status not in ("published", "unpublished", "test"):
+            raise ValueError(
+                f"{self.name}: status must be 'published', 'unpublished' or 'test', got "
+                f"{self.status!r}"
+            )
+        if (self.status == "published") != (self.weights is not None):
+            raise ValueError(
+                f"{self.name}: a published entry needs weights=Weights(...) and the others none; "
+                f"got status {self.status!r} with weights={self.weights!r}"
+            )
+        if self.loader is not None and self.converter is not None:
+            raise ValueError(f"{self.name}: give a loader or a converter, not both")
+
     @property
     def is_test(self) -> bool:
-        """True for random-init models that need no checkpoint."""
-        return self.weights is None
+        """True for the tiny random-init variants the test suite builds."""
+        return self.status == "test"
+
+    @property
+    def license(self) -> str:
+        """Licence of the weights (``"-"`` when none are published)."""
+        return self.weights.license if self.weights is not None else "-"
 
 
 _MODELS: dict[str, ModelCfg] = {}
@@ -120,6 +170,11 @@ def register_model(
     *,
     task: str,
     weights: Weights | None = None,
+    test: bool = False,
+    converter: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    loader: Callable[[Any, Any], None] | None = None,
+    pairing: dict[str, str] | None = None,
+    test_variant: str | None = None,
     input_size: int | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
@@ -127,6 +182,12 @@ def register_model(
     **arch: Any,
 ) -> Callable[[Callable[[ModelCfg], Any]], Callable[[ModelCfg], Any]]:
     """Decorator registering ``builder`` under ``name``; stack it to register several variants.
+
+    ``weights`` makes a published entry; ``test=True`` a tiny random-init one; neither an
+    unpublished architecture (loaded only from ``checkpoint=PATH``). ``test_variant`` names the
+    tiny entry of the same architecture (required for published and unpublished entries, so
+    that every composition runs offline with ``tiny=True``). ``**arch`` are the sizes the
+    builder reads.
 
     Example:
         >>> @register_model("my-sam-tiny", task="sam", depth=2)  # doctest: +SKIP
@@ -142,6 +203,11 @@ def register_model(
             builder=builder,
             arch=dict(arch),
             weights=weights,
+            status="test" if test else "published" if weights is not None else "unpublished",
+            converter=converter,
+            loader=loader,
+            pairing=dict(pairing or {}),
+            test_variant=name if test else test_variant,
             input_size=input_size,
             mean=mean,
             std=std,
@@ -154,13 +220,19 @@ def register_model(
 
 def _import_registering_modules() -> None:
     for module in _REGISTERING_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            # A subpackage whose issue has not landed yet has no registrations; anything else
-            # missing is a real error and must surface.
-            if err.name != module:
-                raise
+        importlib.import_module(module)
+
+
+def test_variant(name: str) -> str:
+    """The tiny random-init variant of the registered model ``name`` (itself for a test entry).
+
+    Raises:
+        ValueError: Unknown name, or an entry that names no test variant.
+    """
+    cfg = get_model_cfg(name)
+    if cfg.test_variant is None:
+        raise ValueError(f"model {name!r} has no tiny test variant registered (test_variant=)")
+    return cfg.test_variant
 
 
 def list_models(task: str | None = None, *, pattern: str | None = None) -> list[str]:

@@ -11,8 +11,10 @@ A :class:`Vocabulary` says what to look for and how each text prompt maps to an 
 - ``thresholds``: a minimum score per class (``{"person": 0.5}``), overriding the caller's default.
 
 Normalisation, applied to every class name, synonym and negative: leading and trailing whitespace
-is stripped and runs of internal whitespace (spaces, tabs, newlines) become one space. Case is
-kept as given, but names are compared case-insensitively: ``"Car"`` and ``"car"`` are duplicates.
+and sentence punctuation (``. ? ! , ; :``, which text detectors use as separators) are stripped
+and runs of internal whitespace (spaces, tabs, newlines) become one space. Case is kept as given,
+but names are compared case-insensitively: ``"Car"``, ``"car"`` and ``"car."`` are duplicates.
+The name :data:`UNKNOWN` is reserved for masks no class fits.
 Every prompt (class name, synonym or negative) must be unique, so each prompt maps to exactly one
 class or to "negative".
 
@@ -34,17 +36,23 @@ from typing import Union
 
 import numpy as np
 
-__all__ = ["ClassesInput", "Vocabulary", "normalize_name"]
+__all__ = ["UNKNOWN", "ClassesInput", "Vocabulary", "normalize_name"]
+
+#: ``class_name`` of a detection no class fits confidently; its ``class_id`` is -1. Reserved:
+#: no class may be called this.
+UNKNOWN = "unknown"
 
 _WHITESPACE = re.compile(r"\s+")
+_EDGE_PUNCTUATION = ".?!,;:"
 
 #: What the public functions accept as a class list.
 ClassesInput = Union["Vocabulary", Sequence[str]]
 
 
 def normalize_name(name: str) -> str:
-    """Strip ``name`` and collapse internal whitespace runs to one space (case is kept)."""
-    return _WHITESPACE.sub(" ", name).strip()
+    """Strip whitespace and sentence punctuation from both ends of ``name`` and collapse
+    internal whitespace runs to one space (case is kept)."""
+    return _WHITESPACE.sub(" ", name).strip().strip(_EDGE_PUNCTUATION).strip()
 
 
 def _check_name(item: object, what: str) -> str:
@@ -53,7 +61,9 @@ def _check_name(item: object, what: str) -> str:
         raise TypeError(f"{what}: expected a str, got {type(item).__name__} {item!r}")
     name = normalize_name(item)
     if not name:
-        raise ValueError(f"{what}: name is empty or only whitespace ({item!r}); remove it")
+        raise ValueError(
+            f"{what}: name is empty or only whitespace and punctuation ({item!r}); remove it"
+        )
     return name
 
 
@@ -114,11 +124,17 @@ class Vocabulary:
             if key in seen:
                 raise ValueError(
                     f"{where}: {prompt!r} duplicates {seen[key]} (names are compared "
-                    f"case-insensitively after whitespace normalisation); remove one of them"
+                    f"case-insensitively after whitespace and punctuation normalisation); "
+                    f"remove one of them"
                 )
             seen[key] = f"{where} {prompt!r}"
 
         for i, name in enumerate(names):
+            if name.casefold() == UNKNOWN:
+                raise ValueError(
+                    f"classes[{i}]: {name!r} is reserved for masks no class fits; rename that "
+                    f"class (e.g. 'unknown object')"
+                )
             claim(name, f"classes[{i}]")
         index = {name.casefold(): i for i, name in enumerate(names)}
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
 from textseg import cli
-from textseg.app import __main__ as app_main
-from textseg.app.server import configure_parser
 
 
 @pytest.fixture
@@ -24,20 +21,15 @@ def no_launch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_default_preset_is_a_real_one():
-    args = configure_parser(argparse.ArgumentParser()).parse_args(["imgs"])
+    args = cli._parser().parse_args(["app", "imgs"])
     assert args.preset == "grounded-sam"
     assert args.sam is None and not args.random_weights
     assert (args.host, args.port) == ("127.0.0.1", 7860)
 
 
-@pytest.mark.parametrize(
-    "main",
-    [lambda argv: cli.main(["app", *argv]), app_main.main],
-    ids=["textseg-app", "python-m-textseg.app"],
-)
-def test_missing_weights_is_one_line(main, folder: Path, capsys, no_launch):
+def test_missing_weights_is_one_line(folder: Path, capsys, no_launch):
     # Offline (the autouse fixture), empty weight cache: the default preset cannot build.
-    assert main([str(folder), "--port", "7999"]) == 1
+    assert cli.main(["app", str(folder), "--port", "7999"]) == 1
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert len(lines) == 1, err

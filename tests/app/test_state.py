@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from textseg._image import list_images
 from textseg.app.state import (
     ANNOTATION_FILE,
     AnnotationSession,
     Click,
     _novel,
-    list_images,
     parse_classes,
 )
 from textseg.io import load_coco, load_instance_masks, load_yolo
@@ -61,7 +61,7 @@ def test_list_images_recursive_skips_exports_and_hidden(tmp_path: Path):
     ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
-    assert list_images(tmp_path) == ["a.png", "b.JPG", "sub/c.jpeg"]
+    assert list_images(tmp_path, exclude=["textseg_export"]) == ["a.png", "b.JPG", "sub/c.jpeg"]
 
 
 # ---------------------------------------------------------------------- clicks

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from textseg._hub import StateDictError, build_model
+from textseg._hub import StateDictError, create_model
 from textseg.detectors import GroundingDinoDetector
 from textseg.detectors.convert_groundingdino import (
     fit_hf_state_dict,
@@ -21,7 +21,7 @@ from textseg.vocab import Vocabulary
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
-    return build_model("grounding-dino-tiny-test", task="detector")
+    return create_model("grounding-dino-tiny-test", task="detector")
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_official_checkpoint_with_a_missing_key_fails_loudly(tmp_path, net) -> N
             "model.text_projection.weight"
         ),
     ):
-        build_model("grounding-dino-official-tiny-test", task="detector", checkpoint=path)
+        create_model("grounding-dino-official-tiny-test", task="detector", checkpoint=path)
 
 
 def legacy_hub_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -232,7 +232,7 @@ def test_legacy_hub_checkpoint_loads_through_the_registry(tmp_path, net) -> None
 
     legacy = {k: v.clone().contiguous() for k, v in legacy_hub_layout(net.state_dict()).items()}
     save_file(legacy, str(tmp_path / "model.safetensors"))
-    loaded = build_model(
+    loaded = create_model(
         "grounding-dino-tiny-test", task="detector", checkpoint=tmp_path / "model.safetensors"
     )
     for key, value in net.state_dict().items():

@@ -11,7 +11,7 @@ import pytest
 import supervision as sv
 import torch
 
-from textseg._hub import build_model
+from textseg._hub import create_model
 from textseg._image import to_rgb_uint8
 from textseg.detectors import GroundingDinoDetector, build_detector
 from textseg.detectors.base import PostprocessConfig, postprocess_detections
@@ -324,14 +324,14 @@ def test_checkpoint_folder_with_vocab(tmp_path) -> None:
     """A Hub-style folder: model.safetensors + vocab.txt; the tokenizer comes from the folder."""
     from safetensors.torch import save_file
 
-    net = build_model("grounding-dino-tiny-test", task="detector")
+    net = create_model("grounding-dino-tiny-test", task="detector")
     # The tied box heads are saved once (bbox_embed.0), as save_pretrained writes them.
     tied = re.compile(r"model\.decoder\.bbox_embed\..*|bbox_embed\.[1-9]\d*\..*")
     state = {k: v.clone() for k, v in net.state_dict().items() if not tied.fullmatch(k)}
     save_file(state, str(tmp_path / "model.safetensors"))
     vocab = sorted(net.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     (tmp_path / "vocab.txt").write_text("\n".join(t for t, _ in vocab) + "\n")
-    loaded = build_model("grounding-dino-tiny-test", task="detector", checkpoint=tmp_path)
+    loaded = create_model("grounding-dino-tiny-test", task="detector", checkpoint=tmp_path)
     assert loaded.tokenizer is not net.tokenizer
     assert loaded.tokenizer("car door")["input_ids"] == net.tokenizer("car door")["input_ids"]
     for k, v in net.state_dict().items():
@@ -347,7 +347,11 @@ def test_build_detector_picks_grounding_dino() -> None:
     ("classes", "error", "message"),
     [
         ([], ValueError, "classes: expected at least one class name, got an empty list"),
-        (["cat", "   "], ValueError, "classes[1]: name is empty or only whitespace ('   ')"),
+        (
+            ["cat", "   "],
+            ValueError,
+            "classes[1]: name is empty or only whitespace and punctuation ('   ')",
+        ),
         (["cat", "dog", "CAT"], ValueError, "classes[2]: 'CAT' duplicates classes[0] 'cat'"),
         (["cat", 7], TypeError, "classes[1]: expected a str, got int 7"),
         ("cat . dog .", TypeError, "classes: expected a list of str, got the str 'cat . dog .'"),

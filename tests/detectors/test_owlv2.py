@@ -11,7 +11,7 @@ import pytest
 import supervision as sv
 import torch
 
-from textseg._hub import build_model
+from textseg._hub import create_model
 from textseg._image import to_rgb_uint8
 from textseg.detectors import Owlv2Detector, build_detector
 from textseg.detectors.owlv2 import pad_to_square
@@ -166,14 +166,14 @@ def test_checkpoint_folder_with_tokenizer(tmp_path) -> None:
     """A Hub-style folder: weights (with an old persistent position_ids buffer), vocab, merges."""
     from safetensors.torch import save_file
 
-    net = build_model("owlv2-tiny-test", task="detector")
+    net = create_model("owlv2-tiny-test", task="detector")
     state = {k: v.clone() for k, v in net.state_dict().items()}
     state["owlv2.text_model.embeddings.position_ids"] = torch.arange(16)[None]
     save_file(state, str(tmp_path / "model.safetensors"))
     vocab, merges = _clip_vocab_and_merges()
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
     (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges))
-    loaded = build_model("owlv2-tiny-test", task="detector", checkpoint=tmp_path)
+    loaded = create_model("owlv2-tiny-test", task="detector", checkpoint=tmp_path)
     assert loaded.tokenizer is not net.tokenizer
     assert loaded.tokenizer("a photo of a cat")["input_ids"] == [
         49406,

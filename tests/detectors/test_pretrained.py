@@ -60,7 +60,7 @@ def test_published_entries(name, repo, files, loader) -> None:
     assert cfg.weights is not None and not cfg.is_test
     assert cfg.weights.hf_repo == repo and cfg.weights.hf_files == files
     assert cfg.weights.license == "Apache-2.0"
-    entry_loader = cfg.arch["loader"]
+    entry_loader = cfg.loader
     if isinstance(entry_loader, functools.partial):
         assert entry_loader.keywords == {"vocab": BERT_VOCAB}
         entry_loader = entry_loader.func

@@ -18,8 +18,9 @@ import supervision as sv
 from PIL import Image
 
 from textseg.eval import EvalDataset, farthest_interior_point, load_dataset
+from textseg.io.counts import count_classes
 from textseg.io.rle import CompactMasks, encode_mask
-from textseg.pipelines import Result, count_classes
+from textseg.pipelines import Result
 from textseg.vocab import Vocabulary
 
 H, W = 48, 64
@@ -208,7 +209,7 @@ class OracleSegmenter:
         )
         masks = CompactMasks.from_dense(gt.mask[keep]) if keep.any() else CompactMasks([], h, w)
         timings = {"encode": 1.0, "prompt": 2.0, "decode": 3.0, "label": 0.0, "total": 6.0}
-        return Result("image[0]", (h, w), count_classes(names, vocab.names), timings, boxes, masks)
+        return Result("image[0]", (h, w), count_classes(boxes, vocab.names), timings, boxes, masks)
 
 
 class OracleLabeler:

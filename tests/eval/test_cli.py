@@ -93,7 +93,7 @@ def test_tiny_preset_report_structure(tiny_run: tuple[int, str, Path], data_dir:
         assert 0.0 <= report["protocols"]["box"]["metrics"][key] <= 1.0
     assert 0.0 <= report["protocols"]["text"]["metrics"]["ap"] <= 1.0
     stages = report["timings"]["pipeline_ms"]
-    assert set(stages) == {"encode", "prompt", "decode", "label", "total"}
+    assert set(stages) == {"encode", "prompt", "decode", "label", "dedup", "total"}
     assert report["timings"]["sam_cache"]["misses"] == 3  # each image encoded once
     assert set(report["protocols"]["box"]["timings"]) == {"encode", "decode", "wall_s"}
     md = (out / "report.md").read_text()

@@ -94,7 +94,7 @@ class OracleSam:
         name = self.detector.file_for(image)
         import torch
 
-        return ImageEmbedding(name, torch.zeros(1), image.shape[:2], image.shape[:2])
+        return ImageEmbedding(name, "test", torch.zeros(1), image.shape[:2], image.shape[:2])
 
     def predict(self, emb: ImageEmbedding, prompts, multimask_output="auto") -> sv.Detections:
         masks, _ = self.gt.masks(emb.key)

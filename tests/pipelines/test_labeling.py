@@ -36,8 +36,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from textseg.cli import label as labeling_cli
 from textseg.io.counts import load_counts_csv
-from textseg.pipelines import TextSegmenter, labeling, labeling_cli
+from textseg.pipelines import TextSegmenter, labeling
 from textseg.pipelines.labeling import LabelReport, label_folder, list_images
 from textseg.vocab import Vocabulary
 
@@ -142,7 +143,7 @@ def _run_cli_and_kill(
     code = (
         "import argparse, sys\n"
         "import textseg\n"
-        "from textseg.pipelines import labeling_cli\n"
+        "from textseg.cli import label as labeling_cli\n"
         "print('ray imported:', 'ray' in sys.modules, flush=True)\n"
         "parser = argparse.ArgumentParser()\n"
         "labeling_cli.add_parser(parser.add_subparsers())\n"

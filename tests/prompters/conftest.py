@@ -13,11 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import supervision as sv
-import torch
 
 from textseg._image import load_image
-from textseg.clip import ClipEncoder, load_clip
-from textseg.sam import SamCore
 from textseg.vocab import Vocabulary
 
 #: Bad class lists every prompter must refuse, with the exact error (from the shared Vocabulary).
@@ -31,20 +28,22 @@ BAD_CLASSES = [
     pytest.param(
         ["cat", ""],
         ValueError,
-        r"^classes\[1\]: name is empty or only whitespace \(''\); remove it$",
+        r"^classes\[1\]: name is empty or only whitespace and punctuation \(''\); remove it$",
         id="empty-name",
     ),
     pytest.param(
         [" \t\n "],
         ValueError,
-        r"^classes\[0\]: name is empty or only whitespace \(' \\t\\n '\); remove it$",
+        r"^classes\[0\]: name is empty or only whitespace and punctuation "
+        r"\(' \\t\\n '\); remove it$",
         id="whitespace-name",
     ),
     pytest.param(
         ["cat", " Cat "],
         ValueError,
         r"^classes\[1\]: 'Cat' duplicates classes\[0\] 'cat' \(names are compared "
-        r"case-insensitively after whitespace normalisation\); remove one of them$",
+        r"case-insensitively after whitespace and punctuation normalisation\); "
+        r"remove one of them$",
         id="duplicate",
     ),
     pytest.param(
@@ -79,24 +78,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def long_name() -> str:
     return LONG_NAME
-
-
-@pytest.fixture(scope="session")
-def core() -> SamCore:
-    torch.manual_seed(0)
-    return SamCore("sam-vit-tiny-test")
-
-
-@pytest.fixture(scope="session")
-def oc_clip() -> ClipEncoder:
-    torch.manual_seed(0)
-    return load_clip("clip-vit-tiny-test")
-
-
-@pytest.fixture(scope="session")
-def hf_clip() -> ClipEncoder:
-    torch.manual_seed(0)
-    return load_clip("hf-clip-vit-tiny-test")
 
 
 @pytest.fixture(scope="session")

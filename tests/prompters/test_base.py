@@ -1,4 +1,4 @@
-"""ClassPrompts, attach_prompts and predict_masks: the result every prompter returns."""
+"""ClassPrompts, the result every prompter returns, and how the pipeline decodes it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from textseg.prompters import ClassPrompts, attach_prompts, predict_masks
+from textseg.pipelines import attach_prompts, decode_prompts
+from textseg.prompters import ClassPrompts
 from textseg.sam.prompts import Prompts
 
 
@@ -39,7 +40,7 @@ def test_empty_has_the_declared_fields() -> None:
 
 def test_attach_prompts_carries_classes_to_the_masks(core, coco_image: np.ndarray) -> None:
     cp = _prompts()
-    dets = predict_masks(core, coco_image, cp, multimask_output=True, return_all=True)
+    dets = decode_prompts(core, coco_image, cp, multimask_output=True, return_all=True)
     assert len(dets) == 9  # three candidates per prompt, all kept
     index = np.repeat([0, 1, 2], 3)
     np.testing.assert_array_equal(dets.data["prompt_index"], index)
@@ -49,7 +50,7 @@ def test_attach_prompts_carries_classes_to_the_masks(core, coco_image: np.ndarra
     scored = np.isfinite(cp.confidence[index])
     np.testing.assert_array_equal(dets.confidence[scored], cp.confidence[index][scored])
     np.testing.assert_array_equal(dets.confidence[~scored], dets.data["sam_iou"][~scored])
-    np.testing.assert_array_equal(dets.data["prompt_confidence"], cp.confidence[index])
+    assert dets.data["class_name"].tolist() == ["cat"] * 3 + ["dog"] * 3 + ["unknown"] * 3
 
 
 @pytest.mark.parametrize(

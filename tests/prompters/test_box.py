@@ -8,7 +8,8 @@ import supervision as sv
 import torch
 
 from textseg.detectors import build_detector
-from textseg.prompters import BoxPrompter, ClassPrompts, Prompter, predict_masks
+from textseg.pipelines import decode_prompts
+from textseg.prompters import BoxPrompter, ClassPrompts, Prompter
 from textseg.vocab import Vocabulary
 
 BOXES = [[10.5, 20.25, 200.0, 220.75], [300.0, 40.0, 620.0, 470.0], [0.0, 0.0, 64.0, 48.0]]
@@ -86,7 +87,7 @@ def test_box_threshold_reaches_the_detector(oracle, coco_image: np.ndarray) -> N
 
 def test_end_to_end_into_sam(oracle, core, coco_image, assert_detections) -> None:
     prompter = BoxPrompter(oracle, add_center_point=True)
-    dets = predict_masks(core, coco_image, prompter.prompts(coco_image, ["dog", "cat"]))
+    dets = decode_prompts(core, coco_image, prompter.prompts(coco_image, ["dog", "cat"]))
     assert_detections(dets, coco_image, n=3)
     np.testing.assert_array_equal(dets.class_id, CLASS_ID)
     np.testing.assert_array_equal(dets.confidence, np.asarray(SCORES, np.float32))
@@ -102,7 +103,7 @@ def test_end_to_end_with_a_tiny_grounding_dino(
     prompter = BoxPrompter(grounding_dino, box_threshold=0.0)
     cp = prompter.prompts(coco_image, ["dog", "cat"])
     assert len(cp) > 0  # threshold 0 keeps the random model's boxes
-    dets = predict_masks(core, coco_image, cp)
+    dets = decode_prompts(core, coco_image, cp)
     assert_detections(dets, coco_image, n=len(cp))
     assert set(dets.class_id.tolist()) <= {0, 1}
     names = np.array(["dog", "cat"])[dets.class_id]
@@ -116,7 +117,7 @@ def test_nothing_detected_is_an_empty_result(oracle_detector, core, coco_image) 
     assert cp.class_names == ("dog",)
     assert set(cp.data) == {"class_name", "prompt", "box"}
     assert cp.data["box"].shape == (0, 4)
-    dets = predict_masks(core, coco_image, cp)
+    dets = decode_prompts(core, coco_image, cp)
     assert len(dets) == 0
     assert dets.mask.shape == (0, *coco_image.shape[:2])
 

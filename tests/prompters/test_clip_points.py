@@ -10,17 +10,22 @@ import supervision as sv
 import torch
 import torch.nn.functional as F
 
-from textseg.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipEncoder, OpenClipEncoder
+from textseg.clip import (
+    DEFAULT_BACKGROUND,
+    DEFAULT_TEMPLATES,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    ClipEncoder,
+    OpenClipEncoder,
+)
+from textseg.pipelines import ClipMaskSelector, decode_prompts
 from textseg.prompters import (
     ClipPointPrompter,
     GridGeometry,
     InstancePoints,
     Prompter,
-    choose_by_clip,
-    masked_crop,
     similarity_to_points,
 )
-from textseg.prompters.clip_points import DEFAULT_BACKGROUND, DEFAULT_TEMPLATES
 from textseg.vocab import Vocabulary
 
 H, W = 24, 32
@@ -278,11 +283,12 @@ def _hand_dense(encoder: ClipEncoder, image: np.ndarray, attention: str) -> torc
         return F.normalize(tokens @ proj, dim=-1).reshape(gh, gw, -1)
 
 
-def _text(encoder: ClipEncoder, words: list[str]) -> torch.Tensor:
-    """Template-ensembled, normalised embeddings, one row per word."""
+def _text(encoder: ClipEncoder, groups: list[list[str]]) -> torch.Tensor:
+    """One row per group of words: the renormalised mean over every templated word."""
     rows = []
-    for word in words:
-        emb = encoder.encode_text([t.format(word) for t in DEFAULT_TEMPLATES])
+    for words in groups:
+        texts = [t.format(word) for word in words for t in DEFAULT_TEMPLATES]
+        emb = F.normalize(encoder.encode_text(texts), dim=-1)
         rows.append(F.normalize(emb.mean(dim=0), dim=0))
     return torch.stack(rows)
 
@@ -302,11 +308,10 @@ def test_similarity_maps_match_a_hand_computed_maskclip(
     sims, geometry = prompter.similarity_maps(image, vocab)
 
     dense = _hand_dense(encoder, image, attention)
-    dog, puppy, sky = _text(encoder, ["dog", "puppy", "Sky"])
-    classes = F.normalize(torch.stack([F.normalize((dog + puppy) / 2, dim=0), sky]), dim=-1)
+    classes = _text(encoder, [["dog", "puppy"], ["Sky"]])
     # "sky" is a class here, so it leaves the background; the negative joins it.
-    background = [b for b in DEFAULT_BACKGROUND if b != "sky"] + ["toy dog"]
-    bg = _text(encoder, background)
+    background = ["toy dog"] + [b for b in DEFAULT_BACKGROUND if b != "sky"]
+    bg = _text(encoder, [[b] for b in background])
     expected = torch.einsum("hwd,kd->khw", dense, classes)
     expected = expected - torch.einsum("hwd,kd->khw", dense, bg).amax(dim=0, keepdim=True)
 
@@ -361,7 +366,7 @@ def test_prompts_from_known_maps(oc_clip: ClipEncoder, coco_image: np.ndarray) -
         assert 0 <= negative[0] <= 640 and 0 <= negative[1] <= 480
         nr, nc = int(negative[1] // cell_h), int(negative[0] // cell_w)
         assert dog[nr, nc] == pytest.approx(-0.2)  # a low cell
-    margin = cp.data["clip_margin"]
+    margin = cp.data["point_margin"]
     assert (margin > 0).all() and margin[0] >= margin[1] - 1e-6
     expected = 1 / (1 + np.exp(-oc_clip.logit_scale * margin))
     np.testing.assert_allclose(cp.confidence, expected, rtol=1e-5)
@@ -386,7 +391,7 @@ def test_per_class_thresholds_are_minimum_confidences(
     np.testing.assert_array_equal(cp.class_id, [0, 1, 1])  # the weak dog is gone, cats stay
     np.testing.assert_array_equal(cp.confidence, everything.confidence[[0, 2, 3]])
     np.testing.assert_array_equal(cp.prompts.points, everything.prompts.points[[0, 2, 3]])
-    assert cp.data["clip_margin"].tolist() == everything.data["clip_margin"][[0, 2, 3]].tolist()
+    assert cp.data["point_margin"].tolist() == everything.data["point_margin"][[0, 2, 3]].tolist()
     none = prompter.prompts(
         coco_image, Vocabulary(["dog", "cat"], thresholds={"dog": 1.0, "cat": 1.0})
     )
@@ -401,9 +406,9 @@ def test_nothing_found_is_an_explicit_empty_result(
     cp = prompter.prompts(coco_image, ["dog", "cat"])
     assert len(cp) == 0
     assert cp.class_names == ("dog", "cat")
-    assert set(cp.data) == {"class_name", "prompt", "point", "clip_margin"}
+    assert set(cp.data) == {"class_name", "prompt", "point", "point_margin"}
     assert cp.data["point"].shape == (0, 2)
-    dets = prompter.segment(core, coco_image, ["dog", "cat"])
+    dets = decode_prompts(core, coco_image, cp)
     assert isinstance(dets, sv.Detections) and len(dets) == 0
     assert dets.mask.shape == (0, *coco_image.shape[:2])
 
@@ -419,129 +424,15 @@ def test_end_to_end_into_sam(
     cp = prompter.prompts(coco_image, classes)
     assert 1 <= len(cp) <= 4
     assert cp.prompts.check_inside(480, 640) is None
-    dets = prompter.segment(core, coco_image, classes)
+    dets = decode_prompts(core, coco_image, cp, selector=ClipMaskSelector(encoder))
     assert_detections(dets, coco_image, n=len(cp))  # one chosen mask per prompt
     np.testing.assert_array_equal(dets.class_id, cp.class_id)
     assert dets.data["class_name"].tolist() == [classes[c] for c in dets.class_id]
     np.testing.assert_array_equal(dets.data["prompt_index"], np.arange(len(cp)))
     assert set(dets.data["mask_index"].tolist()) <= {1, 2, 3}
-    for key in ("clip_score", "clip_prob", "choice_score", "clip_margin", "sam_iou"):
+    for key in ("selection_score", "point_margin", "sam_iou"):
         assert dets.data[key].shape == (len(dets),)
     np.testing.assert_array_equal(dets.confidence, cp.confidence)
-
-
-# ------------------------------------------------------------------ choosing by CLIP
-
-
-class _ColourClip:
-    """A stand-in CLIP that sees colours: the embedding of a crop is its fraction of red,
-    blue and other pixels, ignoring the blanked (fill-coloured) ones."""
-
-    pixel_mean = (128.0, 128.0, 128.0)
-    logit_scale = 100.0
-
-    def encode_images(self, images, *, batch_size: int = 32) -> torch.Tensor:
-        rows = []
-        for image in images:
-            px = image.reshape(-1, 3).astype(int)
-            content = px[(px != 128).any(axis=1)]
-            red = ((content[:, 0] > 200) & (content[:, 2] < 50)).sum()
-            blue = ((content[:, 2] > 200) & (content[:, 0] < 50)).sum()
-            rows.append([red, blue, len(content) - red - blue + 1e-3])
-        return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
-
-
-def _colour_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    image = np.zeros((60, 80, 3), np.uint8)
-    image[...] = (20, 20, 230)  # blue
-    image[20:40, 30:50] = (230, 20, 20)  # a red square
-    red = np.zeros((60, 80), bool)
-    red[20:40, 30:50] = True
-    frame = np.zeros((60, 80), bool)  # blue pixels around the square: its box holds red
-    frame[10:50, 20:60] = True
-    frame &= ~red
-    whole = np.ones((60, 80), bool)
-    return image, red, frame, whole
-
-
-def _candidates(masks: list[np.ndarray], prompt_index: list[int], iou: list[float]):
-    stack = np.stack(masks)
-    return sv.Detections(
-        xyxy=np.zeros((len(masks), 4), np.float32),
-        mask=stack,
-        confidence=np.asarray(iou, np.float32),
-        data={
-            "prompt_index": np.asarray(prompt_index),
-            "sam_iou": np.asarray(iou, np.float32),
-            "mask_index": np.tile([1, 2, 3], len(masks) // 3),
-        },
-    )
-
-
-def test_choose_by_clip_scores_the_masked_region() -> None:
-    image, red, frame, whole = _colour_scene()
-    empty = np.zeros_like(red)
-    dets = _candidates(
-        [red, whole, empty, red, frame, whole], [0, 0, 0, 1, 1, 1], [0.2, 0.9, 0.99, 0.9, 0.1, 0.8]
-    )
-    text = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # "red", "blue"
-    clip = _ColourClip()
-
-    by_clip = choose_by_clip(image, dets, clip, text, clip_weight=1.0)
-    assert len(by_clip) == 2
-    np.testing.assert_array_equal(by_clip.data["prompt_index"], [0, 1])
-    # The red square for "red"; for "blue" the frame: its box is half red, but the pixels
-    # outside the mask are blanked, so only the blue ones are scored.
-    np.testing.assert_array_equal(by_clip.mask[0], red)
-    np.testing.assert_array_equal(by_clip.mask[1], frame)
-    assert by_clip.data["clip_score"][1] == pytest.approx(1.0, abs=1e-3)
-    assert (by_clip.data["clip_prob"] > 0.5).all()
-
-    by_sam = choose_by_clip(image, dets, clip, text, clip_weight=0.0)
-    # SAM's IoU alone, but the empty mask (IoU 0.99) is never picked.
-    np.testing.assert_array_equal(by_sam.mask[0], whole)
-    np.testing.assert_array_equal(by_sam.mask[1], red)
-    np.testing.assert_allclose(by_sam.data["choice_score"], [0.9, 0.9], rtol=1e-6)
-
-
-def test_choose_by_clip_bad_input() -> None:
-    image, red, _, whole = _colour_scene()
-    dets = _candidates([red, whole, red], [0, 0, 0], [0.1, 0.2, 0.3])
-    clip = _ColourClip()
-    with pytest.raises(ValueError, match=r"^clip_weight: expected a number in \[0, 1\], got 2$"):
-        choose_by_clip(image, dets, clip, torch.ones(3), clip_weight=2)
-    with pytest.raises(ValueError, match=r"^detections: masks are \(60, 80\) but the image is"):
-        choose_by_clip(image[:10], dets, clip, torch.ones(3))
-    with pytest.raises(ValueError, match=r"^text_embeddings: 1 rows, but detections refer to"):
-        choose_by_clip(
-            image, _candidates([red] * 6, [0, 0, 0, 1, 1, 1], [0.1] * 6), clip, torch.ones(1, 3)
-        )
-    no_index = sv.Detections(xyxy=np.zeros((1, 4), np.float32), mask=red[None])
-    with pytest.raises(ValueError, match=r"^detections: expected data\['prompt_index'\]"):
-        choose_by_clip(image, no_index, clip, torch.ones(3))
-
-
-def test_masked_crop_blanks_everything_outside_the_mask() -> None:
-    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-    mask = np.zeros((40, 60), bool)
-    mask[5:15, 30:50] = True  # 10 x 20
-    mask[10, 30] = False
-    crop = masked_crop(image, mask, fill=(1, 2, 3), margin=0.1)
-    side = math.ceil(20 * 1.2)
-    assert crop.shape == (side, side, 3)
-    top, left = (5 + 15 - side) // 2, (30 + 50 - side) // 2
-    window = np.zeros((side, side), bool)
-    window[5 - top : 15 - top, 30 - left : 50 - left] = mask[5:15, 30:50]
-    np.testing.assert_array_equal(crop[window], image[5:15, 30:50][mask[5:15, 30:50]])
-    assert (crop[~window] == (1, 2, 3)).all()
-    # At the border: the part outside the image is filled too.
-    corner = np.zeros((40, 60), bool)
-    corner[:4, :4] = True
-    out = masked_crop(image, corner, fill=(9, 9, 9), margin=0.5)
-    assert out.shape == (8, 8, 3)
-    assert (out[:2] == 9).all() and (out[:, :2] == 9).all()
-    np.testing.assert_array_equal(out[2:6, 2:6], image[:4, :4])
-    assert masked_crop(image, np.zeros((40, 60), bool), fill=(0, 0, 0)) is None
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -612,12 +503,11 @@ def test_a_name_of_77_tokens_with_its_template_is_refused_but_shorter_ones_work(
         (
             dict(templates=["a photo"]),
             ValueError,
-            r"^templates: each needs exactly one '\{\}', "
-            r"got 'a photo'$",
+            r"^templates\[0\] = 'a photo': expected a str with exactly one '\{\}'",
         ),
-        (dict(templates=[]), ValueError, r"^templates: expected at least one text, got none$"),
-        (dict(templates="a {}"), TypeError, r"^templates: expected a list of str, got str$"),
-        (dict(background=[1]), TypeError, r"^background: expected str items, got int 1$"),
+        (dict(templates=[]), ValueError, r"^templates: expected at least one template"),
+        (dict(templates="a {}"), TypeError, r"^templates: expected a list of str, got the str"),
+        (dict(background=[1]), ValueError, r"^background\[0\] = 1: expected a non-empty str$"),
         (dict(threshold=-0.5), ValueError, r"^threshold: expected a number in \[0, 1\]"),
         (dict(upsample=0), ValueError, r"^upsample: expected an int >= 1, got 0$"),
         (dict(sigma=-0.5), ValueError, r"^sigma: expected a number >= 0 \(cells\), got -0.5$"),

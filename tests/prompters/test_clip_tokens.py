@@ -11,22 +11,21 @@ import open_clip
 import pytest
 import torch
 
-from textseg._hub import build_model
+from textseg._hub import create_model
 from textseg._registry import get_model_cfg, list_models
-from textseg.clip import ClipEncoder
+from textseg.clip import ClipEncoder, TextEmbedder
+from textseg.pipelines import TextSegmenter, decode_prompts
 from textseg.prompters import (
     ClipPointPrompter,
     ClipTokenPrompter,
     ExperimentalWarning,
     Prompter,
     TextPromptAdapter,
-    class_text_embeddings,
-    predict_masks,
     text_adapter_for,
 )
-from textseg.prompters.train_text_prompt import decode_tokens
 from textseg.sam import SamCore
 from textseg.sam.modeling.sam import build_sam_vit
+from textseg.train.text_prompt import decode_tokens
 
 TINY = "sam-vit-tiny+clip-vit-tiny-text-adapter-tiny-test"
 
@@ -53,6 +52,11 @@ def decoder_calls(core: SamCore, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     return calls
 
 
+def _segment(prompter, core, image, classes):
+    """The pipeline's decode path for one prompter's prompts."""
+    return decode_prompts(core, image, prompter.prompts(image, classes))
+
+
 def _quiet(func, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
@@ -77,7 +81,7 @@ def test_tokens_reach_the_decoder(
     assert np.isnan(cp.confidence).all()
     assert cp.multimask is False
 
-    dets = predict_masks(core, coco_image, cp)
+    dets = decode_prompts(core, coco_image, cp)
     sent = torch.cat([c["embeddings"] for c in decoder_calls])
     assert sent.shape == (3, k, dim)
     np.testing.assert_array_equal(sent.numpy(), cp.prompts.embeddings)
@@ -106,7 +110,7 @@ def test_256_d_tokens_reach_a_published_size_decoder(
         return original(*args, embeddings=embeddings, **kwargs)
 
     monkeypatch.setattr(core.backend, "decode", spy)
-    dets = _quiet(prompter.segment, core, coco_image, ["dog", "cat", "person"])
+    dets = _quiet(_segment, prompter, core, coco_image, ["dog", "cat", "person"])
     tokens = torch.cat(sent)
     assert tokens.shape == (3, 2, 256)
     np.testing.assert_array_equal(tokens.numpy(), prompter.tokens(["dog", "cat", "person"]))
@@ -118,7 +122,7 @@ def test_tokens_are_the_adapter_of_the_class_text_embedding(
     prompter: ClipTokenPrompter, oc_clip: ClipEncoder
 ) -> None:
     tokens = prompter.tokens(["dog", "cat"])
-    text = class_text_embeddings(oc_clip, ["dog", "cat"], prompter.templates)
+    text = TextEmbedder(oc_clip, prompter.templates, background=())(["dog", "cat"]).classes
     with torch.no_grad():
         expected = prompter.adapter(text).numpy()
     np.testing.assert_allclose(tokens, expected, rtol=0, atol=1e-6)
@@ -158,7 +162,11 @@ def test_end_to_end_into_sam(
     prompter: ClipTokenPrompter, core: SamCore, coco_image: np.ndarray, assert_detections
 ) -> None:
     with pytest.warns(ExperimentalWarning):
-        dets = prompter.segment(core, coco_image, ["dog", "cat"])
+        result = TextSegmenter(prompter, core, dedup_iou=1.01, dedup_containment=None).segment(
+            coco_image, ["dog", "cat"]
+        )
+    dets = result.detections
+    dets = dets[np.argsort(dets.data["prompt_index"])]
     assert_detections(dets, coco_image, n=2)
     np.testing.assert_array_equal(dets.class_id, [0, 1])
     assert dets.data["class_name"].tolist() == ["dog", "cat"]
@@ -176,13 +184,13 @@ def test_text_with_given_points(
     np.testing.assert_array_equal(cp.prompts.points, points.astype(np.float32))
     assert cp.prompts.embeddings.shape[:2] == (2, prompter.adapter.num_tokens)
     assert cp.multimask == "auto"
-    dets = predict_masks(core, coco_image, cp)
+    dets = decode_prompts(core, coco_image, cp)
     assert dets.mask.shape == (2, 480, 640)
     np.testing.assert_array_equal(dets.class_id, [0, 1])
     assert all(c["points"] is not None and "embeddings" in c for c in decoder_calls)
     # The text tokens change the masks cut from the same points.
     plain = core.predict(coco_image, points=points, point_labels=labels, multimask_output=False)
-    with_text = predict_masks(core, coco_image, cp, multimask_output=False)
+    with_text = decode_prompts(core, coco_image, cp, multimask_output=False)
     assert not np.array_equal(plain.data["sam_iou"], with_text.data["sam_iou"])
 
 
@@ -199,7 +207,7 @@ def test_text_with_a_point_prompter(
     np.testing.assert_array_equal(cp.class_id, found.class_id)
     tokens = prompter.tokens(["dog", "cat"])
     np.testing.assert_array_equal(cp.prompts.embeddings, tokens[found.class_id])
-    dets = _quiet(prompter.segment, core, coco_image, ["dog", "cat"])
+    dets = _quiet(_segment, prompter, core, coco_image, ["dog", "cat"])
     assert_detections(dets, coco_image, n=len(found))
     np.testing.assert_array_equal(dets.class_id, found.class_id)
 
@@ -209,13 +217,13 @@ def test_text_with_a_point_prompter(
 )
 def test_published_pairs_map_clip_embeddings_to_256_d_sam_tokens(name: str) -> None:
     cfg = get_model_cfg(name, "text-prompt")
-    sam_cfg = get_model_cfg(cfg.arch["sam"], "sam")
-    clip_cfg = get_model_cfg(cfg.arch["clip"], "clip")
+    sam_cfg = get_model_cfg(cfg.pairing["sam"], "sam")
+    clip_cfg = get_model_cfg(cfg.pairing["clip"], "clip")
     assert sam_cfg.arch.get("prompt_embed_dim", 256) == cfg.arch["prompt_dim"] == 256
     clip_dim = open_clip.get_model_config(clip_cfg.arch["open_clip_config"])["embed_dim"]
     assert cfg.arch["clip_dim"] == clip_dim
-    assert text_adapter_for(cfg.arch["sam"], cfg.arch["clip"]) in list_models("text-prompt")
-    adapter = build_model(cfg, pretrained=False)
+    assert text_adapter_for(cfg.pairing["sam"], cfg.pairing["clip"]) in list_models("text-prompt")
+    adapter = create_model(cfg, pretrained=False)
     assert isinstance(adapter, TextPromptAdapter)
     with torch.no_grad():
         tokens = adapter(torch.nn.functional.normalize(torch.randn(5, clip_dim), dim=-1))
@@ -278,7 +286,11 @@ def test_name_too_long(prompter: ClipTokenPrompter, coco_image: np.ndarray, long
             TypeError,
             r"^point_prompter: expected a ClipPointPrompter, got str$",
         ),
-        (dict(templates=["photo"]), ValueError, r"^templates: each needs exactly one"),
+        (
+            dict(templates=["photo"]),
+            ValueError,
+            r"^templates\[0\] = 'photo': expected a str with exactly one",
+        ),
         (
             dict(checkpoint="/nonexistent/adapter"),
             Exception,
@@ -339,7 +351,7 @@ def test_a_sam_that_takes_no_tokens_is_refused(
 ) -> None:
     hf_core = SamCore("hf-sam-tiny-test")
     with pytest.raises(ValueError, match=r"^core: token prompts need a segment_anything SAM"):
-        prompter.segment(hf_core, coco_image, ["dog"])
+        TextSegmenter(prompter, hf_core)
 
 
 def test_adapter_input_check() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textseg.prompters import GridPrompter, Prompter, predict_masks
+from textseg.pipelines import decode_prompts
+from textseg.prompters import GridPrompter, Prompter
 
 
 def test_is_a_prompter() -> None:
@@ -35,13 +36,13 @@ def test_classes_are_optional(coco_image: np.ndarray) -> None:
 
 def test_end_to_end_into_sam(core, coco_image, assert_detections) -> None:
     cp = GridPrompter(3).prompts(coco_image, ["dog"])
-    dets = predict_masks(core, coco_image, cp)
+    dets = decode_prompts(core, coco_image, cp)
     assert_detections(dets, coco_image, n=9)  # multimask: the best of three per point
     np.testing.assert_array_equal(dets.class_id, np.full(9, -1))
     assert set(dets.data["mask_index"].tolist()) <= {1, 2, 3}  # a multimask output
     # Unscored prompts take SAM's predicted IoU as confidence.
     np.testing.assert_array_equal(dets.confidence, dets.data["sam_iou"])
-    all_three = predict_masks(core, coco_image, cp, return_all=True)
+    all_three = decode_prompts(core, coco_image, cp, return_all=True)
     assert_detections(all_three, coco_image, n=27)
     np.testing.assert_array_equal(all_three.data["prompt_index"], np.repeat(np.arange(9), 3))
 

@@ -8,7 +8,7 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.utils.amg import build_point_grid, generate_crop_boxes
 
-from textseg._hub import build_model
+from textseg._hub import create_model
 from textseg.sam import AutomaticMaskGenerator, SamCore
 from textseg.sam.automatic import crop_boxes, point_grid
 
@@ -34,7 +34,7 @@ def _image() -> np.ndarray:
 @pytest.fixture(scope="module")
 def sam() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model("sam-vit-tiny-test", pretrained=False)
+    return create_model("sam-vit-tiny-test", pretrained=False)
 
 
 @pytest.mark.parametrize("crop_n_layers", [0, 1])

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from textseg._hub import StateDictError, build_model
+from textseg._hub import StateDictError, create_model
 from textseg._registry import get_model_cfg
 from textseg.sam.modeling.convert import (
     HF_PE_KEYS,
@@ -31,8 +31,8 @@ def state_dicts(request: pytest.FixtureRequest) -> tuple[dict, dict]:
     """(segment_anything state dict, transformers state dict) of random-init models."""
     sam_name, hf_name = PAIRS[request.param]
     torch.manual_seed(0)
-    sam = build_model(sam_name, task="sam", pretrained=False)
-    hf = build_model(hf_name, task="sam", pretrained=False)
+    sam = create_model(sam_name, task="sam", pretrained=False)
+    hf = create_model(hf_name, task="sam", pretrained=False)
     return sam.state_dict(), hf.state_dict()
 
 
@@ -69,7 +69,7 @@ def test_reverse_round_trip_is_identity(state_dicts: tuple[dict, dict]) -> None:
 
 
 def test_positional_encoding_fills_both_tied_keys() -> None:
-    sam = build_model("sam-vit-tiny-test", pretrained=False)
+    sam = create_model("sam-vit-tiny-test", pretrained=False)
     sam_sd = sam.state_dict()
     converted = sam_to_hf_state_dict(sam_sd)
     matrix = sam_sd[SAM_PE_KEY]
@@ -78,8 +78,8 @@ def test_positional_encoding_fills_both_tied_keys() -> None:
 
 def test_converted_weights_load_strictly_both_ways() -> None:
     torch.manual_seed(1)
-    sam = build_model("sam-vit-tiny-test", pretrained=False)
-    hf = build_model("hf-sam-tiny-test", pretrained=False)
+    sam = create_model("sam-vit-tiny-test", pretrained=False)
+    hf = create_model("hf-sam-tiny-test", pretrained=False)
     hf.load_state_dict(sam_to_hf_state_dict(sam.state_dict()), strict=True)
     assert torch.equal(
         hf.vision_encoder.layers[1].attn.rel_pos_h, sam.image_encoder.blocks[1].attn.rel_pos_h
@@ -88,14 +88,14 @@ def test_converted_weights_load_strictly_both_ways() -> None:
         hf.mask_decoder.iou_prediction_head.proj_out.weight,
         sam.mask_decoder.iou_prediction_head.layers[2].weight,
     )
-    fresh = build_model("sam-vit-tiny-test", pretrained=False)
+    fresh = create_model("sam-vit-tiny-test", pretrained=False)
     fresh.load_state_dict(hf_to_sam_state_dict(hf.state_dict()), strict=True)
     assert all(torch.equal(v, sam.state_dict()[k]) for k, v in fresh.state_dict().items())
 
 
 @pytest.mark.parametrize("kept", [0, 1], ids=["shared_image_embedding", "prompt_encoder"])
 def test_hf_to_sam_accepts_one_tied_key(kept: int) -> None:
-    hf_sd = build_model("hf-sam-tiny-test", pretrained=False).state_dict()
+    hf_sd = create_model("hf-sam-tiny-test", pretrained=False).state_dict()
     del hf_sd[HF_PE_KEYS[1 - kept]]
     converted = hf_to_sam_state_dict(hf_sd)
     assert converted[SAM_PE_KEY] is hf_sd[HF_PE_KEYS[kept]]
@@ -184,7 +184,7 @@ _HF_EXPECTED = "expected transformers SamModel keys, e.g. 'vision_encoder.layers
     ids=["typo", "unknown-tail", "hf-key-to-sam2hf", "tinyvit", "hf-typo", "sam-key-to-hf2sam"],
 )
 def test_unknown_key_is_named(convert, key: str, message: str) -> None:
-    good = build_model("sam-vit-tiny-test", pretrained=False).state_dict()
+    good = create_model("sam-vit-tiny-test", pretrained=False).state_dict()
     if convert is hf_to_sam_state_dict:
         good = sam_to_hf_state_dict(good)
     sd = dict(good) | {key: torch.zeros(1)}
@@ -193,7 +193,7 @@ def test_unknown_key_is_named(convert, key: str, message: str) -> None:
 
 
 def test_default_pixel_constants_are_dropped_custom_ones_rejected() -> None:
-    sd = build_model("sam-vit-tiny-test", pretrained=False).state_dict()
+    sd = create_model("sam-vit-tiny-test", pretrained=False).state_dict()
     with_defaults = dict(sd) | {
         "pixel_mean": torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1),
         "pixel_std": torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1),
@@ -275,10 +275,10 @@ def test_config_rejects_bad_arch(arch: dict, message: str) -> None:
 
 def test_checkpoint_round_trip_through_build_model(tmp_path) -> None:
     torch.manual_seed(2)
-    model = build_model("hf-sam-tiny-test", pretrained=False)
+    model = create_model("hf-sam-tiny-test", pretrained=False)
     path = tmp_path / "hf-tiny.pt"
     torch.save(model.state_dict(), path)
-    loaded = build_model("hf-sam-tiny-test", checkpoint=path)
+    loaded = create_model("hf-sam-tiny-test", checkpoint=path)
     assert not loaded.training
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
 
@@ -287,20 +287,16 @@ def test_safetensors_file_without_the_tied_twin_needs_fill_tied_hf_keys(tmp_path
     from safetensors.torch import load_file, save_model
 
     torch.manual_seed(3)
-    model = build_model("hf-sam-tiny-test", pretrained=False)
+    model = create_model("hf-sam-tiny-test", pretrained=False)
     path = tmp_path / "model.safetensors"
     save_model(model, str(path))  # drops one name of the tied pair, like save_pretrained
     assert sum(key in load_file(str(path)) for key in HF_PE_KEYS) == 1
 
     cfg = get_model_cfg("hf-sam-tiny-test")
-    plain = dataclasses.replace(
-        cfg, arch={k: v for k, v in cfg.arch.items() if k != "convert_state_dict"}
-    )
+    plain = dataclasses.replace(cfg, converter=None)
     with pytest.raises(StateDictError, match=r"missing keys: .*positional_embedding"):
-        build_model(plain, checkpoint=path)
+        create_model(plain, checkpoint=path)
 
-    hooked = dataclasses.replace(
-        cfg, arch=dict(cfg.arch) | {"convert_state_dict": fill_tied_hf_keys}
-    )
-    loaded = build_model(hooked, checkpoint=path)
+    hooked = dataclasses.replace(cfg, converter=fill_tied_hf_keys)
+    loaded = create_model(hooked, checkpoint=path)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())

@@ -7,7 +7,7 @@ import pytest
 import torch
 from segment_anything import SamPredictor, sam_model_registry
 
-from textseg._hub import build_model
+from textseg._hub import create_model
 from textseg.sam import Prompts, SamCore
 
 
@@ -36,7 +36,7 @@ def vit_b() -> tuple[SamCore, SamPredictor, np.ndarray]:
     """textseg's vit_b and the official one (segment_anything's own builder) with the same
     seeded random weights; relative-position tables randomised (they start at zero)."""
     torch.manual_seed(0)
-    ours = build_model("sam-vit-b", pretrained=False)
+    ours = create_model("sam-vit-b", pretrained=False)
     with torch.no_grad():
         for name, param in ours.named_parameters():
             if "rel_pos" in name:
@@ -139,7 +139,7 @@ def test_cache_hits_and_misses(tiny: SamCore):
 
 def test_cache_byte_budget_evicts_lru():
     torch.manual_seed(0)
-    sam = build_model("sam-vit-tiny-test", pretrained=False)
+    sam = create_model("sam-vit-tiny-test", pretrained=False)
     one = SamCore(sam).encode(_random_image(0, 64, 64))
     core = SamCore(sam, cache_bytes=int(one.nbytes * 2.5))
     images = [_random_image(s, 64, 64) for s in range(3)]
@@ -167,7 +167,7 @@ def test_embedding_stays_on_model_device(tiny: SamCore):
 @pytest.mark.parametrize("chunk", [1, 3, 64])
 def test_chunking_does_not_change_results(chunk: int):
     torch.manual_seed(0)
-    sam = build_model("sam-vit-tiny-test", pretrained=False)
+    sam = create_model("sam-vit-tiny-test", pretrained=False)
     image = _random_image(1)
     ref = SamCore(sam, chunk_size=5).predict(image, Prompts.from_boxes(_boxes(11)))
     out = SamCore(sam, chunk_size=chunk).predict(image, Prompts.from_boxes(_boxes(11)))
@@ -321,10 +321,10 @@ def test_nothing_global_changed_by_import_and_inference(tiny: SamCore):
 @pytest.mark.parametrize("name", ["sam-vit-tiny-test", "mobile-sam-tiny-test", "hf-sam-tiny-test"])
 def test_every_backend_family_runs_and_reloads(name: str, tmp_path):
     torch.manual_seed(0)
-    model = build_model(name, pretrained=False)
+    model = create_model(name, pretrained=False)
     path = tmp_path / "weights.pt"
     torch.save(model.state_dict(), path)
-    reloaded = build_model(name, checkpoint=path)
+    reloaded = create_model(name, checkpoint=path)
     image = _random_image(0, 96, 128)
     a = SamCore(model).predict(image, Prompts.from_boxes(_boxes(2) / 5))
     b = SamCore(reloaded).predict(image, Prompts.from_boxes(_boxes(2) / 5))

@@ -18,7 +18,7 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
-from textseg._hub import StateDictError, build_model
+from textseg._hub import StateDictError, create_model
 from textseg.sam.modeling.tiny_vit import TinyViT, TinyViTBlock, relative_offset_index
 
 REAL = dict(
@@ -150,7 +150,7 @@ def _official_prompt_and_decoder_keys() -> dict[str, tuple]:
 
 @pytest.fixture(scope="module")
 def mobile_sam() -> nn.Module:
-    return build_model("mobile-sam", pretrained=False)
+    return create_model("mobile-sam", pretrained=False)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def test_attention_bias_idxs_is_a_non_persistent_buffer(mobile_sam: nn.Module) -
 
 @pytest.fixture()
 def tiny_checkpoint(tmp_path: Path) -> tuple[Path, nn.Module]:
-    model = build_model("mobile-sam-tiny-test")
+    model = create_model("mobile-sam-tiny-test")
     _randomize(model, seed=1)
     path = tmp_path / "mobile_sam_tiny.pt"
     torch.save(model.state_dict(), path)
@@ -381,8 +381,8 @@ def tiny_checkpoint(tmp_path: Path) -> tuple[Path, nn.Module]:
 
 def test_round_trip_is_bit_identical(tiny_checkpoint: tuple[Path, nn.Module]) -> None:
     path, saved = tiny_checkpoint
-    loaded = build_model("mobile-sam-tiny-test", checkpoint=path)
-    fresh = build_model("mobile-sam-tiny-test")
+    loaded = create_model("mobile-sam-tiny-test", checkpoint=path)
+    fresh = create_model("mobile-sam-tiny-test")
     image = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         expected = saved.eval().image_encoder(image)
@@ -433,7 +433,7 @@ def test_bad_checkpoint_is_refused(
     bad = tmp_path / "bad.pt"
     torch.save(state, bad)
     with pytest.raises(StateDictError, match=re.escape(message)):
-        build_model("mobile-sam-tiny-test", checkpoint=bad)
+        create_model("mobile-sam-tiny-test", checkpoint=bad)
 
 
 # --- attention against reference computations ------------------------------------------------

@@ -2,21 +2,18 @@
 
 - :class:`AnnotationSession` (:mod:`textseg.app.state`): all interaction logic, no UI;
 - :func:`build_app` (:mod:`textseg.app.server`): the Gradio page wired to a session;
-- :func:`add_parser` / :func:`run`: the ``textseg app`` command.
+- the ``textseg app`` command is in :mod:`textseg.cli.app`.
 
 Gradio is imported only when :func:`build_app` runs, so this package imports without it.
 """
 
-from textseg.app.server import add_parser, build_app, run
-from textseg.app.state import ANNOTATION_FILE, AnnotationSession, Click, Draft, list_images
+from textseg.app.server import build_app
+from textseg.app.state import ANNOTATION_FILE, AnnotationSession, Click, Draft
 
 __all__ = [
     "ANNOTATION_FILE",
     "AnnotationSession",
     "Click",
     "Draft",
-    "add_parser",
     "build_app",
-    "list_images",
-    "run",
 ]

@@ -20,12 +20,10 @@ Interaction:
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,10 +32,9 @@ from textseg.app.state import (
     ANNOTATION_FILE,
     EXPORT_FORMATS,
     AnnotationSession,
-    parse_classes,
 )
 
-__all__ = ["add_parser", "build_app", "configure_parser", "run"]
+__all__ = ["build_app"]
 
 MODES = ("foreground", "background", "box")
 
@@ -369,86 +366,3 @@ def _counts(session: AnnotationSession) -> str:
     rows += [f"| {c} | {here[c]} | {total[c]} |" for c in session.classes]
     rows.append(f"| **all** | {sum(here.values())} | {sum(total.values())} |")
     return "\n".join(rows)
-
-
-# ---------------------------------------------------------------------- command line
-def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``textseg app`` arguments to ``parser``."""
-    parser.add_argument("folder", metavar="DIR", help="folder of images to annotate")
-    parser.add_argument(
-        "--classes",
-        nargs="+",
-        default=[],
-        metavar="CLASS",
-        help="class names (space- or comma-separated); more can be typed in the app",
-    )
-    parser.add_argument(
-        "--preset",
-        default="grounded-sam",
-        help="pipeline preset (default grounded-sam: needs its weights, see `textseg models`; "
-        "tiny-test: tiny random models for offline trials)",
-    )
-    parser.add_argument("--sam", default=None, help="override the preset's SAM model")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="build the models with random weights (trials, speed checks)",
-    )
-    parser.add_argument(
-        "--annotations",
-        default=ANNOTATION_FILE,
-        help=f"COCO file written in DIR (default {ANNOTATION_FILE})",
-    )
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="interface to listen on (default 127.0.0.1: this machine only)",
-    )
-    return parser
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``textseg app`` on the CLI's subparsers; the handler is :func:`run`."""
-    parser = subparsers.add_parser(
-        "app", help="web app: click to cut out objects, save COCO masks beside the images"
-    )
-    configure_parser(parser)
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Serve the app until interrupted; returns the exit code."""
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    if not 0 < args.port < 65536:
-        raise ValueError(f"--port: expected 1..65535, got {args.port}")
-    # No usage statistics sent from a local annotation tool.
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_app(
-        folder,
-        classes=parse_classes(args.classes),
-        preset=args.preset,
-        device=args.device,
-        pretrained=not args.random_weights,
-        sam=args.sam,
-        annotation_file=args.annotations,
-    )
-    print(
-        f"textseg app: {len(demo.session.images)} images in {folder}, "
-        f"saving to {demo.session.path}",
-        flush=True,
-    )
-    demo.queue(default_concurrency_limit=1).launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=False,
-        inbrowser=False,
-        ssr_mode=False,
-        show_error=True,
-        footer_links=[],
-    )
-    return 0

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from textseg._image import to_rgb_uint8
+from textseg._image import IMAGE_SUFFIXES, list_images, to_rgb_uint8
 from textseg.io._common import atomic_write
 from textseg.io.coco import coco_to_detections, detections_to_coco, load_coco
 from textseg.io.rle import decode_masks, to_rle
@@ -40,11 +40,9 @@ from textseg.sam.prompts import Prompts
 __all__ = [
     "ANNOTATION_FILE",
     "EXPORT_DIR",
-    "IMAGE_SUFFIXES",
     "AnnotationSession",
     "Click",
     "Draft",
-    "list_images",
     "parse_classes",
 ]
 
@@ -53,7 +51,6 @@ ANNOTATION_FILE = "textseg_annotations.json"
 #: Default export folder inside the image folder (skipped when listing images).
 EXPORT_DIR = "textseg_export"
 #: File suffixes listed as images (case-insensitive).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 ExportFormat = Literal["coco", "yolo", "png"]
 EXPORT_FORMATS: tuple[str, ...] = ("coco", "yolo", "png")
@@ -141,24 +138,6 @@ def parse_classes(text: str | Sequence[str] | None) -> list[str]:
     return out
 
 
-def list_images(
-    folder: str | os.PathLike[str], *, skip: Iterable[str] = (EXPORT_DIR,)
-) -> list[str]:
-    """Image files under ``folder`` (recursively), as sorted POSIX paths relative to it.
-
-    Hidden folders and the folders named in ``skip`` are not entered.
-    """
-    root = Path(folder)
-    skipped = set(skip)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in skipped)
-        for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
-                found.append((Path(dirpath) / name).relative_to(root).as_posix())
-    return sorted(found)
-
-
 def _flat_name(file_name: str) -> str:
     """A file name without folders, for exports whose layout is flat (YOLO, PNG)."""
     return file_name.replace("/", "__")
@@ -211,10 +190,11 @@ class AnnotationSession:
                 f"image folder not found: {self.folder}; give an existing folder of images"
             )
         self.path = self.folder / annotation_file
-        self.images = list_images(self.folder, skip=(EXPORT_DIR, self.path.name))
+        self.images = list_images(self.folder, exclude=(EXPORT_DIR, self.path.name))
         if not self.images:
             raise ValueError(
-                f"no images in {self.folder}: expected files ending in {', '.join(IMAGE_SUFFIXES)}"
+                f"no images in {self.folder}: expected files ending in "
+                f"{', '.join(sorted(IMAGE_SUFFIXES))}"
             )
         if history < 1:
             raise ValueError(f"history: expected a positive number of undo steps, got {history}")

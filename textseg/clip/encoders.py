@@ -897,7 +897,7 @@ def load_clip(
 ) -> ClipEncoder:
     """Build a registered CLIP model as a :class:`ClipEncoder`.
 
-    Weights are resolved by :func:`textseg._hub.build_model`: ``checkpoint`` > the
+    Weights are resolved by :func:`textseg._hub.create_model`: ``checkpoint`` > the
     ``TEXTSEG_WEIGHTS`` folder > the hub cache > a download (unless ``HF_HUB_OFFLINE``).
 
     Args:
@@ -912,7 +912,7 @@ def load_clip(
         ValueError: Unknown name (the message lists the valid ones).
         textseg._hub.WeightsNotFoundError: Weights not on disk and not downloadable.
     """
-    from textseg._hub import build_model
+    from textseg._hub import create_model
     from textseg._registry import get_model_cfg
 
     cfg = get_model_cfg(name, task="clip")
@@ -921,7 +921,7 @@ def load_clip(
         raise ValueError(
             f"registry entry {name!r} has backend {backend!r}, expected one of {sorted(_BACKENDS)}"
         )
-    model = build_model(cfg, pretrained=pretrained, checkpoint=checkpoint)
+    model = create_model(cfg, pretrained=pretrained, checkpoint=checkpoint)
     return _BACKENDS[backend](
         model,
         input_size=cfg.input_size,

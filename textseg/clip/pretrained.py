@@ -106,14 +106,13 @@ HF_CLIP_VIT_L_14 = Weights(
 
 _COMMON: dict[str, Any] = dict(task="clip", mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)
 _OPEN_CLIP: dict[str, Any] = dict(
-    _COMMON, backend="open_clip", quick_gelu=True, convert_state_dict=convert_open_clip_state_dict
+    _COMMON, backend="open_clip", quick_gelu=True, converter=convert_open_clip_state_dict
 )
-_HF: dict[str, Any] = dict(
-    _COMMON, backend="transformers", convert_state_dict=convert_hf_clip_state_dict
-)
+_HF: dict[str, Any] = dict(_COMMON, backend="transformers", converter=convert_hf_clip_state_dict)
 
 register_model(
     "clip-vit-b-32",
+    test_variant="clip-vit-tiny-test",
     weights=CLIP_VIT_B_32,
     input_size=224,
     description="OpenAI CLIP ViT-B/32 (open_clip, 151M)",
@@ -122,6 +121,7 @@ register_model(
 )(build_open_clip)
 register_model(
     "clip-vit-b-16",
+    test_variant="clip-vit-tiny-test",
     weights=CLIP_VIT_B_16,
     input_size=224,
     description="OpenAI CLIP ViT-B/16 (open_clip, 150M)",
@@ -130,6 +130,7 @@ register_model(
 )(build_open_clip)
 register_model(
     "clip-vit-l-14",
+    test_variant="clip-vit-tiny-test",
     weights=CLIP_VIT_L_14,
     input_size=224,
     description="OpenAI CLIP ViT-L/14 (open_clip, 428M)",
@@ -143,6 +144,7 @@ _TINY_TEXT = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers
 _TINY_VISION = dict(image_size=64, layers=2, width=32, patch_size=16, head_width=16)
 register_model(
     "clip-vit-tiny-test",
+    test=True,
     input_size=64,
     description="random-init tiny open_clip ViT CLIP for tests",
     embed_dim=16,
@@ -162,6 +164,7 @@ _HF_TEXT_B = dict(
 _HF_TEXT_L = dict(_HF_TEXT_B, hidden_size=768, intermediate_size=3072, num_attention_heads=12)
 register_model(
     "hf-clip-vit-b-32",
+    test_variant="hf-clip-vit-tiny-test",
     weights=HF_CLIP_VIT_B_32,
     input_size=224,
     description="OpenAI CLIP ViT-B/32 (transformers CLIPModel, 151M)",
@@ -179,6 +182,7 @@ register_model(
 )(build_hf_clip)
 register_model(
     "hf-clip-vit-l-14",
+    test_variant="hf-clip-vit-tiny-test",
     weights=HF_CLIP_VIT_L_14,
     input_size=224,
     description="OpenAI CLIP ViT-L/14 (transformers CLIPModel, 428M)",
@@ -196,6 +200,7 @@ register_model(
 )(build_hf_clip)
 register_model(
     "hf-clip-vit-tiny-test",
+    test=True,
     input_size=64,
     description="random-init tiny transformers CLIPModel for tests",
     text_config=dict(

@@ -90,7 +90,7 @@ class TextDetectorModel:
     options: dict[str, Any]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The network's state dict (what ``build_model(..., checkpoint=PATH)`` loads back)."""
+        """The network's state dict (what ``create_model(..., checkpoint=PATH)`` loads back)."""
         return self.model.state_dict()
 
 
@@ -116,9 +116,9 @@ def build_net(
         raise TypeError(
             f"model: expected a registry name or a TextDetectorModel, got {type(model).__name__}"
         )
-    from textseg._hub import build_model
+    from textseg._hub import create_model
 
-    net = build_model(model, task="detector", pretrained=pretrained, checkpoint=checkpoint)
+    net = create_model(model, task="detector", pretrained=pretrained, checkpoint=checkpoint)
     if not isinstance(net, TextDetectorModel):
         raise TypeError(f"model: registry entry {model!r} does not build a text detector")
     return net

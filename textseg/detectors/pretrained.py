@@ -107,6 +107,7 @@ _official_loader = functools.partial(load_official_checkpoint, vocab=BERT_VOCAB)
 
 register_model(
     "grounding-dino-tiny",
+    test_variant="grounding-dino-tiny-test",
     weights=_hf_gdino("IDEA-Research/grounding-dino-tiny"),
     description="Grounding DINO Swin-T (172M), transformers checkpoint",
     loader=load_hf_checkpoint,
@@ -115,6 +116,7 @@ register_model(
 )(build_grounding_dino)
 register_model(
     "grounding-dino-base",
+    test_variant="grounding-dino-tiny-test",
     weights=_hf_gdino("IDEA-Research/grounding-dino-base"),
     description="Grounding DINO Swin-B (233M), transformers checkpoint",
     loader=load_hf_checkpoint,
@@ -123,6 +125,7 @@ register_model(
 )(build_grounding_dino)
 register_model(
     "grounding-dino-swint-ogc",
+    test_variant="grounding-dino-official-tiny-test",
     weights=_official_gdino("groundingdino_swint_ogc.pth"),
     description="Grounding DINO Swin-T, official checkpoint (converted on load)",
     loader=_official_loader,
@@ -131,6 +134,7 @@ register_model(
 )(build_grounding_dino)
 register_model(
     "grounding-dino-swinb-cogcoor",
+    test_variant="grounding-dino-official-tiny-test",
     weights=_official_gdino("groundingdino_swinb_cogcoor.pth"),
     description="Grounding DINO Swin-B, official checkpoint (converted on load)",
     loader=_official_loader,
@@ -139,6 +143,7 @@ register_model(
 )(build_grounding_dino)
 register_model(
     "grounding-dino-tiny-test",
+    test=True,
     description="random-init tiny Grounding DINO for tests (transformers layout)",
     loader=load_hf_checkpoint,
     **_GDINO_KW,
@@ -146,6 +151,7 @@ register_model(
 )(build_grounding_dino)
 register_model(
     "grounding-dino-official-tiny-test",
+    test=True,
     description="random-init tiny Grounding DINO for tests (loads official layout)",
     loader=load_official_checkpoint,
     **_GDINO_KW,
@@ -221,6 +227,7 @@ def _hf_owl(repo: str) -> Weights:
 
 register_model(
     "owlv2-base",
+    test_variant="owlv2-tiny-test",
     weights=_hf_owl("google/owlv2-base-patch16-ensemble"),
     input_size=960,
     description="OWLv2 ViT-B/16 ensemble",
@@ -229,6 +236,7 @@ register_model(
 )(build_owlv2)
 register_model(
     "owlv2-large",
+    test_variant="owlv2-tiny-test",
     weights=_hf_owl("google/owlv2-large-patch14-ensemble"),
     input_size=1008,
     description="OWLv2 ViT-L/14 ensemble",
@@ -237,6 +245,7 @@ register_model(
 )(build_owlv2)
 register_model(
     "owlv2-tiny-test",
+    test=True,
     input_size=128,
     description="random-init tiny OWLv2 for tests",
     **_OWL_KW,

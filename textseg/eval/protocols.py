@@ -31,7 +31,7 @@ from textseg.eval.metrics import (
 )
 from textseg.eval.report import EvalReport, ProtocolResult
 from textseg.io.coco import detections_to_coco
-from textseg.vocab import Vocabulary
+from textseg.vocab import UNKNOWN, Vocabulary
 
 __all__ = [
     "DEFAULT_LABELER_CLIP",
@@ -51,7 +51,6 @@ PROTOCOLS: tuple[str, ...] = ("box", "point", "text", "label", "count")
 #: CLIP model of the labeler built for the labelling protocol when the segmenter has none.
 DEFAULT_LABELER_CLIP = "clip-vit-b-32"
 
-_UNKNOWN = "unknown"
 
 _ENCODE_NOTE = (
     "encode = time to get the SAM embedding: a cache hit when the pipeline (text/count "
@@ -368,7 +367,7 @@ class _Labeling(_Protocol):
             xyxy=gt.xyxy.copy(),
             mask=gt.mask,
             class_id=np.full(n, -1, np.int64),
-            data={"class_name": np.array([_UNKNOWN] * n, dtype=object)},
+            data={"class_name": np.array([UNKNOWN] * n, dtype=object)},
         )
         t = time.perf_counter()
         out = self.labeler.label(sample.image, query, self.vocab.vocabulary)
@@ -434,7 +433,7 @@ class _Counting(_PipelineProtocol):
         self._pipeline_timings(result)
         counts = result.counts
         self.pred.append([int(counts.get(name, 0)) for name in self.vocab.vocabulary.names])
-        self.unknown += int(counts.get(_UNKNOWN, 0))
+        self.unknown += int(counts.get(UNKNOWN, 0))
         row = np.zeros(len(self.vocab.names), np.int64)
         np.add.at(row, self.vocab.gt_ids(sample), 1)
         self.gt.append(row)

@@ -19,10 +19,8 @@ __all__ = [
     "check_mask2d",
     "check_masks",
     "class_indices",
-    "decode_counts",
     "iter_masks",
     "json_value",
-    "masks_to_xyxy",
     "prepare_output_dir",
 ]
 
@@ -143,59 +141,6 @@ def class_indices(detections: sv.Detections, classes: Sequence[str], *, what: st
     raise ValueError(
         f"{what}: detections have neither class_id nor data['class_name']; set one of them"
     )
-
-
-def masks_to_xyxy(masks: np.ndarray) -> np.ndarray:
-    """``(N, H, W)`` bool masks -> ``(N, 4)`` float32 XYXY boxes, x2/y2 the last column/row of
-    the mask (inclusive, as supervision's ``mask_to_xyxy``); empty masks give zeros."""
-    n = masks.shape[0]
-    boxes = np.zeros((n, 4), dtype=np.float32)
-    if n == 0:
-        return boxes
-    rows = masks.any(axis=2)
-    cols = masks.any(axis=1)
-    nonempty = rows.any(axis=1)
-    h, w = masks.shape[1:]
-    boxes[:, 0] = np.argmax(cols, axis=1)
-    boxes[:, 1] = np.argmax(rows, axis=1)
-    boxes[:, 2] = w - 1 - np.argmax(cols[:, ::-1], axis=1)
-    boxes[:, 3] = h - 1 - np.argmax(rows[:, ::-1], axis=1)
-    boxes[~nonempty] = 0.0
-    return boxes
-
-
-def _runs(counts: str | bytes) -> np.ndarray:
-    """Run lengths of a COCO compressed counts string (pycocotools' ``rleFrString``)."""
-    runs: list[int] = []
-    data = counts.encode() if isinstance(counts, str) else counts
-    p, n = 0, len(data)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            c = data[p] - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        runs.append(x)
-    return np.asarray(runs, dtype=np.int64)
-
-
-def decode_counts(counts: str | bytes, height: int, width: int) -> np.ndarray:
-    """``(H, W)`` bool mask from COCO compressed RLE counts (column-major runs, background
-    first). Done here rather than by pycocotools' ``decode``, which warns under numpy 2."""
-    runs = _runs(counts)
-    if runs.sum() != height * width or (runs < 0).any():
-        raise ValueError(
-            f"RLE counts cover {int(runs.sum())} pixels, expected {height * width} "
-            f"({height}x{width}); the RLE is corrupt"
-        )
-    values = np.arange(len(runs)) % 2 == 1
-    return np.ascontiguousarray(np.repeat(values, runs).reshape(width, height).T)
 
 
 def json_value(value: Any, *, what: str) -> Any:

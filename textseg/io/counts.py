@@ -18,6 +18,7 @@ import numpy as np
 import supervision as sv
 
 from textseg.io._common import atomic_write, check_detections, class_indices, prepare_output_dir
+from textseg.vocab import UNKNOWN
 
 __all__ = [
     "count_classes",
@@ -32,22 +33,32 @@ Counts = dict[str, dict[str, int]]
 
 
 def count_classes(detections: sv.Detections, names: Sequence[str]) -> dict[str, int]:
-    """Instances per class in one image's detections.
+    """Instances per class in one image's detections: the one count of textseg.
 
     Args:
-        detections: With ``class_id`` indexing ``names`` (or ``data["class_name"]``).
+        detections: With ``class_id`` indexing ``names`` (or ``data["class_name"]``);
+            ``class_id`` -1 / ``class_name`` ``"unknown"`` counts as :data:`UNKNOWN`.
         names: The vocabulary.
 
     Returns:
-        ``{name: count}`` for every name, in vocabulary order (0 for absent classes).
+        ``{name: count}`` for every name, in vocabulary order (0 for absent classes), then
+        ``"unknown"`` when some detections are unknown.
 
     Raises:
         ValueError: A class id out of range or an unknown class name.
     """
     detections = check_detections(detections, what="count_classes")
-    ids = class_indices(detections, names, what="count_classes")
+    unknown = np.zeros(len(detections), bool)
+    if detections.class_id is not None:
+        unknown = np.asarray(detections.class_id).reshape(-1) == -1
+    elif "class_name" in detections.data:
+        unknown = np.asarray(detections.data["class_name"]).astype(str) == UNKNOWN
+    ids = class_indices(detections[~unknown], names, what="count_classes")
     tally = np.bincount(ids, minlength=len(names))
-    return {name: int(tally[k]) for k, name in enumerate(names)}
+    counts = {name: int(tally[k]) for k, name in enumerate(names)}
+    if unknown.any():
+        counts[UNKNOWN] = int(unknown.sum())
+    return counts
 
 
 def count_per_image(

@@ -30,9 +30,9 @@ from textseg.io._common import (
     check_detections,
     class_indices,
     iter_masks,
-    masks_to_xyxy,
     prepare_output_dir,
 )
+from textseg.sam.postprocess import masks_to_boxes
 
 __all__ = [
     "load_index_png",
@@ -109,7 +109,7 @@ def _detections(masks: np.ndarray, meta: list[dict[str, Any]]) -> sv.Detections:
     ids, names, scores = column("class_id"), column("class_name"), column("confidence")
     data = {"class_name": np.array(names, dtype=str)} if names is not None else {}
     return sv.Detections(
-        xyxy=masks_to_xyxy(masks),
+        xyxy=masks_to_boxes(masks),
         mask=masks,
         class_id=np.asarray(ids, dtype=np.int64) if ids is not None else None,
         confidence=np.asarray(scores, dtype=np.float32) if scores is not None else None,

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from textseg.io._common import check_mask2d, decode_counts
+from textseg.io._common import check_mask2d
 
 __all__ = ["join_polygons", "mask_to_polygons", "polygons_to_mask", "polygons_to_rle"]
 
@@ -196,7 +196,8 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
     Raises:
         TypeError / ValueError: Not a list of flat polygons of >= 3 finite points.
     """
-    return decode_counts(polygons_to_rle(polygons, height, width)["counts"], height, width)
+    rle = polygons_to_rle(polygons, height, width)
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
 
 
 def _nearest_pair(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:

@@ -8,13 +8,14 @@ A 640x480 instance mask costs 300 KB dense and typically 0.2-2 KB as RLE.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, overload
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from textseg.io._common import check_mask2d, check_masks, decode_counts
+from textseg.io._common import check_mask2d, check_masks
 from textseg.io.polygons import polygons_to_rle
 
 __all__ = [
@@ -124,10 +125,43 @@ def to_rle(segmentation: Any, height: int, width: int, *, what: str = "segmentat
             f"size is wrong"
         )
     counts = rle["counts"]
+    covered = int(_run_lengths(counts).sum())
+    if covered != height * width:
+        # pycocotools' C decoder trusts the runs and writes past its buffer otherwise.
+        raise ValueError(
+            f"{what}: RLE counts cover {covered} pixels, expected {height * width} "
+            f"({height}x{width}); the RLE is corrupt"
+        )
     return {
         "size": [height, width],
         "counts": counts.decode() if isinstance(counts, bytes) else counts,
     }
+
+
+def _run_lengths(counts: str | bytes) -> np.ndarray:
+    """The run lengths of a COCO compressed counts string (pycocotools' ``rleFrString``), to
+    validate an RLE before pycocotools decodes it. Negative runs make the sum wrong too."""
+    runs: list[int] = []
+    data = counts.encode() if isinstance(counts, str) else counts
+    p, n = 0, len(data)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                return np.asarray([-1], dtype=np.int64)  # truncated: cannot cover the image
+            c = data[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            return np.asarray([-1], dtype=np.int64)
+        runs.append(x)
+    return np.asarray(runs, dtype=np.int64)
 
 
 def decode_masks(rles: Sequence[Mapping[str, Any]], height: int, width: int) -> np.ndarray:
@@ -145,8 +179,12 @@ def decode_masks(rles: Sequence[Mapping[str, Any]], height: int, width: int) -> 
         ValueError: Malformed RLE or another size.
     """
     out = np.zeros((len(rles), height, width), dtype=bool)
-    for i, rle in enumerate(rles):
-        out[i] = decode_counts(to_rle(rle, height, width, what=f"rle {i}")["counts"], height, width)
+    with warnings.catch_warnings():
+        # pycocotools 2.0.11 warns about numpy 2's copy keyword on every decode.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for i, rle in enumerate(rles):
+            checked = to_rle(rle, height, width, what=f"rle {i}")
+            out[i] = mask_utils.decode(_rle_for_pycocotools(checked, what=f"rle {i}"))
     return out
 
 
@@ -226,6 +264,22 @@ class CompactMasks(Sequence[np.ndarray]):
         """Encode ``(N, H, W)`` bool masks."""
         masks = check_masks(masks)
         return cls(encode_masks(masks), masks.shape[1], masks.shape[2])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[CompactMasks]) -> CompactMasks:
+        """The masks of ``parts`` (same image size) one after the other.
+
+        Raises:
+            ValueError: No parts, or parts of different image sizes.
+        """
+        if not parts:
+            raise ValueError("CompactMasks.concatenate: expected at least one part")
+        sizes = {(p.height, p.width) for p in parts}
+        if len(sizes) != 1:
+            raise ValueError(f"CompactMasks.concatenate: parts of different sizes {sorted(sizes)}")
+        out = cls([], parts[0].height, parts[0].width)
+        out._rles = [r for p in parts for r in p._rles]
+        return out
 
     @property
     def height(self) -> int:

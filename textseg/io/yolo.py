@@ -32,16 +32,16 @@ import supervision as sv
 import yaml
 from PIL import Image
 
-from textseg._image import ImageInput, to_rgb_uint8
+from textseg._image import IMAGE_SUFFIXES, ImageInput, to_rgb_uint8
 from textseg.io._common import (
     atomic_write,
     check_detections,
     class_indices,
     iter_masks,
-    masks_to_xyxy,
     prepare_output_dir,
 )
 from textseg.io.polygons import join_polygons, mask_to_polygons, polygons_to_mask
+from textseg.sam.postprocess import masks_to_boxes
 
 __all__ = [
     "YoloData",
@@ -51,8 +51,6 @@ __all__ = [
     "read_data_yaml",
     "yolo_to_detections",
 ]
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _number(value: float, precision: int) -> str:
@@ -178,7 +176,7 @@ def yolo_to_detections(
         else:
             points = (values.reshape(-1, 2) * scale).ravel().tolist()
             mask[i] = polygons_to_mask([points], height, width)  # type: ignore[index]
-            xyxy[i] = masks_to_xyxy(mask[i][None])[0]  # type: ignore[index]
+            xyxy[i] = masks_to_boxes(mask[i][None])[0]  # type: ignore[index]
     return sv.Detections(
         xyxy=xyxy,
         mask=mask,
@@ -439,7 +437,7 @@ def load_yolo(
             sorted(
                 p
                 for p in images_dir.glob("*")
-                if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
             )
             if images_dir.is_dir()
             else []

@@ -7,12 +7,9 @@ from typing import Protocol, runtime_checkable
 import supervision as sv
 
 from textseg._image import ImageInput
-from textseg.vocab import ClassesInput
+from textseg.vocab import UNKNOWN, ClassesInput
 
 __all__ = ["UNKNOWN", "Labeler"]
-
-#: ``class_name`` of a detection no class fits confidently; its ``class_id`` is -1.
-UNKNOWN = "unknown"
 
 
 @runtime_checkable

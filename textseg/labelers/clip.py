@@ -19,38 +19,20 @@ the runner-up (reject included) is below ``min_margin`` is labelled ``"unknown"`
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import supervision as sv
 import torch
 
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.clip.crops import mask_box, masked_crop
+from textseg.clip.text import DEFAULT_BACKGROUND, DEFAULT_TEMPLATES, TextEmbedder
 from textseg.labelers.base import UNKNOWN
 from textseg.vocab import ClassesInput, Vocabulary, normalize_name
 
-__all__ = ["DEFAULT_BACKGROUND", "DEFAULT_TEMPLATES", "ClipLabeler"]
-
-#: Prompt templates averaged per class, in the style of CLIP's ImageNet ensemble, suited to crops.
-DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}.",
-    "a photo of the {}.",
-    "a photo of one {}.",
-    "a cropped photo of a {}.",
-    "a close-up photo of a {}.",
-    "a good photo of a {}.",
-    "a photo of a small {}.",
-    "a photo of a large {}.",
-)
-
-#: Texts that stand for "no object of the vocabulary": when one wins, the mask is unknown.
-DEFAULT_BACKGROUND: tuple[str, ...] = ("background", "nothing", "texture", "empty space")
-
-#: How many vocabularies' text embeddings a labeler keeps.
-_CACHE_SIZE = 8
+__all__ = ["ClipLabeler"]
 
 Mode = Literal["name", "verify"]
 
@@ -125,8 +107,6 @@ class ClipLabeler:
             raise ValueError(f"mode: expected 'name' or 'verify', got {mode!r}")
         if drop_disagreeing and mode != "verify":
             raise ValueError("drop_disagreeing=True needs mode='verify' (name mode drops nothing)")
-        self.templates = _check_templates(templates)
-        self.background = _check_background(background)
         for what, value in (("min_score", min_score), ("min_margin", min_margin)):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{what}: expected a probability in [0, 1], got {value}")
@@ -141,7 +121,17 @@ class ClipLabeler:
         self.batch_size = batch_size
         self.drop_disagreeing = drop_disagreeing
         self.encoder = _resolve_encoder(encoder, device, dtype)
-        self._cache: OrderedDict[tuple, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
+        self._embedder = TextEmbedder(self.encoder, templates, background)
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The prompt templates."""
+        return self._embedder.templates
+
+    @property
+    def background(self) -> tuple[str, ...]:
+        """The reject texts."""
+        return self._embedder.background
 
     def __repr__(self) -> str:
         return (
@@ -162,31 +152,8 @@ class ClipLabeler:
             embeddings, first the vocabulary's classes in order, then the reject entries
             (negatives, background), and ``(E,)`` int64 class id per entry, -1 for rejects.
         """
-        vocab = Vocabulary.coerce(classes)
-        entries = [(name, *vocab.synonyms_of(i)) for i, name in enumerate(vocab.names)]
-        taken = {p.casefold() for entry in entries for p in entry}
-        rejects = [(n,) for n in vocab.negatives]
-        rejects += [(b,) for b in self.background if b.casefold() not in taken]
-        key = (tuple(entries), tuple(rejects))
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        all_entries = entries + rejects
-        texts = [t.format(p) for entry in all_entries for p in entry for t in self.templates]
-        emb = self.encoder.encode_text(texts).float()
-        emb = torch.nn.functional.normalize(emb, dim=-1)
-        counts = [len(entry) * len(self.templates) for entry in all_entries]
-        groups = torch.split(emb, counts)
-        ensemble = torch.stack([g.mean(dim=0) for g in groups])
-        ensemble = torch.nn.functional.normalize(ensemble, dim=-1)
-        entry_class = np.concatenate([np.arange(len(entries)), np.full(len(rejects), -1)]).astype(
-            np.int64
-        )
-        self._cache[key] = (ensemble, entry_class)
-        while len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return ensemble, entry_class
+        embeddings = self._embedder(classes)
+        return embeddings.entries, embeddings.entry_class
 
     # ------------------------------------------------------------------------------ crops
 
@@ -208,28 +175,16 @@ class ClipLabeler:
             ``(S, S, 3)`` uint8 RGB with at most ``input_size`` pixels a side; pixels outside
             the mask or outside the image are the fill colour.
         """
-        height, width = image.shape[:2]
-        x0, y0, x1, y1 = (float(v) for v in box)
-        side = max(x1 - x0, y1 - y0, 1.0) * (1.0 + 2.0 * self.context)
-        size = max(1, math.ceil(side - 1e-6))  # 20 * 1.2 must give 24, not 25
-        left = math.floor((x0 + x1) / 2 - size / 2)
-        top = math.floor((y0 + y1) / 2 - size / 2)
-        canvas = np.empty((size, size, 3), np.uint8)
-        canvas[:] = self.fill_color()
-        ix0, iy0 = max(left, 0), max(top, 0)
-        ix1, iy1 = min(left + size, width), min(top + size, height)
-        if ix1 > ix0 and iy1 > iy0:
-            region = image[iy0:iy1, ix0:ix1]
-            target = canvas[iy0 - top : iy1 - top, ix0 - left : ix1 - left]
-            if mask is None:
-                target[:] = region
-            else:
-                keep = mask[iy0:iy1, ix0:ix1]
-                target[keep] = region[keep]
-        limit = int(self.encoder.input_size)
-        if size > limit:
-            canvas = cv2.resize(canvas, (limit, limit), interpolation=cv2.INTER_AREA)
-        return canvas
+        crop = masked_crop(
+            image,
+            mask,
+            fill=self.fill_color(),
+            context=self.context,
+            box=box,
+            max_size=int(self.encoder.input_size),
+        )
+        assert crop is not None  # a box is given
+        return crop
 
     # ------------------------------------------------------------------------------ label
 
@@ -407,13 +362,8 @@ def _regions(
             masks = masks != 0
         regions: list[tuple[np.ndarray, np.ndarray | None] | None] = []
         for mask in masks:
-            rows = np.flatnonzero(mask.any(axis=1))
-            if rows.size == 0:
-                regions.append(None)
-                continue
-            cols = np.flatnonzero(mask.any(axis=0))
-            box = np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float64)
-            regions.append((box, mask))
+            box = mask_box(mask)
+            regions.append(None if box is None else (box, mask))
         return regions
     boxes = np.asarray(detections.xyxy, dtype=np.float64).reshape(-1, 4)
     if not np.isfinite(boxes).all():
@@ -429,32 +379,6 @@ def _regions(
             f"{width}x{height} image; boxes must be XYXY absolute pixels of this image"
         )
     return [(box, None) for box in clipped]
-
-
-def _check_templates(templates: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(templates, str):
-        raise TypeError(f"templates: expected a list of str, got the str {templates!r}")
-    templates = tuple(templates)
-    if not templates:
-        raise ValueError("templates: expected at least one template, e.g. 'a photo of a {}.'")
-    for i, template in enumerate(templates):
-        if not isinstance(template, str) or template.count("{}") != 1:
-            raise ValueError(
-                f"templates[{i}] = {template!r}: expected a str with exactly one '{{}}' where "
-                f"the class name goes, e.g. 'a photo of a {{}}.'"
-            )
-    return templates
-
-
-def _check_background(background: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(background, str):
-        raise TypeError(f"background: expected a list of str, got the str {background!r}")
-    texts = []
-    for i, text in enumerate(background):
-        if not isinstance(text, str) or not normalize_name(text):
-            raise ValueError(f"background[{i}] = {text!r}: expected a non-empty str")
-        texts.append(normalize_name(text))
-    return tuple(texts)
 
 
 def _resolve_encoder(

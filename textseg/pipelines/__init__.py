@@ -1,14 +1,19 @@
 """Compositions: text -> prompts -> SAM masks -> names and counts."""
 
-from textseg.pipelines.presets import PRESETS, build_preset, list_presets
-from textseg.pipelines.text_segmenter import Result, TextSegmenter, count_classes, dedup_masks
+from textseg.pipelines.decode import attach_prompts, decode_prompts
+from textseg.pipelines.presets import PRESETS, build_components, list_presets
+from textseg.pipelines.selectors import ClipMaskSelector, MaskSelector
+from textseg.pipelines.text_segmenter import Result, TextSegmenter, dedup_masks
 
 __all__ = [
     "PRESETS",
+    "ClipMaskSelector",
+    "MaskSelector",
     "Result",
     "TextSegmenter",
-    "build_preset",
-    "count_classes",
+    "attach_prompts",
+    "build_components",
+    "decode_prompts",
     "dedup_masks",
     "list_presets",
 ]

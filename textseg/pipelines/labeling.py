@@ -47,17 +47,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from textseg._image import load_image
+from textseg._image import IMAGE_SUFFIXES, list_images, load_image
 from textseg.io._common import atomic_write
 from textseg.io.coco import CocoWriter
 from textseg.io.counts import count_classes, save_counts_csv
-from textseg.pipelines.text_segmenter import UNKNOWN, Result, TextSegmenter
-from textseg.vocab import Vocabulary
+from textseg.pipelines.text_segmenter import Result, TextSegmenter
+from textseg.vocab import UNKNOWN, Vocabulary
 
-__all__ = ["IMAGE_EXTENSIONS", "LabelReport", "label_folder", "list_images"]
+__all__ = ["LabelReport", "label_folder"]
 
 #: File extensions (lower case) taken as images when listing a folder.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 ANNOTATIONS = "annotations.json"
 COUNTS = "counts.csv"
@@ -158,46 +157,6 @@ class _SegmenterSpec:
         return bool(self.options.get("keep_unknown", False))
 
 
-# ---------------------------------------------------------------------- listing
-def list_images(
-    folder: str | os.PathLike[str], *, exclude: Sequence[str | os.PathLike[str]] = ()
-) -> list[str]:
-    """Image files of ``folder`` and its sub-folders, as sorted relative POSIX paths.
-
-    Images are files whose extension (any case) is in :data:`IMAGE_EXTENSIONS`; hidden files and
-    folders (name starting with ".") are skipped, symlinked folders are not followed, and a
-    dangling symlink is listed (it is reported as missing when labelled).
-
-    Args:
-        folder: The folder.
-        exclude: Folders not to descend into (e.g. the output folder, when it is inside).
-
-    Returns:
-        ``["a.jpg", "sub/b.png", ...]``, sorted by that string.
-
-    Raises:
-        FileNotFoundError: ``folder`` does not exist.
-        NotADirectoryError: ``folder`` is a file.
-    """
-    root = Path(folder)
-    if not root.exists():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is a file, expected a folder of images")
-    skip = {Path(p).resolve() for p in exclude}
-    names: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = [
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip
-        ]
-        for name in filenames:
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            names.append((here / name).relative_to(root).as_posix())
-    return sorted(names)
-
-
 # ---------------------------------------------------------------------- the public entry point
 def label_folder(
     folder: str | os.PathLike[str],
@@ -220,8 +179,8 @@ def label_folder(
     """Label every image of ``folder`` into ``out`` (COCO RLE, counts CSV, errors CSV), resumably.
 
     Args:
-        folder: Image folder, listed recursively by :func:`list_images`. COCO ``file_name`` is
-            the path relative to it (``"sub/a.jpg"``).
+        folder: Image folder, listed recursively (:func:`textseg._image.list_images`). COCO
+            ``file_name`` is the path relative to it (``"sub/a.jpg"``).
         classes: Class names (``class_id`` indexes them), or a :class:`~textseg.vocab.Vocabulary`
             with synonyms, negatives and per-class thresholds.
         out: Output folder (created). Running again with the same ``out`` resumes.
@@ -278,7 +237,7 @@ def label_folder(
     names = list_images(folder, exclude=[out])
     if not names:
         raise ValueError(
-            f"no image found in {folder} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}); "
+            f"no image found in {folder} (extensions: {', '.join(sorted(IMAGE_SUFFIXES))}); "
             f"check the folder"
         )
     items = [_Item(i, name, str(folder / name)) for i, name in enumerate(names)]
@@ -366,9 +325,9 @@ def _spec(
                 "or drop the factory and use preset="
             )
         return _SegmenterSpec(None, {}, factory, seed)
-    from textseg.pipelines.presets import _preset
+    from textseg.pipelines.presets import get_preset
 
-    _preset(preset)  # unknown name -> ValueError listing the presets
+    get_preset(preset)  # unknown name -> ValueError listing the presets
     options = dict(preset_kwargs or {})
     if "device" in options:
         raise ValueError("preset_kwargs: pass the device as label_folder(device=...)")

@@ -1,45 +1,71 @@
-"""Named pipeline compositions: ``TextSegmenter.from_preset("grounded-sam")``.
+"""Named compositions: ``TextSegmenter.from_preset("grounded-sam")``.
+
+A preset names its components (registry names) and how they fit together;
+:func:`build_components` builds them and returns the keyword arguments of
+:class:`~textseg.pipelines.TextSegmenter` (``from_preset`` is ``cls(**build_components(...))``).
+The table :data:`PRESETS` is the one place that lists them; ``README.md`` describes each.
 
 - ``grounded-sam``: Grounding DINO tiny boxes, SAM ViT-B; named objects, best boxes.
-- ``grounded-sam-verified``: the same, plus CLIP ViT-B/32 verifying every mask; fewer false
-  positives.
+- ``grounded-sam-verified``: the same, plus CLIP ViT-B/32 verifying every mask.
 - ``owlv2-sam``: OWLv2 base boxes, SAM ViT-B; long-tail names.
 - ``fast``: Grounding DINO tiny boxes, MobileSAM; CPU speed.
-- ``clip-points``: CLIP similarity map -> points, SAM ViT-B; no detector (training-free).
-- ``clip-tokens``: CLIP text -> SAM sparse tokens (experimental), SAM ViT-B; the SAM paper's
-  text prompt.
-- ``everything-clip``: automatic grid, SAM ViT-B, CLIP ViT-B/32 naming; "segment everything,
-  then name it".
-- ``tiny-test``: tiny random Grounding DINO, SAM and CLIP; tests, offline trials.
+- ``clip-points``: dense CLIP similarity -> points, SAM ViT-B, SAM's three candidates chosen by
+  CLIP on the masked region; no detector (training-free).
+- ``clip-tokens``: CLIP text -> SAM sparse tokens (experimental), SAM ViT-B.
+- ``everything-clip``: automatic grid, SAM ViT-B, CLIP ViT-B/32 naming.
+- ``tiny-test``: an alias of ``grounded-sam-verified`` with ``tiny=True``.
 
-Every component can be overridden: ``sam=``, ``detector=``, ``clip=`` take registry names.
+``tiny=True`` (``--tiny`` on the command line) builds every preset with the tiny random-init
+variant of each of its models (:func:`textseg._registry.test_variant`): the whole composition
+runs offline in seconds, with meaningless masks. Every component can be overridden by registry
+name (``sam=``, ``detector=``, ``clip=``); ``sam_checkpoint=`` loads fine-tuned SAM weights of
+the chosen architecture.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from textseg.pipelines.text_segmenter import TextSegmenter
-from textseg.sam import AutomaticMaskGenerator, SamCore
+from textseg._registry import get_model_cfg, test_variant
 
-__all__ = ["PRESETS", "build_preset", "list_presets"]
+__all__ = ["PRESETS", "Preset", "build_components", "fetch_all", "list_presets"]
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named composition and its default component names."""
+    """A named composition: what prompts SAM, which models, which labeler.
+
+    Attributes:
+        name: The preset's name.
+        prompter: Key of :data:`PROMPTERS` (how text becomes prompts), or ``"automatic"`` for
+            the automatic mask generator (segment everything, a labeler names the masks).
+        sam: SAM registry name.
+        detector: Detector registry name (box prompters).
+        clip: CLIP registry name (CLIP prompters, selectors and labelers).
+        labeler: ``None``, ``"verify"`` (CLIP re-checks the prompter's classes) or ``"name"``.
+        selector: ``None`` (SAM's predicted IoU picks among multimask candidates) or ``"clip"``
+            (CLIP on the masked region picks).
+        text_adapter: Text-prompt adapter registry name (``clip-tokens``).
+        description: One line for ``list_presets`` and the README.
+        alias_of: For an alias: the preset it stands for; ``tiny`` then applies.
+        tiny: The alias builds the tiny variants.
+    """
 
     name: str
-    kind: str  # "boxes", "clip-points", "clip-tokens", "everything"
+    prompter: str
     sam: str
     detector: str | None = None
     clip: str | None = None
-    labeler_mode: str | None = None  # None, "verify" or "name"
+    labeler: str | None = None
+    selector: str | None = None
     text_adapter: str | None = None
     description: str = ""
-    labeler_kwargs: tuple[tuple[str, Any], ...] = ()
+    alias_of: str | None = None
+    tiny: bool = False
+    labeler_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {
@@ -58,7 +84,7 @@ PRESETS: dict[str, Preset] = {
             "sam-vit-b",
             detector="grounding-dino-tiny",
             clip="clip-vit-b-32",
-            labeler_mode="verify",
+            labeler="verify",
             description="as grounded-sam, CLIP re-checks each mask's class",
         ),
         Preset(
@@ -80,7 +106,8 @@ PRESETS: dict[str, Preset] = {
             "clip-points",
             "sam-vit-b",
             clip="clip-vit-b-16",
-            description="CLIP similarity peaks -> SAM point prompts (no detector)",
+            selector="clip",
+            description="CLIP similarity peaks -> SAM points, candidates chosen by CLIP",
         ),
         Preset(
             "clip-tokens",
@@ -92,33 +119,45 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "everything-clip",
-            "everything",
+            "automatic",
             "sam-vit-b",
             clip="clip-vit-b-32",
-            labeler_mode="name",
+            labeler="name",
             description="automatic masks named by CLIP",
-        ),
-        Preset(
-            "tiny-test",
-            "boxes",
-            "sam-vit-tiny-test",
-            detector="grounding-dino-tiny-test",
-            clip="clip-vit-tiny-test",
-            labeler_mode="verify",
-            # Random CLIP weights give near-uniform probabilities; without background texts
-            # verify mode keeps the detector's classes, so the tiny pipeline yields masks.
-            labeler_kwargs=(("background", ()),),
-            description="tiny random-weight models: tests and offline trials",
         ),
     )
 }
+PRESETS["tiny-test"] = replace(
+    PRESETS["grounded-sam-verified"],
+    name="tiny-test",
+    alias_of="grounded-sam-verified",
+    tiny=True,
+    description="grounded-sam-verified with tiny random models (tests, offline trials)",
+)
+
+
+def list_presets() -> list[str]:
+    """Names of the presets."""
+    return sorted(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset ``name``.
+
+    Raises:
+        ValueError: Unknown name; the message lists the presets and the closest match.
+    """
+    if name in PRESETS:
+        return PRESETS[name]
+    close = difflib.get_close_matches(name, PRESETS, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown preset {name!r}.{hint} Valid presets: {', '.join(list_presets())}")
 
 
 def fetch_all(names: list[str]) -> None:
     """Resolve (download if allowed) every model's weights before building anything, so that a
     missing file is reported together with all the others, in one line."""
-    from textseg._hub import WeightsNotFoundError, _missing_message, is_offline, resolve_weights
-    from textseg._registry import get_model_cfg
+    from textseg._hub import WeightsNotFoundError, is_offline, missing_files, resolve_weights
 
     missing = []
     for model in names:
@@ -134,167 +173,191 @@ def fetch_all(names: list[str]) -> None:
     if len(missing) == 1:
         raise missing[0][1]
     why = "offline: HF_HUB_OFFLINE is set" if is_offline() else "download failed"
-    parts = [
-        _missing_message(cfg, why).split(": get ", 1)[1].split(", put it in")[0]
-        for cfg, _ in missing
-    ]
     raise WeightsNotFoundError(
         f"weights missing ({why}) for {', '.join(c.name for c, _ in missing)}: get "
-        + "; ".join(parts)
+        + "; ".join(missing_files(cfg) for cfg, _ in missing)
         + "; put them in a folder and set TEXTSEG_WEIGHTS to that folder"
     )
 
 
-def list_presets() -> list[str]:
-    """Names of the presets."""
-    return sorted(PRESETS)
+@dataclass
+class _Parts:
+    """What a prompter builder gets: the resolved model names and the run's options."""
+
+    preset: Preset
+    sam: str
+    detector: str | None
+    clip: str | None
+    text_adapter: str | None
+    device: str
+    pretrained: bool
+    options: dict[str, Any]
 
 
-def _preset(name: str) -> Preset:
-    if name in PRESETS:
-        return PRESETS[name]
-    import difflib
-
-    close = difflib.get_close_matches(name, PRESETS, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown preset {name!r}.{hint} Valid presets: {', '.join(list_presets())}")
-
-
-def build_preset(
-    name: str,
-    *,
-    device: str = "cpu",
-    dtype: str = "float32",
-    sam: str | None = None,
-    detector: str | None = None,
-    clip: str | None = None,
-    box_threshold: float | None = None,
-    min_area: int = 0,
-    pretrained: bool = True,
-    points_per_side: int = 32,
-    text_adapter_checkpoint: str | None = None,
-    **segmenter_kwargs: Any,
-) -> TextSegmenter:
-    """Build the preset ``name``; component names and thresholds override its defaults.
-
-    Args:
-        name: One of :func:`list_presets`.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``, for every component.
-        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` for SAM.
-        sam: SAM registry name (``textseg.list_models("sam")``).
-        detector: Detector registry name, for box presets.
-        clip: CLIP registry name, for CLIP prompters and labelers.
-        box_threshold: Default detector threshold.
-        min_area: Drop masks smaller than this many pixels.
-        pretrained: False builds every component with random weights (speed trials).
-        points_per_side: Grid of the automatic generator (``everything-clip``).
-        text_adapter_checkpoint: Trained CLIP -> SAM adapter (``clip-tokens``), as written
-            by ``textseg train-text-prompt`` (its folder or ``model.safetensors``).
-    """
-    preset = _preset(name)
-    sam_name = sam or preset.sam
-    clip_name = clip or preset.clip
-    adapter_name = preset.text_adapter
-    if preset.kind == "clip-tokens" and (sam or clip):
-        from textseg.prompters.clip_tokens import text_adapter_for
-
-        adapter_name = text_adapter_for(sam_name, clip_name)  # the adapter of this pair
-    if pretrained:
-        needed = [sam_name]
-        if preset.kind == "boxes":
-            needed.append(detector or preset.detector)
-        if clip_name is not None and (preset.labeler_mode or preset.kind != "boxes"):
-            needed.append(clip_name)
-        if preset.kind == "clip-tokens" and adapter_name and not text_adapter_checkpoint:
-            needed.append(adapter_name)
-        fetch_all([n for n in needed if n])
-    core = SamCore(sam_name, device=device, dtype=dtype, pretrained=pretrained)
-    labeler = None
-    if preset.labeler_mode is not None and clip_name is not None:
-        labeler = _labeler(
-            clip_name, preset.labeler_mode, device, pretrained, dict(preset.labeler_kwargs)
-        )
-    builders: dict[str, Callable[[], TextSegmenter]] = {
-        "boxes": lambda: TextSegmenter(
-            _box_prompter(detector or preset.detector, device, box_threshold, pretrained),
-            core,
-            labeler,
-            min_area=min_area,
-            **segmenter_kwargs,
-        ),
-        "clip-points": lambda: TextSegmenter(
-            _clip_points(clip_name, device, pretrained),
-            core,
-            labeler,
-            min_area=min_area,
-            **segmenter_kwargs,
-        ),
-        "clip-tokens": lambda: TextSegmenter(
-            _clip_tokens(clip_name, adapter_name, text_adapter_checkpoint, device, pretrained),
-            core,
-            labeler,
-            min_area=min_area,
-            **segmenter_kwargs,
-        ),
-        "everything": lambda: TextSegmenter(
-            None,
-            core,
-            labeler,
-            min_area=min_area,
-            automatic=AutomaticMaskGenerator(core, points_per_side=points_per_side, dedup="mask"),
-            **segmenter_kwargs,
-        ),
-    }
-    return builders[preset.kind]()
-
-
-def _box_prompter(
-    detector: str | None, device: str, box_threshold: float | None, pretrained: bool
-) -> Any:
+def _detector_boxes(parts: _Parts) -> Any:
     from textseg.detectors import build_detector
     from textseg.prompters.box import BoxPrompter
 
-    if detector is None:
-        raise ValueError("detector: this preset needs a detector name")
-    kwargs: dict[str, Any] = {"device": device}
-    if box_threshold is not None:
-        kwargs["box_threshold"] = box_threshold
-    return BoxPrompter(build_detector(detector, pretrained=pretrained, **kwargs))
+    if parts.detector is None:
+        raise ValueError(f"detector: preset {parts.preset.name!r} needs a detector name")
+    kwargs: dict[str, Any] = {"device": parts.device}
+    if parts.options.get("box_threshold") is not None:
+        kwargs["box_threshold"] = parts.options["box_threshold"]
+    return BoxPrompter(build_detector(parts.detector, pretrained=parts.pretrained, **kwargs))
 
 
-def _labeler(clip: str, mode: str, device: str, pretrained: bool, kwargs: dict[str, Any]) -> Any:
-    from textseg.clip import load_clip
-    from textseg.labelers import ClipLabeler
-
-    return ClipLabeler(load_clip(clip, device=device, pretrained=pretrained), mode=mode, **kwargs)
-
-
-def _clip_points(clip: str | None, device: str, pretrained: bool) -> Any:
-    from textseg.clip import load_clip
+def _clip_points(parts: _Parts) -> Any:
     from textseg.prompters.clip_points import ClipPointPrompter
 
-    if clip is None:
-        raise ValueError("clip: this preset needs a CLIP model name")
-    return ClipPointPrompter(load_clip(clip, device=device, pretrained=pretrained))
+    return ClipPointPrompter(_clip(parts))
 
 
-def _clip_tokens(
-    clip: str | None,
-    adapter: str | None,
-    checkpoint: str | None,
-    device: str,
-    pretrained: bool,
-) -> Any:
-    from textseg._hub import build_model
-    from textseg._registry import get_model_cfg
-    from textseg.clip import load_clip
+def _clip_tokens(parts: _Parts) -> Any:
+    from textseg._hub import create_model
     from textseg.prompters.clip_tokens import ClipTokenPrompter
 
-    if clip is None or adapter is None:
-        raise ValueError("clip-tokens needs a CLIP model and a text adapter")
-    encoder = load_clip(clip, device=device, pretrained=pretrained)
-    if not pretrained and checkpoint is None:
-        # Speed trials: a random adapter of the registered architecture.
-        random_adapter = build_model(get_model_cfg(adapter, "text-prompt"), pretrained=False)
-        return ClipTokenPrompter(random_adapter, clip=encoder, device=device)
-    return ClipTokenPrompter(adapter, clip=encoder, checkpoint=checkpoint, device=device)
+    if parts.text_adapter is None:
+        raise ValueError("clip-tokens needs a text adapter (registry name or checkpoint)")
+    checkpoint = parts.options.get("text_adapter_checkpoint")
+    cfg = get_model_cfg(parts.text_adapter, "text-prompt")
+    if checkpoint is None and (not parts.pretrained or cfg.is_test):
+        # Random weights of the registered architecture (speed trials, tiny runs).
+        adapter = create_model(cfg, pretrained=False)
+        return ClipTokenPrompter(adapter, clip=_clip(parts), device=parts.device)
+    return ClipTokenPrompter(
+        parts.text_adapter, clip=_clip(parts), checkpoint=checkpoint, device=parts.device
+    )
+
+
+#: How each kind of prompter is built from a preset's parts.
+PROMPTERS: dict[str, Callable[[_Parts], Any]] = {
+    "boxes": _detector_boxes,
+    "clip-points": _clip_points,
+    "clip-tokens": _clip_tokens,
+}
+
+
+def _clip(parts: _Parts) -> Any:
+    from textseg.clip import load_clip
+
+    if parts.clip is None:
+        raise ValueError(f"clip: preset {parts.preset.name!r} needs a CLIP model name")
+    key = ("clip", parts.clip)
+    if key not in parts.options.setdefault("_built", {}):
+        parts.options["_built"][key] = load_clip(
+            parts.clip, device=parts.device, pretrained=parts.pretrained
+        )
+    return parts.options["_built"][key]
+
+
+def build_components(
+    name: str,
+    *,
+    tiny: bool = False,
+    device: str = "cpu",
+    dtype: str = "float32",
+    sam: str | None = None,
+    sam_checkpoint: str | None = None,
+    detector: str | None = None,
+    clip: str | None = None,
+    box_threshold: float | None = None,
+    pretrained: bool = True,
+    points_per_side: int = 32,
+    text_adapter_checkpoint: str | None = None,
+    **segmenter_options: Any,
+) -> dict[str, Any]:
+    """Build the preset ``name``'s components: ``TextSegmenter``'s keyword arguments.
+
+    Args:
+        name: One of :func:`list_presets`.
+        tiny: Build the tiny random-init variant of every model (offline, seconds); the
+            component overrides below are mapped to their tiny variants too.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``, for every component.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` for SAM.
+        sam: SAM registry name (``textseg.list_models("sam")``).
+        sam_checkpoint: Fine-tuned SAM weights (a state dict of the ``sam`` architecture,
+            e.g. MedSAM for ``sam-vit-b``), loaded strictly instead of the published ones.
+        detector: Detector registry name, for box presets.
+        clip: CLIP registry name, for CLIP prompters, selectors and labelers.
+        box_threshold: Default detector threshold.
+        pretrained: False builds every component with random weights at its real size
+            (speed trials).
+        points_per_side: Grid of the automatic generator (``everything-clip``).
+        text_adapter_checkpoint: Trained CLIP -> SAM adapter (``clip-tokens``), as written by
+            ``textseg train-text-prompt`` (its folder or ``model.safetensors``).
+        **segmenter_options: ``TextSegmenter`` options (``min_area``, ``dedup_iou``...).
+
+    Returns:
+        ``{"prompter", "sam", "labeler", "selector", "automatic", **segmenter_options}``.
+
+    Raises:
+        ValueError: Unknown preset or model name, or a component the preset cannot use.
+        WeightsNotFoundError: Weights missing (all of them named in one line).
+    """
+    from textseg.sam import AutomaticMaskGenerator, SamCore
+
+    preset = get_preset(name)
+    tiny = tiny or preset.tiny
+    names = {
+        "sam": sam or preset.sam,
+        "detector": (detector or preset.detector) if preset.prompter == "boxes" else None,
+        "clip": clip or preset.clip,
+        "text_adapter": preset.text_adapter,
+    }
+    if preset.prompter == "clip-tokens" and (sam or clip):
+        from textseg.prompters.clip_tokens import text_adapter_for
+
+        names["text_adapter"] = text_adapter_for(names["sam"], names["clip"])
+    if tiny:
+        names = {k: None if v is None else test_variant(v) for k, v in names.items()}
+    needs_clip = preset.prompter in ("clip-points", "clip-tokens") or bool(
+        preset.labeler or preset.selector
+    )
+    if not needs_clip:
+        names["clip"] = None
+    if pretrained and not tiny:
+        wanted = [v for k, v in names.items() if v and not (k == "sam" and sam_checkpoint)]
+        if names["text_adapter"] and text_adapter_checkpoint:
+            wanted.remove(names["text_adapter"])
+        fetch_all(wanted)
+    parts = _Parts(
+        preset,
+        names["sam"],
+        names["detector"],
+        names["clip"],
+        names["text_adapter"],
+        device,
+        pretrained,
+        {"box_threshold": box_threshold, "text_adapter_checkpoint": text_adapter_checkpoint},
+    )
+    core = SamCore(
+        names["sam"], device=device, dtype=dtype, pretrained=pretrained, checkpoint=sam_checkpoint
+    )
+    labeler = selector = automatic = prompter = None
+    if preset.labeler is not None:
+        from textseg.labelers import ClipLabeler
+
+        options = dict(preset.labeler_options)
+        if tiny:
+            # Random CLIP weights give near-uniform probabilities, so background texts would
+            # reject every mask; without them verify mode keeps the prompter's classes.
+            options.setdefault("background", ())
+        labeler = ClipLabeler(_clip(parts), mode=preset.labeler, **options)
+    if preset.selector == "clip":
+        from textseg.pipelines.selectors import ClipMaskSelector
+
+        selector = ClipMaskSelector(_clip(parts))
+    if preset.prompter == "automatic":
+        automatic = AutomaticMaskGenerator(core, points_per_side=points_per_side, dedup="mask")
+    else:
+        if preset.prompter not in PROMPTERS:
+            raise ValueError(f"preset {preset.name!r}: unknown prompter {preset.prompter!r}")
+        prompter = PROMPTERS[preset.prompter](parts)
+    return {
+        "prompter": prompter,
+        "sam": core,
+        "labeler": labeler,
+        "selector": selector,
+        "automatic": automatic,
+        **segmenter_options,
+    }

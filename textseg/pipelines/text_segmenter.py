@@ -1,8 +1,13 @@
 """``TextSegmenter``: images + class names -> labelled, counted instance masks.
 
-One pipeline composes a prompter (text -> SAM prompts), the cached SAM core (prompts -> masks)
-and an optional labeler (masks -> verified names), then de-duplicates masks across classes and
-counts them. Presets (:func:`list_presets`) build the usual compositions by name.
+One pipeline composes a prompter (text -> SAM prompts), the cached SAM core (prompts -> masks,
+:func:`~textseg.pipelines.decode.decode_prompts`), an optional mask selector and an optional
+labeler (masks -> verified names), then de-duplicates masks across classes and counts them.
+Presets (:func:`~textseg.pipelines.presets.list_presets`) build the usual compositions by name.
+
+Memory is bounded in both directions that grow: prompts are decoded, labelled and run-length
+encoded block by block (the dense masks of one block at a time, whatever the number of
+prompts), and each step works at the resolution it needs (CLIP crops are cut small).
 """
 
 from __future__ import annotations
@@ -16,32 +21,40 @@ from typing import Any
 
 import numpy as np
 import supervision as sv
+from pycocotools import mask as mask_utils
 
 from textseg._image import ImageInput, to_rgb_uint8
-from textseg.io.rle import CompactMasks
+from textseg.io.counts import count_classes
+from textseg.io.rle import CompactMasks, rle_area
+from textseg.labelers.base import Labeler
+from textseg.pipelines.decode import decode_prompts
+from textseg.pipelines.presets import build_components
+from textseg.pipelines.selectors import MaskSelector
+from textseg.prompters.base import ClassPrompts, Prompter
 from textseg.sam import AutomaticMaskGenerator, SamCore
 from textseg.sam.postprocess import mask_iou_matrix
-from textseg.vocab import Vocabulary
+from textseg.vocab import UNKNOWN, Vocabulary
 
-__all__ = ["Result", "TextSegmenter", "count_classes", "dedup_masks"]
+__all__ = ["Result", "TextSegmenter", "dedup_masks"]
 
-UNKNOWN = "unknown"
+#: Dense masks held at a time while decoding, labelling and encoding one image's prompts.
+_BLOCK_BYTES = 64 << 20
 
 
 @dataclass
 class Result:
     """Segmentation of one image.
 
-    Masks are kept run-length encoded (a few kB per instance instead of H*W bytes) and decoded
-    when :attr:`detections` is read, so thousands of results fit in memory.
+    Masks are kept run-length encoded (a few kB per instance instead of H*W bytes): the
+    exporters write these RLEs as they are, and :attr:`detections` decodes them on demand.
 
     Attributes:
         source: The image path, or ``"image[i]"`` for in-memory images.
         image_size: ``(H, W)``.
         counts: ``{class name: number of instances}`` for every class asked for (0 included;
-            ``"unknown"`` only when the labeler could not name some masks).
+            ``"unknown"`` only when the labeler could not name some masks and they are kept).
         timings: Milliseconds per stage: ``encode``, ``prompt``, ``decode``, ``label``,
-            ``total``.
+            ``dedup``, ``total``.
     """
 
     source: str
@@ -53,15 +66,19 @@ class Result:
 
     @property
     def detections(self) -> sv.Detections:
-        """``supervision.Detections``: ``mask`` (N, H, W) bool, ``xyxy`` (N, 4) float32,
-        ``confidence``, ``class_id`` (-1 = unknown), ``data["class_name"]``,
-        ``data["sam_iou"]``, ``data["clip_score"]`` (NaN without a labeler) and the prompter's
-        fields (e.g. ``data["prompt"]``)."""
-        dets = _copy(self._boxes)
+        """``supervision.Detections`` with the masks decoded (``mask`` (N, H, W) bool) and the
+        fields of :data:`textseg.fields.FIELDS` (``confidence``, ``class_id``,
+        ``data["class_name"]``, ``data["sam_iou"]``...)."""
+        dets = self.boxes
         dets.mask = (
             self._masks.to_dense() if len(self._masks) else np.zeros((0, *self.image_size), bool)
         )
         return dets
+
+    @property
+    def boxes(self) -> sv.Detections:
+        """The detections without masks (``mask`` None): boxes, scores, classes and fields."""
+        return _copy(self._boxes)
 
     @property
     def masks(self) -> CompactMasks:
@@ -78,17 +95,27 @@ def _copy(dets: sv.Detections) -> sv.Detections:
         mask=None,
         confidence=None if dets.confidence is None else dets.confidence.copy(),
         class_id=None if dets.class_id is None else dets.class_id.copy(),
+        tracker_id=None if dets.tracker_id is None else dets.tracker_id.copy(),
         data={k: np.asarray(v).copy() for k, v in dets.data.items()},
     )
 
 
-def count_classes(class_names: Iterable[str], classes: Sequence[str]) -> dict[str, int]:
-    """``{class: count}`` over ``classes`` (zeros included), plus ``"unknown"`` if any."""
-    counts = dict.fromkeys(classes, 0)
-    for name in class_names:
-        name = str(name)
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+def _pairwise(masks: np.ndarray | CompactMasks) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, N)`` IoU and containment (intersection over the smaller area), exact."""
+    if isinstance(masks, np.ndarray):
+        return mask_iou_matrix(masks)
+    n = len(masks)
+    if n * masks.height * masks.width <= _BLOCK_BYTES:
+        return mask_iou_matrix(masks.to_dense())
+    rles = [
+        {"size": r["size"], "counts": r["counts"].encode()} for r in masks.rles
+    ]  # pycocotools wants bytes
+    iou = np.asarray(mask_utils.iou(rles, rles, [0] * n), np.float64).reshape(n, n)
+    area = rle_area(masks.rles).astype(np.float64)
+    inter = np.round(iou * (area[:, None] + area[None, :]) / (1.0 + iou))
+    smaller = np.minimum(area[:, None], area[None, :])
+    contain = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
+    return iou, contain
 
 
 def dedup_masks(
@@ -97,17 +124,19 @@ def dedup_masks(
     iou_threshold: float = 0.7,
     containment_threshold: float | None = 0.9,
     score_key: str | None = None,
+    masks: CompactMasks | None = None,
 ) -> np.ndarray:
     """Indices of the masks kept by mask-level de-duplication across classes.
 
     Greedy, highest score first: a mask is dropped when a kept mask overlaps it with mask IoU
     above ``iou_threshold``, or covers more than ``containment_threshold`` of it while both have
     the same class (a part inside its whole of another class, e.g. "car door" in "car", is kept).
-    Scores are ``detections.confidence`` (calibrated: detector or CLIP probability), or
-    ``data[score_key]``; ties are broken by SAM's predicted IoU.
+    Scores are ``detections.confidence``, or ``data[score_key]``; ties are broken by SAM's
+    predicted IoU.
 
     Args:
-        detections: With ``mask`` (N, H, W).
+        detections: With ``mask`` (N, H, W), unless ``masks`` gives them.
+        masks: The N masks run-length encoded (large images: no dense copy is made).
 
     Returns:
         ``(K,)`` int64 indices, highest score first.
@@ -124,7 +153,7 @@ def dedup_masks(
     )
     tie = np.asarray(detections.data.get("sam_iou", np.zeros(n)), float)
     order = np.lexsort((-tie, -scores))
-    iou, contain = mask_iou_matrix(detections.mask)
+    iou, contain = _pairwise(masks if masks is not None else np.asarray(detections.mask))
     class_id = detections.class_id if detections.class_id is not None else np.zeros(n, int)
     suppress = iou > iou_threshold
     if containment_threshold is not None:
@@ -141,60 +170,85 @@ def dedup_masks(
 
 
 class TextSegmenter:
-    """Named-object segmentation: a prompter, the cached SAM core and an optional labeler.
+    """Named-object segmentation: a prompter, the cached SAM core, a selector and a labeler.
 
     Args:
         prompter: Turns ``(image, vocabulary)`` into SAM prompts with class ids
             (``textseg.prompters``: BoxPrompter, ClipPointPrompter, ClipTokenPrompter,
             GridPrompter); or None with ``automatic`` for "segment everything".
         sam: The SAM core.
-        labeler: Names or verifies masks with CLIP (``textseg.labelers.ClipLabeler``); needed to
-            name masks of the automatic generator.
+        labeler: Names or verifies masks (``textseg.labelers.ClipLabeler``); needed to name
+            masks of the automatic generator.
+        selector: Picks among SAM's candidates for ambiguous prompts
+            (``textseg.pipelines.ClipMaskSelector``); default SAM's predicted IoU.
         automatic: An :class:`AutomaticMaskGenerator` used instead of a prompter.
         min_area: Drop masks with fewer pixels.
         dedup_iou: Mask IoU above which the lower-scoring of two masks is dropped (any class).
         dedup_containment: Fraction of a mask covered by a higher-scoring mask of the same class
             above which it is dropped (None: off).
         keep_unknown: Keep masks the labeler could not name (class "unknown", class_id -1).
+        refine: Refinement rounds (the SAM paper's zero-shot instance protocol): each round
+            decodes the same prompt again with the previous round's low-res mask logits as the
+            mask input.
     """
 
     def __init__(
         self,
-        prompter: Any | None,
+        prompter: Prompter | None,
         sam: SamCore,
-        labeler: Any | None = None,
+        labeler: Labeler | None = None,
         *,
+        selector: MaskSelector | None = None,
         automatic: AutomaticMaskGenerator | None = None,
         min_area: int = 0,
         dedup_iou: float = 0.7,
         dedup_containment: float | None = 0.9,
         keep_unknown: bool = False,
+        refine: int = 0,
     ) -> None:
         if prompter is None and automatic is None:
             raise ValueError("TextSegmenter: give a prompter, or automatic= for segment-everything")
+        if prompter is not None and automatic is not None:
+            raise ValueError("TextSegmenter: give a prompter or automatic=, not both")
         if automatic is not None and labeler is None:
             raise ValueError("TextSegmenter: automatic masks need a labeler to be named")
-        if min_area < 0:
-            raise ValueError(f"min_area: expected >= 0, got {min_area}")
+        if not (callable(getattr(sam, "encode", None)) and callable(getattr(sam, "predict", None))):
+            raise TypeError(f"sam: expected a textseg.sam.SamCore, got {type(sam).__name__}")
+        if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 0:
+            raise ValueError(f"min_area: expected an integer >= 0, got {min_area!r}")
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise ValueError(f"refine: expected an integer >= 0 (rounds), got {refine!r}")
+        check_sam = getattr(prompter, "check_sam", None)
+        if check_sam is not None:  # a prompter made for particular SAMs (token prompts)
+            check_sam(sam)
         self.prompter = prompter
         self.sam = sam
         self.labeler = labeler
+        self.selector = selector
         self.automatic = automatic
-        self.min_area = int(min_area)
+        self.min_area = min_area
         self.dedup_iou = dedup_iou
         self.dedup_containment = dedup_containment
         self.keep_unknown = keep_unknown
+        self.refine = refine
 
     @classmethod
-    def from_preset(cls, name: str = "grounded-sam", **kwargs: Any) -> TextSegmenter:
-        """Build a preset by name (see :func:`textseg.pipelines.list_presets`).
+    def from_preset(cls, name: str = "grounded-sam", **options: Any) -> TextSegmenter:
+        """Build a preset by name (:func:`textseg.pipelines.list_presets`).
 
-        Keyword arguments (``device``, ``dtype``, ``sam``, ``detector``, ``clip``,
-        ``box_threshold``, ``min_area``...) override the preset's defaults.
+        Keyword arguments (``tiny``, ``device``, ``dtype``, ``sam``, ``sam_checkpoint``,
+        ``detector``, ``clip``, ``box_threshold``, ``min_area``, ``refine``...) override the
+        preset's defaults; see :func:`textseg.pipelines.presets.build_components`.
         """
-        from textseg.pipelines.presets import build_preset
+        return cls(**build_components(name, **options))
 
-        return build_preset(name, **kwargs)
+    def __repr__(self) -> str:
+        parts = [repr(self.prompter or self.automatic), self.sam.name]
+        if self.selector is not None:
+            parts.append(repr(self.selector))
+        if self.labeler is not None:
+            parts.append(repr(self.labeler))
+        return f"TextSegmenter({', '.join(parts)})"
 
     # ------------------------------------------------------------------ public API
     def segment(
@@ -272,40 +326,59 @@ class TextSegmenter:
         start = time.perf_counter()
         array = to_rgb_uint8(image, name=source)
         h, w = array.shape[:2]
-        timings = dict.fromkeys(("encode", "prompt", "decode", "label"), 0.0)
+        timings = dict.fromkeys(("encode", "prompt", "decode", "label", "dedup"), 0.0)
 
         t = time.perf_counter()
         emb = self.sam.encode(array)
         timings["encode"] = _ms(t)
 
+        blocks: list[tuple[sv.Detections, CompactMasks]] = []
         if self.automatic is not None:
             t = time.perf_counter()
-            dets = self.automatic.generate(array)
+            found = self.automatic.generate(array)
             timings["decode"] = _ms(t)
-            dets.class_id = np.full(len(dets), -1, np.int64)
-            dets.data["class_name"] = np.full(len(dets), UNKNOWN, dtype=object)
+            found.class_id = np.full(len(found), -1, np.int64)
+            found.data["class_name"] = np.full(len(found), UNKNOWN, dtype=object)
+            for rows in _blocks(len(found), h, w):
+                blocks.append(self._finish_block(array, found[rows], vocab, min_area, timings))
         else:
             t = time.perf_counter()
-            cp = self._prompts(array, vocab, box_threshold)
+            prompts = self._prompts(array, vocab, box_threshold)
             timings["prompt"] = _ms(t)
-            t = time.perf_counter()
-            dets = self._decode(emb, cp, vocab)
-            timings["decode"] = _ms(t)
+            for rows in _blocks(len(prompts), h, w):
+                t = time.perf_counter()
+                dets = decode_prompts(
+                    self.sam,
+                    array,
+                    prompts.select(rows),
+                    classes=vocab,
+                    selector=self.selector,
+                    embedding=emb,
+                    refine=self.refine,
+                )
+                timings["decode"] += _ms(t)
+                blocks.append(self._finish_block(array, dets, vocab, min_area, timings))
 
-        if self.labeler is not None and len(dets):
-            t = time.perf_counter()
-            dets = self.labeler.label(array, dets, vocab)
-            timings["label"] = _ms(t)
-        dets = self._finish(dets, min_area)
+        t = time.perf_counter()
+        boxes, masks = _concatenate(blocks, h, w)
+        if len(boxes) > 1:
+            keep = dedup_masks(
+                boxes,
+                iou_threshold=self.dedup_iou,
+                containment_threshold=self.dedup_containment,
+                masks=masks,
+            )
+            boxes, masks = boxes[keep], masks[keep]
+        timings["dedup"] = _ms(t)
         timings["total"] = _ms(start)
-        names = [n for n in dets.data["class_name"]]
-        counts = count_classes(names, vocab.names)
-        masks = CompactMasks.from_dense(dets.mask) if len(dets) else CompactMasks([], h, w)
-        boxes = _copy(dets)
+        counts = count_classes(boxes, vocab.names)
         return Result(source, (h, w), counts, timings, boxes, masks)
 
-    def _prompts(self, image: np.ndarray, vocab: Vocabulary, box_threshold: float | None) -> Any:
+    def _prompts(
+        self, image: np.ndarray, vocab: Vocabulary, box_threshold: float | None
+    ) -> ClassPrompts:
         prompter = self.prompter
+        assert prompter is not None  # checked in __init__
         if box_threshold is not None:
             if not hasattr(prompter, "box_threshold"):
                 raise ValueError(
@@ -313,64 +386,55 @@ class TextSegmenter:
                 )
             # A per-call override on a shallow copy: the pipeline's prompter is not changed.
             prompter = copy.copy(prompter)
-            prompter.box_threshold = box_threshold
+            prompter.box_threshold = box_threshold  # type: ignore[attr-defined]
         return prompter.prompts(image, vocab)
 
-    def _decode(self, emb: Any, cp: Any, vocab: Vocabulary) -> sv.Detections:
-        h, w = emb.original_size
-        n = len(cp.class_id)
-        if n == 0:
-            return _empty(h, w)
-        dets = self.sam.predict(emb, cp.prompts, multimask_output=cp.multimask)
-        idx = dets.data["prompt_index"]
-        class_id = np.asarray(cp.class_id, np.int64)[idx]
-        dets.class_id = class_id
-        dets.confidence = np.asarray(cp.confidence, np.float32)[idx]
-        names = np.array([*vocab.names, UNKNOWN], dtype=object)
-        dets.data["class_name"] = names[np.where(class_id >= 0, class_id, len(vocab.names))]
-        for key, value in cp.data.items():
-            if key not in dets.data and len(value) == n:
-                dets.data[key] = np.asarray(value)[idx]
-        return dets
-
-    def _finish(self, dets: sv.Detections, min_area: int | None) -> sv.Detections:
-        n = len(dets)
-        h, w = dets.mask.shape[1:] if dets.mask is not None else (0, 0)
-        if "clip_score" not in dets.data:
-            dets.data["clip_score"] = np.full(n, np.nan, np.float32)
-        if n == 0:
-            return dets
-        keep = np.ones(n, bool)
-        area = dets.mask.reshape(n, -1).sum(axis=1)
-        keep &= area > 0
+    def _finish_block(
+        self,
+        image: np.ndarray,
+        dets: sv.Detections,
+        vocab: Vocabulary,
+        min_area: int | None,
+        timings: dict[str, float],
+    ) -> tuple[sv.Detections, CompactMasks]:
+        """Drop empty and small masks, label what is left, run-length encode the masks."""
+        h, w = image.shape[:2]
         limit = self.min_area if min_area is None else min_area
-        if limit:
-            keep &= area >= limit
-        if not self.keep_unknown:
-            keep &= dets.class_id >= 0
-        dets = dets[keep]
-        if len(dets) > 1:
-            dets = dets[
-                dedup_masks(
-                    dets, iou_threshold=self.dedup_iou, containment_threshold=self.dedup_containment
-                )
-            ]
-        if len(dets) == 0:
-            return _empty(h, w, dets)
-        return dets
+        if len(dets):
+            area = np.asarray(dets.mask).reshape(len(dets), -1).sum(axis=1)
+            dets = dets[(area > 0) & (area >= limit)]
+        if self.labeler is not None and len(dets):
+            t = time.perf_counter()
+            dets = self.labeler.label(image, dets, vocab)
+            timings["label"] += _ms(t)
+        if not self.keep_unknown and len(dets):
+            dets = dets[np.asarray(dets.class_id) >= 0]
+        masks = CompactMasks.from_dense(dets.mask) if len(dets) else CompactMasks([], h, w)
+        return _copy(dets), masks
 
 
-def _empty(h: int, w: int, like: sv.Detections | None = None) -> sv.Detections:
-    data: dict[str, np.ndarray] = {
-        "class_name": np.zeros(0, dtype=object),
-        "sam_iou": np.zeros(0, np.float32),
-        "clip_score": np.zeros(0, np.float32),
-    }
+def _blocks(n: int, h: int, w: int) -> list[np.ndarray]:
+    """Row blocks whose dense masks (three candidates each, at worst) fit the block budget."""
+    size = max(1, _BLOCK_BYTES // max(1, 3 * h * w))
+    return [np.arange(s, min(n, s + size)) for s in range(0, n, size)] or [np.arange(0)]
+
+
+def _concatenate(
+    blocks: list[tuple[sv.Detections, CompactMasks]], h: int, w: int
+) -> tuple[sv.Detections, CompactMasks]:
+    parts = [b for b in blocks if len(b[0])]
+    if not parts:
+        return _empty(blocks[0][0] if blocks else None), CompactMasks([], h, w)
+    boxes = sv.Detections.merge([b for b, _ in parts])
+    return boxes, CompactMasks.concatenate([m for _, m in parts])
+
+
+def _empty(like: sv.Detections | None) -> sv.Detections:
+    data: dict[str, np.ndarray] = {"class_name": np.zeros(0, dtype=object)}
     if like is not None:
         data.update({k: np.asarray(v)[:0] for k, v in like.data.items()})
     return sv.Detections(
         xyxy=np.zeros((0, 4), np.float32),
-        mask=np.zeros((0, h, w), bool),
         confidence=np.zeros(0, np.float32),
         class_id=np.zeros(0, np.int64),
         data=data,

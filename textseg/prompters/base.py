@@ -3,8 +3,8 @@
 A :class:`Prompter` turns one image and a class list into :class:`ClassPrompts`: N SAM prompts
 (:class:`~textseg.sam.Prompts`, in the original image's pixels) and, per prompt, the class it
 stands for, a score and extra fields. The SAM core then cuts one mask per prompt (or three, see
-:attr:`ClassPrompts.multimask`); :func:`predict_masks` runs that step and carries the class
-information over to the masks.
+:attr:`ClassPrompts.multimask`); :func:`textseg.pipelines.decode_prompts` runs that step and
+carries the class information over to the masks.
 """
 
 from __future__ import annotations
@@ -14,17 +14,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-import supervision as sv
 
 from textseg._image import ImageInput
 from textseg.sam.prompts import Prompts
 from textseg.vocab import ClassesInput
 
 if TYPE_CHECKING:
-    from textseg.sam.cache import ImageEmbedding
-    from textseg.sam.core import SamCore
+    pass
 
-__all__ = ["ClassPrompts", "MultimaskAdvice", "Prompter", "attach_prompts", "predict_masks"]
+__all__ = ["ClassPrompts", "MultimaskAdvice", "Prompter"]
 
 #: How many masks the SAM core should cut per prompt: True (three candidates), False (one) or
 #: ``"auto"`` (three for a lone point, else one; SAM's own advice).
@@ -146,75 +144,3 @@ class Prompter(Protocol):
     """
 
     def prompts(self, image: ImageInput, classes: ClassesInput) -> ClassPrompts: ...
-
-
-def attach_prompts(detections: sv.Detections, class_prompts: ClassPrompts) -> sv.Detections:
-    """Carry each prompt's class, score and data over to the masks cut from it.
-
-    Args:
-        detections: What ``SamCore.predict`` returned for ``class_prompts.prompts``; its
-            ``data["prompt_index"]`` says which prompt each mask came from.
-        class_prompts: The prompts.
-
-    Returns:
-        The same detections with ``class_id`` set, ``confidence`` = the prompt's confidence
-        (SAM's predicted IoU where the prompt is unscored, i.e. NaN), and ``data`` extended by
-        the prompts' data plus ``prompt_confidence`` (the raw prompt score). SAM's own fields
-        (``sam_iou``, ``stability_score``, ``prompt_index``, ``mask_index``) are kept.
-
-    Raises:
-        ValueError: ``detections`` has no ``prompt_index`` or it does not fit the prompts.
-    """
-    if "prompt_index" not in detections.data:
-        raise ValueError(
-            "detections: expected data['prompt_index'] (the output of SamCore.predict), "
-            f"got data keys {sorted(detections.data)}"
-        )
-    index = np.asarray(detections.data["prompt_index"], dtype=np.int64)
-    if len(index) and (index.min() < 0 or index.max() >= len(class_prompts)):
-        raise ValueError(
-            f"detections: prompt_index {int(index.max())} is out of range for "
-            f"{len(class_prompts)} prompts; pass the ClassPrompts the detections were cut from"
-        )
-    prompt_conf = class_prompts.confidence[index]
-    sam_conf = (
-        np.asarray(detections.data["sam_iou"], np.float32)
-        if "sam_iou" in detections.data
-        else np.full(len(index), np.nan, np.float32)
-    )
-    data = dict(detections.data)
-    for key, value in class_prompts.data.items():
-        data[key] = value[index]
-    data["prompt_confidence"] = prompt_conf.astype(np.float32)
-    out = sv.Detections(
-        xyxy=detections.xyxy,
-        mask=detections.mask,
-        confidence=np.where(np.isfinite(prompt_conf), prompt_conf, sam_conf).astype(np.float32),
-        class_id=class_prompts.class_id[index],
-        tracker_id=detections.tracker_id,
-        data=data,
-    )
-    return out
-
-
-def predict_masks(
-    core: SamCore,
-    image: ImageInput | ImageEmbedding,
-    class_prompts: ClassPrompts,
-    **predict_kwargs: Any,
-) -> sv.Detections:
-    """Cut the masks of ``class_prompts`` with the SAM core and attach their classes.
-
-    Args:
-        core: The SAM core.
-        image: The image the prompts were made for (or its cached embedding).
-        class_prompts: What a prompter returned for ``image``.
-        **predict_kwargs: Passed to ``SamCore.predict`` (``return_all``, ``min_region_area``,
-            ...); ``multimask_output`` defaults to the prompter's advice.
-
-    Returns:
-        ``sv.Detections`` as :func:`attach_prompts` describes; empty when there are no prompts.
-    """
-    predict_kwargs.setdefault("multimask_output", class_prompts.multimask)
-    dets = core.predict(image, class_prompts.prompts, **predict_kwargs)
-    return attach_prompts(dets, class_prompts)

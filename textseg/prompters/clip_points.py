@@ -15,63 +15,45 @@ For each class:
 4. Grid coordinates are mapped back to original image pixels through the encoder's
    resize/crop geometry (:class:`GridGeometry`).
 
-SAM then cuts three candidate masks per prompt, and :func:`choose_by_clip` keeps the one whose
-masked pixels (everything outside the mask blanked) CLIP finds most like the class, mixed with
-SAM's predicted IoU, rather than the largest or the one SAM likes best.
+SAM then cuts three candidate masks per prompt (``multimask=True``); in the ``clip-points``
+preset :class:`~textseg.pipelines.selectors.ClipMaskSelector` keeps the one whose masked pixels
+(everything outside the mask blanked) CLIP finds most like the class, mixed with SAM's
+predicted IoU, rather than the largest or the one SAM likes best.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
-import supervision as sv
 import torch
 import torch.nn.functional as F
 
 from textseg._image import ImageInput, to_rgb_uint8
-from textseg.prompters.base import ClassPrompts, attach_prompts
+from textseg.clip.text import DEFAULT_BACKGROUND, DEFAULT_TEMPLATES, TextEmbedder
+from textseg.prompters.base import ClassPrompts
 from textseg.sam.prompts import Prompts
 from textseg.vocab import ClassesInput, Vocabulary
 
 if TYPE_CHECKING:
     from textseg.clip.encoders import ClipEncoder, DenseFeatures
-    from textseg.sam.core import SamCore
 
 __all__ = [
-    "DEFAULT_BACKGROUND",
-    "DEFAULT_TEMPLATES",
     "ClipPointPrompter",
     "GridGeometry",
     "InstancePoints",
-    "check_templates",
-    "choose_by_clip",
-    "class_text_embeddings",
-    "embed_texts",
-    "masked_crop",
     "similarity_to_points",
 ]
-
-#: Templates the class names are put into; the embeddings of all of them are averaged.
-DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}.",
-    "a photo of the {}.",
-    "there is a {} in the scene.",
-)
-#: Background ("stuff") texts subtracted from every class map; a word equal to one of the
-#: vocabulary's prompts is left out for that call (so "sky" can still be a class).
-DEFAULT_BACKGROUND: tuple[str, ...] = ("background", "ground", "wall", "sky", "texture")
 
 _DATA_KEYS = {
     "class_name": ((), str),
     "prompt": ((), str),
     "point": ((2,), np.float32),
-    "clip_margin": ((), np.float32),
+    "point_margin": ((), np.float32),
 }
 
 
@@ -330,313 +312,13 @@ class GridGeometry:
 # ------------------------------------------------------------------------- masked crops
 
 
-class _ImageEncoder(Protocol):
-    """What :func:`choose_by_clip` needs of a CLIP encoder (``ClipEncoder`` has it)."""
-
-    @property
-    def pixel_mean(self) -> tuple[float, float, float]: ...
-
-    @property
-    def logit_scale(self) -> float: ...
-
-    def encode_images(self, images: Sequence[np.ndarray], *, batch_size: int = ...) -> Any: ...
-
-
-def masked_crop(
-    image: np.ndarray, mask: np.ndarray, *, fill: Sequence[float], margin: float = 0.1
-) -> np.ndarray | None:
-    """The square crop around a mask with every pixel outside the mask blanked.
-
-    Scoring the bounding-box crop lets the background inside the box (often the enclosing
-    segment) decide; blanking it makes CLIP see only the masked object. The crop is square,
-    centred on the mask's box, with side ``(1 + 2 * margin) * max(box width, box height)``, so
-    CLIP's centre crop cuts nothing off; parts outside the image are filled too.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 RGB.
-        mask: ``(H, W)`` bool.
-        fill: RGB colour (0-255) of blanked pixels; CLIP's pixel mean makes them zero after
-            normalisation ("no content").
-        margin: Context margin around the box, as a fraction of its longer side.
-
-    Returns:
-        ``(S, S, 3)`` uint8 crop, or None for an empty mask.
-    """
-    if mask.shape != image.shape[:2]:
-        raise ValueError(f"mask: expected shape {image.shape[:2]}, got {mask.shape}")
-    rows = np.flatnonzero(mask.any(axis=1))
-    if len(rows) == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    side = max(1, math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
-    left = (x0 + x1 - side) // 2
-    top = (y0 + y1 - side) // 2
-    colour = np.clip(np.round(np.asarray(fill, dtype=np.float64)), 0, 255).astype(np.uint8)
-    out = np.empty((side, side, 3), np.uint8)
-    out[...] = colour
-    height, width = mask.shape
-    sy0, sy1 = max(top, 0), min(top + side, height)
-    sx0, sx1 = max(left, 0), min(left + side, width)
-    window = mask[sy0:sy1, sx0:sx1]
-    target = out[sy0 - top : sy1 - top, sx0 - left : sx1 - left]
-    target[window] = image[sy0:sy1, sx0:sx1][window]
-    return out
-
-
-def _masked_crop_embeddings(
-    clip: _ImageEncoder,
-    image: np.ndarray,
-    masks: np.ndarray,
-    *,
-    margin: float,
-    batch_size: int,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """``(M, D)`` float32 CLIP embeddings of the masked crops (zero rows for empty masks)
-    and the ``(M,)`` bool "mask is empty" flags."""
-    empty = ~masks.reshape(len(masks), -1).any(axis=1)
-    out: torch.Tensor | None = None
-    for start in range(0, len(masks), batch_size):
-        crops = [
-            masked_crop(image, m, fill=clip.pixel_mean, margin=margin)
-            for m in masks[start : start + batch_size]
-        ]
-        present = [i for i, c in enumerate(crops) if c is not None]
-        if not present:
-            continue
-        emb = clip.encode_images([crops[i] for i in present], batch_size=batch_size)
-        emb = torch.as_tensor(emb).detach().float().cpu()
-        if out is None:
-            out = torch.zeros((len(masks), emb.shape[1]))
-        out[start + torch.as_tensor(present)] = emb
-    return (out if out is not None else torch.zeros((len(masks), 0))), empty
-
-
-def choose_by_clip(
-    image: ImageInput,
-    detections: sv.Detections,
-    clip: ClipEncoder | _ImageEncoder,
-    text_embeddings: torch.Tensor | np.ndarray,
-    *,
-    clip_weight: float = 0.5,
-    margin: float = 0.1,
-    batch_size: int = 32,
-) -> sv.Detections:
-    """Pick one of SAM's candidate masks per prompt by CLIP score and predicted IoU.
-
-    Each candidate's masked crop (:func:`masked_crop`: pixels outside the mask blanked) is
-    embedded with CLIP and compared with its prompt's text embedding (cosine ``s``). Within a
-    prompt's candidates the CLIP scores become probabilities with CLIP's own temperature,
-    ``p = softmax(logit_scale * s)``, and the candidate with the highest
-
-        ``clip_weight * p + (1 - clip_weight) * sam_iou``
-
-    is kept (``clip_weight`` 1: CLIP alone; 0: SAM's predicted IoU alone, as ``SamCore``
-    does). Empty masks are never picked unless all candidates of a prompt are empty.
-
-    Args:
-        image: The image the masks belong to (path, PIL, ``(H, W, 3)`` uint8 RGB).
-        detections: ``SamCore.predict(..., multimask_output=True, return_all=True)`` output:
-            ``mask`` ``(M, H, W)``, ``data["prompt_index"]`` and ``data["sam_iou"]`` ``(M,)``.
-            Any number of candidates per prompt works (3 from SAM).
-        clip: A :class:`textseg.clip.ClipEncoder` (or anything with ``encode_images``,
-            ``pixel_mean`` and ``logit_scale``).
-        text_embeddings: ``(D,)`` one L2-normalised text embedding for all prompts, or
-            ``(N, D)`` one per prompt (row ``prompt_index``).
-        clip_weight: Weight of the CLIP probability in [0, 1].
-        margin: Context margin of the crops (see :func:`masked_crop`).
-        batch_size: Crops per CLIP forward pass.
-
-    Returns:
-        One detection per prompt (in ``prompt_index`` order), the chosen candidate's fields
-        plus ``data["clip_score"]`` (cosine ``s``), ``data["clip_prob"]`` (``p``) and
-        ``data["choice_score"]`` (the mix).
-
-    Raises:
-        ValueError: Missing ``prompt_index``/``sam_iou`` or masks, or embeddings that do not
-            fit.
-    """
-    clip_weight = _check_fraction(clip_weight, "clip_weight")
-    for key in ("prompt_index", "sam_iou"):
-        if key not in detections.data:
-            raise ValueError(
-                f"detections: expected data[{key!r}] (SamCore.predict output with "
-                f"return_all=True), got keys {sorted(detections.data)}"
-            )
-    if detections.mask is None:
-        raise ValueError("detections: expected masks (SamCore.predict output), got mask=None")
-    array = to_rgb_uint8(image)
-    if detections.mask.shape[1:] != array.shape[:2]:
-        raise ValueError(
-            f"detections: masks are {detections.mask.shape[1:]} but the image is "
-            f"{array.shape[:2]}; pass the image the masks were cut from"
-        )
-    prompt_index = np.asarray(detections.data["prompt_index"], dtype=np.int64)
-    text = text_embeddings if torch.is_tensor(text_embeddings) else torch.as_tensor(text_embeddings)
-    text = text.detach().float().cpu()
-    if text.ndim == 1:
-        num_prompts = int(prompt_index.max()) + 1 if len(prompt_index) else 1
-        text = text[None].expand(num_prompts, -1)
-    if text.ndim != 2:
-        raise ValueError(f"text_embeddings: expected (D,) or (N, D), got {tuple(text.shape)}")
-    if len(prompt_index) and prompt_index.max() >= len(text):
-        raise ValueError(
-            f"text_embeddings: {len(text)} rows, but detections refer to prompt "
-            f"{int(prompt_index.max())}; give one row per prompt"
-        )
-    if len(detections) == 0:
-        data = dict(detections.data)
-        for key in ("clip_score", "clip_prob", "choice_score"):
-            data[key] = np.zeros(0, np.float32)
-        return sv.Detections(
-            xyxy=detections.xyxy,
-            mask=detections.mask,
-            confidence=detections.confidence,
-            class_id=detections.class_id,
-            data=data,
-        )
-    image_emb, empty = _masked_crop_embeddings(
-        clip, array, np.asarray(detections.mask, bool), margin=margin, batch_size=batch_size
-    )
-    if not empty.all() and image_emb.shape[1] != text.shape[1]:
-        raise ValueError(
-            f"text_embeddings have dimension {text.shape[1]}, the CLIP image embeddings "
-            f"{image_emb.shape[1]}; encode the texts with the same CLIP model"
-        )
-    cosine = np.zeros(len(detections), np.float32)
-    if not empty.all():
-        cosine = (image_emb * text[prompt_index]).sum(dim=1).numpy().astype(np.float32)
-    cosine[empty] = np.nan
-    sam_iou = np.asarray(detections.data["sam_iou"], np.float32)
-    prob = np.zeros(len(detections), np.float32)
-    choice = np.full(len(detections), -np.inf, np.float32)
-    keep: list[int] = []
-    scale = float(clip.logit_scale)
-    for p in np.unique(prompt_index):
-        rows = np.flatnonzero(prompt_index == p)
-        valid = rows[~empty[rows]]
-        if len(valid) == 0:
-            keep.append(int(rows[np.argmax(sam_iou[rows])]))
-            continue
-        logits = scale * cosine[valid].astype(np.float64)
-        weights = np.exp(logits - logits.max())
-        prob[valid] = weights / weights.sum()
-        choice[valid] = clip_weight * prob[valid] + (1 - clip_weight) * sam_iou[valid]
-        keep.append(int(valid[np.argmax(choice[valid])]))
-    picked = detections[np.asarray(keep, dtype=np.int64)]
-    picked.data["clip_score"] = cosine[keep]
-    picked.data["clip_prob"] = prob[keep]
-    picked.data["choice_score"] = choice[keep]
-    return picked
-
-
-# ------------------------------------------------------------------------------ prompter
-
-
-def _check_texts(texts: Sequence[str], name: str, *, allow_empty: bool) -> tuple[str, ...]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"{name}: expected a list of str, got {type(texts).__name__}")
-    out = tuple(texts)
-    bad = [t for t in out if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"{name}: expected str items, got {type(bad[0]).__name__} {bad[0]!r}")
-    if not out and not allow_empty:
-        raise ValueError(f"{name}: expected at least one text, got none")
-    return out
-
-
-def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
-    """``templates`` as a tuple, each with exactly one ``{}``.
-
-    Raises:
-        TypeError, ValueError: Not a non-empty list of str, or a template without one ``{}``.
-    """
-    out = _check_texts(templates, "templates", allow_empty=False)
-    for t in out:
-        if t.count("{}") != 1:
-            raise ValueError(f"templates: each needs exactly one '{{}}', got {t!r}")
-    return out
-
-
-def embed_texts(
-    clip: ClipEncoder, texts: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES
-) -> torch.Tensor:
-    """``(len(texts), D)`` float32 L2-normalised embeddings, each the mean over ``templates``.
-
-    Raises:
-        ValueError: A templated text is too long for CLIP's text encoder; the message names
-            the text and the template.
-    """
-    texts = list(texts)
-    templated = [t.format(text) for text in texts for t in templates]
-    try:
-        emb = clip.encode_text(templated).float()
-    except ValueError as err:
-        named = _too_long_error(clip, texts, templates)
-        if named is None:
-            raise
-        raise named from err
-    emb = emb.reshape(len(texts), len(templates), -1).mean(dim=1)
-    return F.normalize(emb, dim=-1)
-
-
-def _too_long_error(
-    clip: ClipEncoder, texts: Sequence[str], templates: Sequence[str]
-) -> ValueError | None:
-    """The error naming the first text that is too long for CLIP in one of ``templates``
-    (found by encoding one templated text at a time, so only on the error path), or None if
-    none is: the encoder's own message suggests ``truncate=True``, which the prompters do not
-    take, since a cut class name would silently stand for another class."""
-    for text in texts:
-        for template in templates:
-            try:
-                clip.encode_text([template.format(text)])
-            except ValueError:
-                shown = text if len(text) <= 60 else text[:60] + "..."
-                return ValueError(
-                    f"text {shown!r} ({len(text)} characters) is too long for the CLIP text "
-                    f"encoder: in the template {template!r} it has more than the model's "
-                    f"{clip.context_length} tokens (start and end included); expected a "
-                    f"shorter class name, synonym or negative"
-                )
-    return None
-
-
-def class_text_embeddings(
-    clip: ClipEncoder,
-    classes: ClassesInput,
-    templates: Sequence[str] = DEFAULT_TEMPLATES,
-    *,
-    prompt_embeddings: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``(C, D)`` L2-normalised text embedding per class: the mean over ``templates`` and over
-    the class name and its synonyms.
-
-    Args:
-        clip: The CLIP encoder.
-        classes: Class names or a Vocabulary.
-        templates: Templates with one ``{}``.
-        prompt_embeddings: ``embed_texts(clip, vocab.prompts, templates)`` if already computed.
-
-    Raises:
-        TypeError, ValueError: Bad class list (:class:`~textseg.vocab.Vocabulary`), or a
-            templated name too long for CLIP's text encoder.
-    """
-    vocab = Vocabulary.coerce(classes)
-    if prompt_embeddings is None:
-        prompt_embeddings = embed_texts(clip, vocab.prompts, templates)
-    prompt_class = torch.from_numpy(np.array(vocab.prompt_class))
-    rows = [prompt_embeddings[prompt_class == c].mean(dim=0) for c in range(vocab.num_classes)]
-    return F.normalize(torch.stack(rows), dim=-1)
-
-
 class ClipPointPrompter:
     """Text -> point prompts from dense CLIP similarity maps, with no training.
 
     See the module docstring for the method. Each instance found becomes one prompt with
     ``num_positive`` foreground and up to ``num_negative`` background points; ``confidence``
     is CLIP's two-way probability of the class against the background at the region's peak,
-    ``sigmoid(logit_scale * margin)``, where ``margin`` (``data["clip_margin"]``) is the peak of
+    ``sigmoid(logit_scale * margin)``, where ``margin`` (``data["point_margin"]``) is the peak of
     the background-subtracted cosine map. A :class:`~textseg.vocab.Vocabulary`'s per-class
     ``thresholds`` are minimum confidences: a class's prompts below its threshold are dropped
     (classes without a threshold keep all that pass ``min_score``).
@@ -694,8 +376,7 @@ class ClipPointPrompter:
                 f"{type(clip).__name__}"
             )
         self.clip = clip
-        self.templates = check_templates(templates)
-        self.background = _check_texts(background, "background", allow_empty=True)
+        self._text = TextEmbedder(clip, templates, background)
         if attention not in ("value", "value-value"):
             raise ValueError(f"attention: expected 'value' or 'value-value', got {attention!r}")
         self.attention = attention
@@ -710,48 +391,31 @@ class ClipPointPrompter:
         if not min_area > 0:
             raise ValueError(f"min_area: expected a positive number of cells, got {min_area}")
         self.min_area = float(min_area)
-        self._text_cache: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"ClipPointPrompter({getattr(self.clip, 'name', type(self.clip).__name__)!r})"
 
     # ---------------------------------------------------------------- text embeddings
 
-    def _embed(self, texts: tuple[str, ...]) -> torch.Tensor:
-        """``(len(texts), D)`` template-ensembled embeddings, cached per text tuple."""
-        hit = self._text_cache.get(texts)
-        if hit is not None:
-            self._text_cache.move_to_end(texts)
-            return hit
-        emb = embed_texts(self.clip, texts, self.templates)
-        self._text_cache[texts] = emb
-        while len(self._text_cache) > 64:
-            self._text_cache.popitem(last=False)
-        return emb
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The text templates."""
+        return self._text.templates
+
+    @property
+    def background(self) -> tuple[str, ...]:
+        """The background texts."""
+        return self._text.background
 
     def class_embeddings(self, classes: ClassesInput) -> torch.Tensor:
-        """``(C, D)`` L2-normalised text embedding per class: the mean over the templates of
-        the class name and its synonyms.
+        """``(C, D)`` L2-normalised text embedding per class (templates over the class name
+        and its synonyms, :class:`textseg.clip.TextEmbedder`).
 
         Raises:
             TypeError, ValueError: Bad class list (:class:`~textseg.vocab.Vocabulary`), or a
                 templated name too long for CLIP's text encoder.
         """
-        vocab = Vocabulary.coerce(classes)
-        return class_text_embeddings(
-            self.clip, vocab, self.templates, prompt_embeddings=self._embed(tuple(vocab.prompts))
-        )
-
-    def _background_embeddings(self, vocab: Vocabulary) -> torch.Tensor | None:
-        taken = {p.casefold() for p in vocab.prompts}
-        words = tuple(b for b in self.background if b.casefold() not in taken)
-        parts = []
-        if words:
-            parts.append(self._embed(words))
-        if vocab.num_negatives:
-            prompt_emb = self._embed(tuple(vocab.prompts))
-            parts.append(prompt_emb[torch.from_numpy(np.array(vocab.prompt_class)) < 0])
-        return torch.cat(parts) if parts else None
+        return self._text(classes).classes
 
     # ---------------------------------------------------------------------- prompts
 
@@ -765,8 +429,9 @@ class ClipPointPrompter:
             cell) and the grid's geometry.
         """
         vocab = Vocabulary.coerce(classes)
-        class_emb = self.class_embeddings(vocab)
-        bg_emb = self._background_embeddings(vocab)
+        text = self._text(vocab)
+        class_emb = text.classes
+        bg_emb = text.rejects if len(text.rejects) else None
         size = self.size if self.size is not None else 2 * int(self.clip.input_size)
         dense = self.clip.dense_features(image, size=size, attention=self.attention)
         sims = dense.similarity(class_emb).float().cpu()
@@ -787,7 +452,9 @@ class ClipPointPrompter:
             :class:`ClassPrompts`: ``points`` ``(N, P, 2)`` XY original pixels (padded with
             label -1), ``class_id``, ``confidence`` (CLIP probability, see the class doc),
             ``data`` ``class_name``, ``prompt``, ``point`` (the main positive point) and
-            ``clip_margin``; ``multimask=True`` (pick with :func:`choose_by_clip`).
+            ``point_margin``; ``multimask=True`` (a selector such as
+            :class:`~textseg.pipelines.selectors.ClipMaskSelector` picks among SAM's
+            candidates).
         """
         vocab = Vocabulary.coerce(classes)
         array = to_rgb_uint8(image)
@@ -839,40 +506,8 @@ class ClipPointPrompter:
                 "class_name": np.array([names[c] for c in class_arr], dtype=str),
                 "prompt": np.array([names[c] for c in class_arr], dtype=str),
                 "point": np.stack([p[0] for p in point_lists]).astype(np.float32),
-                "clip_margin": margin,
+                "point_margin": margin,
             },
             multimask=True,
             class_names=names,
         )
-
-    def segment(
-        self,
-        core: SamCore,
-        image: ImageInput,
-        classes: ClassesInput,
-        *,
-        clip_weight: float = 0.5,
-        **predict_kwargs: Any,
-    ) -> sv.Detections:
-        """Prompts -> SAM's three candidates per prompt -> :func:`choose_by_clip`.
-
-        Args:
-            core: The SAM core.
-            image: The image.
-            classes: Class names or a Vocabulary.
-            clip_weight: See :func:`choose_by_clip`.
-            **predict_kwargs: Passed to ``SamCore.predict`` (e.g. ``min_region_area``).
-
-        Returns:
-            ``sv.Detections``, one per prompt, with the classes attached as in
-            :func:`textseg.prompters.attach_prompts` and the CLIP choice fields of
-            :func:`choose_by_clip`.
-        """
-        vocab = Vocabulary.coerce(classes)
-        array = to_rgb_uint8(image)
-        class_prompts = self.prompts(array, vocab)
-        predict_kwargs.update(multimask_output=True, return_all=True)
-        candidates = core.predict(array, class_prompts.prompts, **predict_kwargs)
-        text = self.class_embeddings(vocab)[torch.as_tensor(class_prompts.class_id)]
-        chosen = choose_by_clip(array, candidates, self.clip, text, clip_weight=clip_weight)
-        return attach_prompts(chosen, class_prompts)

@@ -6,7 +6,7 @@ CLIP *text* embedding in its place (CLIP aligns the two spaces). That model was 
 released. Here a small :class:`TextPromptAdapter` maps a CLIP embedding (512/768-d) to ``k``
 tokens in SAM's 256-d prompt space, appended to the decoder's point/box tokens
 (``Prompts.embeddings``); SAM itself stays frozen. No trained adapter weights are published
-yet: train one with :func:`textseg.prompters.train_text_prompt.train_text_prompt` (CLI
+yet: train one with :func:`textseg.train.text_prompt.train_text_prompt` (CLI
 ``textseg train-text-prompt``) and pass its checkpoint. Until then this route is a research
 hook and :class:`ClipTokenPrompter` warns when it is used.
 """
@@ -19,20 +19,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import supervision as sv
 import torch
 from torch import nn
 
 from textseg._image import ImageInput, to_rgb_uint8
 from textseg._registry import ModelCfg, get_model_cfg
-from textseg.prompters.base import ClassPrompts, predict_masks
+from textseg.clip.text import DEFAULT_TEMPLATES, TextEmbedder
+from textseg.prompters.base import ClassPrompts
 from textseg.prompters.clip_points import _DATA_KEYS as _POINT_DATA_KEYS
-from textseg.prompters.clip_points import (
-    DEFAULT_TEMPLATES,
-    ClipPointPrompter,
-    check_templates,
-    class_text_embeddings,
-)
+from textseg.prompters.clip_points import ClipPointPrompter
 from textseg.sam.prompts import Prompts
 from textseg.vocab import ClassesInput, Vocabulary
 
@@ -131,10 +126,10 @@ def text_adapter_for(sam: str, clip: str) -> str:
 
     pairs = []
     for name in list_models("text-prompt"):
-        arch = get_model_cfg(name, "text-prompt").arch
-        if arch.get("sam") == sam and arch.get("clip") == clip:
+        pairing = get_model_cfg(name, "text-prompt").pairing
+        if pairing.get("sam") == sam and pairing.get("clip") == clip:
             return name
-        pairs.append(f"{arch.get('sam')}+{arch.get('clip')}")
+        pairs.append(f"{pairing.get('sam')}+{pairing.get('clip')}")
     raise ValueError(
         f"no text-prompt adapter is registered for sam={sam!r} and clip={clip!r}; registered "
         f"pairs: {', '.join(pairs)}"
@@ -168,7 +163,7 @@ class ClipTokenPrompter:
     the text often fixes a wrong pick"); or pass ``points=`` to :meth:`prompts` yourself.
 
     No trained adapter weights are published: until you train one
-    (:func:`textseg.prompters.train_text_prompt.train_text_prompt`) and pass
+    (:func:`textseg.train.text_prompt.train_text_prompt`) and pass
     ``checkpoint=``, the results mean nothing. An :class:`ExperimentalWarning` is issued the
     first time each prompter makes prompts.
 
@@ -178,8 +173,8 @@ class ClipTokenPrompter:
         clip: The CLIP encoder or its registry name; default: the one the adapter's registry
             entry names. Its embedding size must be the adapter's ``clip_dim``.
         checkpoint: Trained adapter weights (``model.safetensors`` or the folder holding it),
-            loaded strictly. Required for registry entries without published weights, except
-            the ``-tiny-test`` ones.
+            loaded strictly. Required for unpublished registry entries; test entries build
+            with random weights.
         templates: Text templates with one ``{}``.
         point_prompter: Adds CLIP-derived points to the tokens (one prompt per instance).
         device: Where to run the adapter and a CLIP model built from a name.
@@ -203,19 +198,19 @@ class ClipTokenPrompter:
 
         torch_device = resolve_device(device)
         if isinstance(adapter, str):
-            from textseg._hub import build_model
+            from textseg._hub import create_model
 
             cfg = get_model_cfg(adapter, task="text-prompt")
-            if cfg.weights is None and checkpoint is None and not cfg.name.endswith("-tiny-test"):
+            if cfg.status == "unpublished" and checkpoint is None:
                 raise ValueError(
                     f"adapter {cfg.name!r} has no published trained weights; train one with "
-                    f"`textseg train-text-prompt --sam {cfg.arch.get('sam')} --clip "
-                    f"{cfg.arch.get('clip')} ...` and pass checkpoint=PATH"
+                    f"`textseg train-text-prompt --sam {cfg.pairing.get('sam')} --clip "
+                    f"{cfg.pairing.get('clip')} ...` and pass checkpoint=PATH"
                 )
             self.name = cfg.name
-            model = build_model(cfg, checkpoint=checkpoint)
+            model = create_model(cfg, checkpoint=checkpoint)
             if clip is None:
-                clip = cfg.arch.get("clip")
+                clip = cfg.pairing.get("clip")
         elif isinstance(adapter, TextPromptAdapter):
             if checkpoint is not None:
                 raise ValueError("checkpoint: only with a registry name, not with a built adapter")
@@ -244,7 +239,7 @@ class ClipTokenPrompter:
             )
         self.adapter = model.to(torch_device).eval()
         self.clip = clip
-        self.templates = check_templates(templates)
+        self._text = TextEmbedder(clip, templates, background=())
         self.point_prompter = point_prompter
         self._warned = False
 
@@ -263,10 +258,20 @@ class ClipTokenPrompter:
             stacklevel=3,
         )
 
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The text templates."""
+        return self._text.templates
+
+    def check_sam(self, core: SamCore) -> None:
+        """Raise ValueError unless ``core`` takes this adapter's tokens (:func:`check_core`);
+        ``TextSegmenter`` calls it when composed."""
+        check_core(core, self.adapter)
+
     @torch.inference_mode()
     def tokens(self, classes: ClassesInput) -> np.ndarray:
         """``(C, k, prompt_dim)`` float32 prompt tokens, one set per class."""
-        text = class_text_embeddings(self.clip, classes, self.templates)
+        text = self._text(classes).classes
         param = next(self.adapter.parameters())
         out = self.adapter(text.to(device=param.device, dtype=param.dtype))
         return out.float().cpu().numpy()
@@ -294,8 +299,9 @@ class ClipTokenPrompter:
         Returns:
             :class:`ClassPrompts` with ``prompts.embeddings`` ``(N, k, prompt_dim)``; N = C
             (text, optionally with ``points``) or the point prompter's instance count.
-            ``confidence`` is NaN for text-only prompts (the adapter does not score), else the
-            point prompter's. ``multimask`` is False for text-only prompts (the adapter is
+            ``confidence`` is NaN for text-only prompts (the adapter does not score: the
+            pipeline then reports SAM's predicted IoU), else the point prompter's.
+            ``multimask`` is False for text-only prompts (the adapter is
             trained on SAM's single-mask output), ``"auto"`` with points.
         """
         vocab = Vocabulary.coerce(classes)
@@ -353,15 +359,3 @@ class ClipTokenPrompter:
             multimask=multimask,
             class_names=names,
         )
-
-    def segment(
-        self, core: SamCore, image: ImageInput, classes: ClassesInput, **predict_kwargs: Any
-    ) -> sv.Detections:
-        """:meth:`prompts` then :func:`textseg.prompters.predict_masks` on ``core``.
-
-        Raises:
-            ValueError: ``core`` does not take this adapter's tokens (see :func:`check_core`).
-        """
-        check_core(core, self.adapter)
-        array = to_rgb_uint8(image)
-        return predict_masks(core, array, self.prompts(array, classes), **predict_kwargs)

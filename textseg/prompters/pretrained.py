@@ -1,8 +1,8 @@
 """Registered text-prompt adapters (task ``"text-prompt"``): CLIP embedding -> SAM tokens.
 
-Each entry ties one SAM to one CLIP (``arch["sam"]``, ``arch["clip"]``, registry names) and
-describes the :class:`~textseg.prompters.clip_tokens.TextPromptAdapter` between them. No
-trained weights are published yet (``weights=None``): train one with ``textseg
+Each entry ties one SAM to one CLIP (``ModelCfg.pairing``: ``sam`` and ``clip`` registry
+names) and describes the :class:`~textseg.prompters.clip_tokens.TextPromptAdapter` between
+them. No trained weights are published (status ``"unpublished"``): train one with ``textseg
 train-text-prompt`` and load it with ``checkpoint=PATH``. The ``-tiny-test`` entry pairs the
 tiny test SAM and CLIP and is built with random weights for the test suite.
 
@@ -28,18 +28,18 @@ for _sam, _clip, _clip_dim in (
             f"EXPERIMENTAL text prompt for {_sam} from {_clip} embeddings (untrained: "
             f"needs checkpoint=PATH from `textseg train-text-prompt`)"
         ),
-        sam=_sam,
-        clip=_clip,
+        pairing={"sam": _sam, "clip": _clip},
+        test_variant="sam-vit-tiny+clip-vit-tiny-text-adapter-tiny-test",
         clip_dim=_clip_dim,
         **_KW,
     )(build_text_adapter)
 
 register_model(
     "sam-vit-tiny+clip-vit-tiny-text-adapter-tiny-test",
+    test=True,
     task="text-prompt",
     description="random-init tiny text-prompt adapter for tests (tiny SAM + tiny CLIP)",
-    sam="sam-vit-tiny-test",
-    clip="clip-vit-tiny-test",
+    pairing={"sam": "sam-vit-tiny-test", "clip": "clip-vit-tiny-test"},
     clip_dim=16,
     prompt_dim=32,
     num_tokens=2,

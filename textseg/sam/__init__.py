@@ -1,7 +1,8 @@
 """The cached SAM core: encode once, decode any number of prompts, segment everything."""
 
 from textseg.sam.automatic import AutomaticMaskGenerator
-from textseg.sam.backends import SamBackend, SegmentAnythingBackend
+from textseg.sam.backends import SamBackend
+from textseg.sam.backends.segment_anything import SegmentAnythingBackend
 from textseg.sam.cache import CacheStats, EmbeddingCache, ImageEmbedding
 from textseg.sam.core import SamCore
 from textseg.sam.prompts import Prompts

@@ -26,6 +26,8 @@ class ImageEmbedding:
 
     Attributes:
         key: Cache key (see :func:`image_key`).
+        model_id: The :attr:`SamCore.model_id` of the core that made it; another core refuses
+            it (an embedding only means something to the model that computed it).
         embedding: ``(1, C, h, w)`` image embedding on the model's device.
         original_size: ``(H, W)`` of the original image.
         input_size: ``(h, w)`` of the resized image inside the padded model input.
@@ -33,6 +35,7 @@ class ImageEmbedding:
     """
 
     key: str
+    model_id: str
     embedding: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]

@@ -7,8 +7,10 @@ post-processing live here, once, for all of them.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -26,7 +28,25 @@ from textseg.sam.prompts import Prompts
 
 __all__ = ["SamCore"]
 
+
+@dataclass(frozen=True)
+class _PredictOptions:
+    return_all: bool
+    return_logits: bool
+    min_region_area: int
+    stability_offset: float
+    pad_points: bool
+
+
 MultimaskMode = bool | Literal["auto"]
+
+
+#: Distinct id per SamCore: embeddings carry the id of the core that made them.
+_CORE_IDS = itertools.count()
+
+#: Bytes of dense output masks decoded and upsampled at a time by ``predict``: beyond it the
+#: work goes block by block, so scratch memory does not grow with the number of prompts.
+_BLOCK_BYTES = 64 << 20
 
 
 def _default_chunk(device: torch.device) -> int:
@@ -69,10 +89,10 @@ class SamCore:
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype)
         if isinstance(model, str):
-            from textseg._hub import build_model
+            from textseg._hub import create_model
 
-            self.name = model
-            module = build_model(model, task="sam", pretrained=pretrained, checkpoint=checkpoint)
+            self.name = model if checkpoint is None else f"{model}+{checkpoint}"
+            module = create_model(model, task="sam", pretrained=pretrained, checkpoint=checkpoint)
         else:
             self.name = type(model).__name__
             module = model
@@ -84,6 +104,8 @@ class SamCore:
             raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size}")
         self.chunk_size = chunk_size or _default_chunk(self.backend.device)
         self.cache = EmbeddingCache(cache_bytes)
+        #: Identifies this core's model in its embeddings and cache keys.
+        self.model_id = f"{self.name}#{next(_CORE_IDS)}"
         mean = torch.tensor(self.backend.pixel_mean).view(3, 1, 1)
         std = torch.tensor(self.backend.pixel_std).view(3, 1, 1)
         self._mean, self._std = mean, std
@@ -104,9 +126,10 @@ class SamCore:
 
     # ------------------------------------------------------------------ encoding
     def input_size(self, height: int, width: int) -> tuple[int, int]:
-        """``(h, w)`` of an ``height x width`` image resized so its longest side is image_size."""
+        """``(h, w)`` of an ``height x width`` image resized so its longest side is image_size
+        (at least one pixel a side, for images as thin as 5000 x 2)."""
         scale = self.image_size / max(height, width)
-        return int(height * scale + 0.5), int(width * scale + 0.5)
+        return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """``(H, W, 3) uint8`` -> ``(1, 3, S, S)`` normalised, padded model input and its
@@ -142,10 +165,15 @@ class SamCore:
         pending: dict[str, list[int]] = {}
         for i, image in enumerate(images):
             if isinstance(image, ImageEmbedding):
+                if image.model_id != self.model_id:
+                    raise ValueError(
+                        f"image: this embedding was made by {image.model_id!r}, not by this "
+                        f"core ({self.model_id!r}); encode the image with this core"
+                    )
                 out[i] = image
                 continue
             array = to_rgb_uint8(image, name=f"images[{i}]" if len(images) > 1 else "image")
-            key = image_key(array, self.name, self.image_size)
+            key = image_key(array, self.model_id, self.image_size)
             if key in pending:
                 pending[key].append(i)
                 continue
@@ -163,6 +191,7 @@ class SamCore:
             for (_, key, array), size, emb in zip(batch, sizes, embeddings):
                 entry = ImageEmbedding(
                     key=key,
+                    model_id=self.model_id,
                     embedding=emb.unsqueeze(0),
                     original_size=(array.shape[0], array.shape[1]),
                     input_size=size,
@@ -203,8 +232,14 @@ class SamCore:
         prompts: Prompts,
         *,
         multimask_output: bool = False,
+        pad_points: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, ImageEmbedding]:
         """Low-resolution decoder outputs for N prompts, decoded in chunks.
+
+        Point prompts are decoded with their own points only: prompts are grouped by their
+        number of real points and the padding (label -1) of :meth:`Prompts.from_point_lists`
+        is dropped, because SAM attends to padding tokens (a padded prompt gives another
+        mask). ``pad_points=True`` decodes the padded arrays as they are.
 
         Returns:
             ``(N, K, 256, 256)`` float32 mask logits, ``(N, K)`` float32 predicted IoU (K = 3
@@ -218,35 +253,69 @@ class SamCore:
         n = len(prompts)
         k = 3 if multimask_output else 1
         size = self.backend.low_res_size
+        logits = torch.zeros((n, k, size, size), device=self.device)
+        ious = torch.zeros((n, k), device=self.device)
         if n == 0:
-            empty = torch.zeros((0, k, size, size), device=self.device)
-            return empty, torch.zeros((0, k), device=self.device), emb
+            return logits, ious, emb
         state = self._state(emb)
-        logits, ious = [], []
-        for start in range(0, n, self.chunk_size):
-            part = prompts.select(slice(start, start + self.chunk_size))
-            points = labels = boxes = masks = None
-            if part.points is not None:
-                points = self._to_input_frame(emb, part.points)
-                labels = torch.from_numpy(part.point_labels).to(self.device)
-            if part.boxes is not None:
-                boxes = self._to_input_frame(emb, part.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
-            if part.mask_inputs is not None:
-                masks = torch.from_numpy(part.mask_inputs[:, None]).to(self.device)
-            extra = {}
-            if part.embeddings is not None:
-                if not self.backend.supports_token_prompts:
-                    raise ValueError(
-                        f"prompts: embeddings (token prompts) need a segment_anything model; "
-                        f"{type(self.backend).__name__} does not take them"
-                    )
-                extra["embeddings"] = torch.from_numpy(part.embeddings).to(self.device)
-            low, iou = self.backend.decode(
-                emb.embedding, points, labels, boxes, masks, multimask_output, state=state, **extra
+        for rows, width in self._point_groups(prompts, pad_points):
+            group = prompts.select(rows)
+            for start in range(0, len(rows), self.chunk_size):
+                part = group.select(slice(start, start + self.chunk_size))
+                low, iou = self._decode_part(emb, state, part, width, multimask_output)
+                index = torch.from_numpy(rows[start : start + self.chunk_size]).to(self.device)
+                logits[index] = low.float()
+                ious[index] = iou.float()
+        return logits, ious, emb
+
+    @staticmethod
+    def _point_groups(prompts: Prompts, pad_points: bool) -> list[tuple[np.ndarray, int | None]]:
+        """``(rows, number of points)`` groups decoded together (None: keep the arrays)."""
+        n = len(prompts)
+        if prompts.points is None or pad_points:
+            return [(np.arange(n), None)]
+        real = (prompts.point_labels != -1).sum(axis=1)
+        return [(np.flatnonzero(real == p), int(p)) for p in np.unique(real)]
+
+    def _decode_part(
+        self,
+        emb: ImageEmbedding,
+        state: object | None,
+        part: Prompts,
+        width: int | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        points = labels = boxes = masks = None
+        if part.points is not None and width != 0:
+            pts, labs = part.points, part.point_labels
+            if width is not None:
+                # Real points first, padding last (from_point_lists' layout); keep the first
+                # ``width`` points of each prompt in their order.
+                order = np.argsort(labs == -1, axis=1, kind="stable")[:, :width]
+                pts = np.take_along_axis(pts, order[..., None], axis=1)
+                labs = np.take_along_axis(labs, order, axis=1)
+            points = self._to_input_frame(emb, pts)
+            labels = torch.from_numpy(np.ascontiguousarray(labs)).to(self.device)
+        if part.boxes is not None:
+            boxes = self._to_input_frame(emb, part.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+        if part.mask_inputs is not None:
+            masks = torch.from_numpy(part.mask_inputs[:, None]).to(self.device)
+        extra = {}
+        if part.embeddings is not None:
+            if not self.backend.supports_token_prompts:
+                raise ValueError(
+                    f"prompts: embeddings (token prompts) need a segment_anything model; "
+                    f"{type(self.backend).__name__} does not take them"
+                )
+            extra["embeddings"] = torch.from_numpy(part.embeddings).to(self.device)
+        if points is None and boxes is None and masks is None and not extra:
+            raise ValueError(
+                "prompts: a prompt has no point (all labels -1), no box, no mask input and no "
+                "token; give each prompt at least one of them"
             )
-            logits.append(low.float())
-            ious.append(iou.float())
-        return torch.cat(logits), torch.cat(ious), emb
+        return self.backend.decode(
+            emb.embedding, points, labels, boxes, masks, multimask_output, state=state, **extra
+        )
 
     @torch.inference_mode()
     def upsample(self, emb: ImageEmbedding, low_res: torch.Tensor) -> torch.Tensor:
@@ -287,52 +356,48 @@ class SamCore:
         return_logits: bool = False,
         min_region_area: int = 0,
         stability_offset: float = 1.0,
+        pad_points: bool = False,
     ) -> sv.Detections:
         """Masks for N prompts on one image.
 
         Give either ``prompts`` or the arrays (``points`` (N, P, 2) XY with ``point_labels``
         (N, P), ``boxes`` (N, 4) XYXY, ``mask_inputs`` (N, 256, 256)), in original pixels.
+        Prompts are decoded and upsampled block by block, so the memory beside the returned
+        masks does not grow with N.
 
         Args:
-            image: Path, PIL image, ``(H, W, 3) uint8`` array or a cached embedding.
+            image: Path, PIL image, ``(H, W, 3) uint8`` array or an embedding of this core.
             multimask_output: True: three candidate masks per prompt; False: one;
                 ``"auto"``: three for prompts that are a single point (ambiguous), else one.
             return_all: With multimask output, return all three masks per prompt
-                (``data["mask_index"]`` 0-2) instead of the one with the best predicted IoU.
+                (``data["mask_index"]`` 1-3) instead of the one with the best predicted IoU.
             return_logits: Also return ``data["low_res_logits"]`` (M, 256, 256) float32, the
                 input for a refinement round (``mask_inputs``).
             min_region_area: Remove islands and fill holes smaller than this many pixels.
             stability_offset: Logit offset of the stability score.
+            pad_points: Decode point prompts padded to the longest (label -1 tokens included)
+                instead of each with its own points (see :meth:`decode`).
 
         Returns:
             ``supervision.Detections`` with ``mask`` (M, H, W) bool, ``xyxy`` (M, 4) float32
             boxes of the masks, ``confidence`` = predicted IoU, and ``data``: ``sam_iou``,
             ``stability_score``, ``prompt_index`` (which prompt), ``mask_index`` (which of the
-            decoder's outputs). M = N, or 3N with ``return_all``.
+            decoder's outputs: 0 single, 1-3 multimask). M = N, or 3N with ``return_all``.
+
+        Raises:
+            ValueError: Bad prompts (named), or an embedding made by another core.
         """
         prompts = self._coerce_prompts(prompts, points, point_labels, boxes, mask_inputs)
+        options = _PredictOptions(
+            return_all, return_logits, min_region_area, stability_offset, pad_points
+        )
+        emb = self.encode(image)
         if multimask_output == "auto":
             multi = self._auto_multimask(prompts)
             if multi.all() or not multi.any():
-                return self._predict(
-                    image,
-                    prompts,
-                    bool(multi.all()) and len(prompts) > 0,
-                    return_all,
-                    return_logits,
-                    min_region_area,
-                    stability_offset,
-                )
+                return self._predict(emb, prompts, bool(multi.all()) and len(prompts) > 0, options)
             parts = [
-                self._predict(
-                    image,
-                    prompts.select(np.flatnonzero(sel)),
-                    flag,
-                    return_all,
-                    return_logits,
-                    min_region_area,
-                    stability_offset,
-                )
+                self._predict(emb, prompts.select(np.flatnonzero(sel)), flag, options)
                 for sel, flag in ((multi, True), (~multi, False))
             ]
             merged = sv.Detections.merge(parts)
@@ -348,15 +413,7 @@ class SamCore:
             raise ValueError(
                 f"multimask_output: expected True, False or 'auto', got {multimask_output!r}"
             )
-        return self._predict(
-            image,
-            prompts,
-            multimask_output,
-            return_all,
-            return_logits,
-            min_region_area,
-            stability_offset,
-        )
+        return self._predict(emb, prompts, multimask_output, options)
 
     @staticmethod
     def _coerce_prompts(
@@ -399,46 +456,61 @@ class SamCore:
         )
 
     def _predict(
-        self,
-        image: ImageInput | ImageEmbedding,
-        prompts: Prompts,
-        multimask: bool,
-        return_all: bool,
-        return_logits: bool,
-        min_region_area: int,
-        stability_offset: float,
+        self, emb: ImageEmbedding, prompts: Prompts, multimask: bool, options: _PredictOptions
     ) -> sv.Detections:
-        low, iou, emb = self.decode(image, prompts, multimask_output=multimask)
-        n, k = iou.shape
-        if return_all or k == 1:
-            prompt_index = np.repeat(np.arange(n), k)
-            mask_index = np.tile(np.arange(k), n)
-            low = low.reshape(n * k, *low.shape[2:])
-            iou = iou.reshape(-1)
-        else:
-            best = iou.argmax(dim=1)
-            rows = torch.arange(n, device=iou.device)
-            low = low[rows, best]
-            iou = iou[rows, best]
-            prompt_index = np.arange(n)
-            mask_index = best.cpu().numpy()
-        if multimask:
-            mask_index = mask_index + 1  # the decoder's multimask tokens are 1..3
-        masks, stability = self.masks_from_low_res(emb, low, stability_offset)
-        if min_region_area > 0:
-            masks = _clean_masks(masks, min_region_area)
+        n = len(prompts)
+        h, w = emb.original_size
+        k = 3 if multimask and options.return_all else 1
+        # Prompts per block: the block's upsampled masks stay within _BLOCK_BYTES.
+        block = max(1, _BLOCK_BYTES // max(1, h * w * k))
+        masks = np.zeros((n * k, h, w), dtype=bool)
+        stability = np.zeros(n * k, np.float32)
+        sam_iou = np.zeros(n * k, np.float32)
+        prompt_index = np.repeat(np.arange(n), k)
+        mask_index = np.zeros(n * k, np.int64)
+        logits = [] if options.return_logits else None
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            low, iou, _ = self.decode(
+                emb,
+                prompts.select(slice(start, stop)),
+                multimask_output=multimask,
+                pad_points=options.pad_points,
+            )
+            m = stop - start
+            if k == iou.shape[1]:  # every output (return_all, or single-mask decoding)
+                chosen = torch.arange(iou.shape[1], device=iou.device).repeat(m)
+                low = low.reshape(m * k, *low.shape[2:])
+                iou = iou.reshape(-1)
+            else:
+                chosen = iou.argmax(dim=1)
+                rows = torch.arange(m, device=iou.device)
+                low, iou = low[rows, chosen], iou[rows, chosen]
+            out = slice(start * k, stop * k)
+            masks[out], stability[out] = self.masks_from_low_res(emb, low, options.stability_offset)
+            sam_iou[out] = iou.cpu().numpy()
+            # The decoder's multimask tokens are 1..3; the single-mask token is 0.
+            mask_index[out] = chosen.cpu().numpy() + (1 if multimask else 0)
+            if logits is not None:
+                logits.append(low.cpu().numpy().astype(np.float32))
+            del low
+        if options.min_region_area > 0:
+            masks = _clean_masks(masks, options.min_region_area)
         data: dict[str, np.ndarray] = {
-            "sam_iou": iou.cpu().numpy().astype(np.float32),
+            "sam_iou": sam_iou,
             "stability_score": stability,
             "prompt_index": prompt_index.astype(np.int64),
-            "mask_index": np.asarray(mask_index, dtype=np.int64),
+            "mask_index": mask_index,
         }
-        if return_logits:
-            data["low_res_logits"] = low.cpu().numpy().astype(np.float32)
+        if logits is not None:
+            size = self.backend.low_res_size
+            data["low_res_logits"] = (
+                np.concatenate(logits) if logits else np.zeros((0, size, size), np.float32)
+            )
         return sv.Detections(
             xyxy=masks_to_boxes(masks),
             mask=masks,
-            confidence=data["sam_iou"].copy(),
+            confidence=sam_iou.copy(),
             data=data,
         )
 

@@ -40,26 +40,26 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
 
 
 def masks_to_boxes(masks: np.ndarray | torch.Tensor) -> np.ndarray:
-    """``(N, H, W)`` bool masks -> ``(N, 4)`` float32 XYXY boxes (inclusive last pixel);
-    empty masks give zeros."""
+    """``(N, H, W)`` bool masks (numpy, or torch on any device) -> ``(N, 4)`` float32 XYXY
+    boxes, x2/y2 the last column/row of the mask (inclusive, as supervision's
+    ``mask_to_xyxy``); empty masks give zeros. The one mask -> box conversion of textseg."""
     if isinstance(masks, torch.Tensor):
         m = masks.bool()
-        n, h, w = m.shape
-        if n == 0:
-            return np.zeros((0, 4), np.float32)
-        rows = m.any(dim=2)
-        cols = m.any(dim=1)
-        ar_h = torch.arange(h, device=m.device)
-        ar_w = torch.arange(w, device=m.device)
-        y0 = torch.where(rows, ar_h, h).amin(dim=1)
-        y1 = torch.where(rows, ar_h, -1).amax(dim=1)
-        x0 = torch.where(cols, ar_w, w).amin(dim=1)
-        x1 = torch.where(cols, ar_w, -1).amax(dim=1)
-        boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-        empty = ~rows.any(dim=1)
-        boxes[empty] = 0.0
-        return boxes.cpu().numpy().astype(np.float32)
-    return masks_to_boxes(torch.from_numpy(np.asarray(masks, dtype=bool)))
+        rows, cols = m.any(dim=2).cpu().numpy(), m.any(dim=1).cpu().numpy()
+    else:
+        m = np.asarray(masks, dtype=bool)
+        rows, cols = m.any(axis=2), m.any(axis=1)
+    n = rows.shape[0]
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return boxes
+    h, w = rows.shape[1], cols.shape[1]
+    boxes[:, 0] = np.argmax(cols, axis=1)
+    boxes[:, 1] = np.argmax(rows, axis=1)
+    boxes[:, 2] = w - 1 - np.argmax(cols[:, ::-1], axis=1)
+    boxes[:, 3] = h - 1 - np.argmax(rows[:, ::-1], axis=1)
+    boxes[~rows.any(axis=1)] = 0.0
+    return boxes
 
 
 def remove_small_regions(

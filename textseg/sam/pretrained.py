@@ -100,23 +100,36 @@ _TINYVIT_TINY = dict(
     iou_head_hidden_dim=32,
 )
 
+for _name, _weights, _what, _arch in (
+    ("sam-vit-b", SAM_VIT_B, "SAM ViT-B (91M encoder)", _VIT_B),
+    ("sam-vit-l", SAM_VIT_L, "SAM ViT-L (308M encoder)", _VIT_L),
+    ("sam-vit-h", SAM_VIT_H, "SAM ViT-H (636M encoder)", _VIT_H),
+):
+    register_model(
+        _name,
+        weights=_weights,
+        test_variant="sam-vit-tiny-test",
+        description=_what,
+        **_SAM_KW,
+        **_arch,
+    )(build_sam_vit)
 register_model(
-    "sam-vit-b", weights=SAM_VIT_B, description="SAM ViT-B (91M encoder)", **_SAM_KW, **_VIT_B
+    "sam-vit-tiny-test",
+    test=True,
+    description="random-init tiny ViT SAM for tests",
+    **_SAM_KW,
+    **_VIT_TINY,
 )(build_sam_vit)
 register_model(
-    "sam-vit-l", weights=SAM_VIT_L, description="SAM ViT-L (308M encoder)", **_SAM_KW, **_VIT_L
-)(build_sam_vit)
-register_model(
-    "sam-vit-h", weights=SAM_VIT_H, description="SAM ViT-H (636M encoder)", **_SAM_KW, **_VIT_H
-)(build_sam_vit)
-register_model(
-    "sam-vit-tiny-test", description="random-init tiny ViT SAM for tests", **_SAM_KW, **_VIT_TINY
-)(build_sam_vit)
-register_model(
-    "mobile-sam", weights=MOBILE_SAM, description="MobileSAM: TinyViT (5.8M) encoder", **_SAM_KW
+    "mobile-sam",
+    weights=MOBILE_SAM,
+    test_variant="mobile-sam-tiny-test",
+    description="MobileSAM: TinyViT (5.8M) encoder",
+    **_SAM_KW,
 )(build_mobile_sam)
 register_model(
     "mobile-sam-tiny-test",
+    test=True,
     description="random-init tiny TinyViT SAM for tests",
     **_SAM_KW,
     **_TINYVIT_TINY,
@@ -130,16 +143,18 @@ for _repo, _arch, _what in (
     register_model(
         f"hf-{_repo.split('/')[-1]}",
         weights=_hf(_repo),
+        test_variant="hf-sam-tiny-test",
         description=f"transformers SamModel {_what}",
         # save_pretrained keeps one of the two tied positional-embedding names.
-        convert_state_dict=fill_tied_hf_keys,
+        converter=fill_tied_hf_keys,
         **_SAM_KW,
         **_arch,
     )(build_hf_sam)
 register_model(
     "hf-sam-tiny-test",
+    test=True,
     description="random-init tiny transformers SamModel for tests",
-    convert_state_dict=fill_tied_hf_keys,
+    converter=fill_tied_hf_keys,
     **_SAM_KW,
     **_VIT_TINY,
 )(build_hf_sam)

@@ -9,8 +9,11 @@ import numpy as np
 
 __all__ = ["Prompts"]
 
-#: Label of a padding point: SAM's prompt encoder ignores it (it becomes the "not a point"
-#: embedding), which lets prompts with different numbers of points share one batch.
+#: Label of a padding point. SAM's prompt encoder does *not* ignore it: it becomes the learned
+#: "not a point" token, which the decoder attends to, so a padded prompt gives another mask than
+#: the same prompt unpadded. ``SamCore`` therefore decodes prompts grouped by their number of
+#: real points, with the padding removed (segment_anything adds one such token itself to
+#: point prompts without a box, and so does textseg, as the official predictor does).
 PAD_LABEL = -1
 
 
@@ -23,7 +26,8 @@ class Prompts:
 
     Attributes:
         points: ``(N, P, 2)`` float32 XY point coordinates, or None. Prompts with fewer than P
-            points are padded with label -1 (see :meth:`from_point_lists`).
+            points are padded at the end with label -1 (see :meth:`from_point_lists`); the
+            core removes that padding before decoding.
         point_labels: ``(N, P)`` int32, 1 = foreground, 0 = background, -1 = padding.
         boxes: ``(N, 4)`` float32 XYXY boxes, or None.
         mask_inputs: ``(N, 256, 256)`` float32 low-resolution mask logits from an earlier
@@ -97,6 +101,11 @@ class Prompts:
                 raise ValueError(
                     f"mask_inputs: expected (N, 256, 256) low-res logits, got {masks.shape}"
                 )
+            if not np.isfinite(masks).all():
+                raise ValueError(
+                    "mask_inputs: contain NaN or infinity; expected finite low-res logits "
+                    "(data['low_res_logits'] of an earlier prediction)"
+                )
             object.__setattr__(self, "mask_inputs", masks)
         if self.embeddings is not None:
             emb = self.embeddings.astype(np.float32, copy=False)
@@ -123,7 +132,11 @@ class Prompts:
         labels: Sequence[np.ndarray | Sequence[int]],
         boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
     ) -> Prompts:
-        """Prompts whose point sets differ in size: padded with label -1 to the longest.
+        """Prompts whose point sets differ in size, stored padded with label -1 to the longest.
+
+        The padding is storage only: ``SamCore`` decodes each prompt with its own points (it
+        groups prompts by their number of points and drops the padding), unless the caller
+        asks for padded decoding (``SamCore.predict(..., pad_points=True)``).
 
         Args:
             points: One ``(P_i, 2)`` XY array per prompt.

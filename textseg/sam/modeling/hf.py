@@ -120,7 +120,7 @@ def hf_sam_config(cfg: ModelCfg) -> Any:
 def build_hf_sam(cfg: ModelCfg) -> Any:
     """A random-init ``transformers.SamModel`` for ``cfg``, in eval mode, on CPU.
 
-    Weights are loaded by the caller (:func:`textseg._hub.build_model`). The model's state-dict
+    Weights are loaded by the caller (:func:`textseg._hub.create_model`). The model's state-dict
     keys are those of the published ``model.safetensors`` files plus the tied copy of the
     positional encoding; see :func:`textseg.sam.modeling.convert.fill_tied_hf_keys`.
 

@@ -17,9 +17,9 @@ import re
 import pytest
 import torch
 
-from textseg._hub import build_model
-from textseg.sam.backend_hf import TransformersSamBackend
+from textseg._hub import create_model
 from textseg.sam.backends import make_backend
+from textseg.sam.backends.hf import TransformersSamBackend
 from textseg.sam.modeling.convert import sam_to_hf_state_dict
 
 EXACT = 1e-5  # relative, decoder eps aligned with segment_anything
@@ -46,9 +46,9 @@ def _align_decoder_eps(hf: torch.nn.Module) -> None:
 
 def _pair(sam_name: str, hf_name: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(seed)
-    sam = build_model(sam_name, task="sam", pretrained=False)
+    sam = create_model(sam_name, task="sam", pretrained=False)
     _randomize_constants(sam, seed)
-    hf = build_model(hf_name, task="sam", pretrained=False)
+    hf = create_model(hf_name, task="sam", pretrained=False)
     hf.load_state_dict(sam_to_hf_state_dict(sam.state_dict()), strict=True)
     return sam, hf
 

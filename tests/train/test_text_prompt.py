@@ -15,20 +15,20 @@ from pycocotools import mask as mask_utils
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from textseg._hub import StateDictError, build_model
+from textseg._hub import StateDictError, create_model
 from textseg.cli import main
 from textseg.clip import ClipEncoder
 from textseg.prompters import ClipTokenPrompter, TextPromptAdapter
-from textseg.prompters.train_text_prompt import (
+from textseg.sam.automatic import AutomaticMaskGenerator
+from textseg.sam.backends.segment_anything import SegmentAnythingBackend
+from textseg.sam.cache import ImageEmbedding
+from textseg.train.text_prompt import (
     TrainResult,
     _low_res_target,
     iter_coco_masks,
     mask_loss,
     train_text_prompt,
 )
-from textseg.sam.automatic import AutomaticMaskGenerator
-from textseg.sam.backends import SegmentAnythingBackend
-from textseg.sam.cache import ImageEmbedding
 
 SAM, CLIP = "sam-vit-tiny-test", "clip-vit-tiny-test"
 ADAPTER = "sam-vit-tiny+clip-vit-tiny-text-adapter-tiny-test"
@@ -148,8 +148,8 @@ def test_checkpoint_reloads_bit_identically(trained: TrainResult, oc_clip: ClipE
     expected = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
 
     reloaded = [
-        build_model(ADAPTER, task="text-prompt", checkpoint=folder),
-        build_model(ADAPTER, task="text-prompt", checkpoint=trained.checkpoint),
+        create_model(ADAPTER, task="text-prompt", checkpoint=folder),
+        create_model(ADAPTER, task="text-prompt", checkpoint=trained.checkpoint),
         ClipTokenPrompter(ADAPTER, clip=oc_clip, checkpoint=folder).adapter,
     ]
     for model in reloaded:
@@ -166,7 +166,7 @@ def test_checkpoint_reloads_bit_identically(trained: TrainResult, oc_clip: ClipE
         for model in reloaded:
             assert torch.equal(model(x), want)
         # Loading mattered: a random init answers differently.
-        fresh = build_model(ADAPTER, task="text-prompt", pretrained=False)
+        fresh = create_model(ADAPTER, task="text-prompt", pretrained=False)
         assert not torch.equal(fresh(x), want)
     with safe_open(str(trained.checkpoint), "pt") as f:
         assert f.metadata() == {"format": "textseg-text-prompt-adapter", "adapter": ADAPTER}
@@ -245,7 +245,7 @@ def test_low_res_targets_line_up_with_sam_masks(core) -> None:
     valid = (math.ceil(in_h / factor), math.ceil(in_w / factor))
     target = _low_res_target(mask, valid, low)
     assert target.shape == (256, 256) and not target[valid[0] :].any()
-    emb = ImageEmbedding("k", torch.zeros(1), (96, 128), (in_h, in_w))
+    emb = ImageEmbedding("k", "test", torch.zeros(1), (96, 128), (in_h, in_w))
     logits = torch.where(torch.from_numpy(target), 10.0, -10.0)[None]
     back, _ = core.masks_from_low_res(emb, logits)
     iou = (back[0] & mask).sum() / (back[0] | mask).sum()
@@ -304,7 +304,7 @@ def test_cli_on_a_coco_subset(
     assert config["class_names"]  # COCO category names
     assert stdout.startswith(f"{ADAPTER}: {config['num_masks']} masks from 3 images, loss ")
     assert stdout.rstrip().endswith(f"saved {out / 'model.safetensors'}")
-    assert isinstance(build_model(ADAPTER, task="text-prompt", checkpoint=out), TextPromptAdapter)
+    assert isinstance(create_model(ADAPTER, task="text-prompt", checkpoint=out), TextPromptAdapter)
 
 
 def test_cli_on_an_unlabelled_folder(

@@ -3,7 +3,7 @@
 Recipe (Kirillov et al., 2023, section 7.5, with SAM frozen):
 
 * the prompt is the CLIP *image* embedding of each mask's masked crop (pixels outside the
-  mask blanked, a square crop around the mask's box, :func:`~textseg.prompters.masked_crop`);
+  mask blanked, a square crop around the mask's box, :func:`~textseg.clip.masked_crop`);
   with probability ``text_mix`` the CLIP *text* embedding of the mask's class name is used
   instead (COCO data only);
 * the :class:`~textseg.prompters.TextPromptAdapter` maps it to SAM prompt tokens, given to
@@ -22,12 +22,11 @@ decoded with pycocotools) or, for a folder of unlabelled images, from textseg's 
 :class:`~textseg.sam.AutomaticMaskGenerator` (the SAM "data engine").
 
 The result is a folder with ``model.safetensors`` (the adapter's state dict, loadable with
-``textseg._hub.build_model(name, checkpoint=folder)``) and ``config.json``.
+``textseg._hub.create_model(name, checkpoint=folder)``) and ``config.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -42,24 +41,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from textseg._image import load_image
-from textseg.prompters.clip_points import DEFAULT_TEMPLATES, embed_texts, masked_crop
+from textseg._image import IMAGE_SUFFIXES, list_images, load_image
+from textseg.clip.crops import masked_crop
+from textseg.clip.text import DEFAULT_TEMPLATES, embed_texts
+from textseg.io.coco import load_coco
 from textseg.prompters.clip_tokens import TextPromptAdapter, text_adapter_for
 
 __all__ = [
     "TrainResult",
-    "add_train_parser",
     "decode_tokens",
     "iter_coco_masks",
     "iter_folder_masks",
     "mask_loss",
-    "run_train",
     "train_text_prompt",
 ]
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CONFIG_FORMAT = "textseg-text-prompt-adapter"
 
 
@@ -70,7 +68,7 @@ class TrainResult:
     Attributes:
         checkpoint: ``<out>/model.safetensors``, the adapter's state dict.
         config: ``<out>/config.json``, the settings and data summary.
-        adapter: Registry name of the adapter (``build_model(adapter, checkpoint=out)``).
+        adapter: Registry name of the adapter (``create_model(adapter, checkpoint=out)``).
         losses: Training loss of every step.
         initial_loss: Loss on the evaluation masks before training (image-embedding prompts).
         final_loss: The same after training.
@@ -122,42 +120,25 @@ def iter_coco_masks(
         FileNotFoundError: No annotations file or a missing image.
         ValueError: An annotation whose mask size differs from its image.
     """
-    from pycocotools import mask as mask_utils
-
     ann_path, image_dir = _coco_paths(Path(data))
     if not ann_path.is_file():
         raise FileNotFoundError(f"data: no COCO annotations at {ann_path}")
-    coco = json.loads(ann_path.read_text())
-    names = {c["id"]: c["name"] for c in coco.get("categories", [])}
-    by_image: dict[int, list[dict[str, Any]]] = {}
-    for ann in coco.get("annotations", []):
-        if not ann.get("iscrowd", 0):
-            by_image.setdefault(ann["image_id"], []).append(ann)
-    for info in coco.get("images", []):
-        anns = by_image.get(info["id"])
-        if not anns:
+    coco = load_coco(ann_path)
+    for info in coco.images:
+        dets = coco.detections[int(info["id"])]
+        crowd = np.asarray(dets.data.get("iscrowd", np.zeros(len(dets))), bool)
+        if len(dets) == 0 or crowd.all() or dets.mask is None:
             continue
         path = image_dir / info["file_name"]
         image = load_image(path)
-        height, width = image.shape[:2]
-        masks, classes = [], []
-        for ann in anns:
-            seg = ann["segmentation"]
-            if isinstance(seg, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-            elif isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, height, width)
-            else:
-                rle = seg
-            mask = mask_utils.decode(rle).astype(bool)
-            if mask.shape != (height, width):
-                raise ValueError(
-                    f"annotation {ann.get('id')} of {path.name}: mask is {mask.shape}, image is "
-                    f"{(height, width)}"
-                )
-            masks.append(mask)
-            classes.append(names.get(ann["category_id"], ann.get("category_name", "")))
-        yield path, image, masks, classes
+        if image.shape[:2] != dets.mask.shape[1:]:
+            raise ValueError(
+                f"{path.name}: annotations are {dets.mask.shape[1:]} (the COCO image record), "
+                f"the image is {image.shape[:2]}"
+            )
+        keep = np.flatnonzero(~crowd)
+        names = np.asarray(dets.data["class_name"])[keep]
+        yield path, image, [dets.mask[i] for i in keep], [str(n) for n in names]
 
 
 def iter_folder_masks(
@@ -168,12 +149,13 @@ def iter_folder_masks(
     Yields:
         ``(image path, image, masks, [])`` per image (no class names), in file-name order.
     """
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not paths:
+    names = list_images(folder)
+    if not names:
         raise FileNotFoundError(
-            f"data: {folder} has neither annotations.json nor images ({', '.join(_IMAGE_SUFFIXES)})"
+            f"data: {folder} has neither annotations.json nor images "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    for path in paths:
+    for path in (Path(folder) / n for n in names):
         image = load_image(path)
         dets = generator.generate(image)
         yield path, image, list(dets.mask) if dets.mask is not None else [], []
@@ -231,7 +213,13 @@ def _build_dataset(
         valid.append(size)
         crops = []
         for i in order:
-            crop = masked_crop(image, masks[i], fill=clip.pixel_mean, margin=crop_margin)
+            crop = masked_crop(
+                image,
+                masks[i],
+                fill=clip.pixel_mean,
+                context=crop_margin,
+                max_size=int(clip.input_size),
+            )
             crops.append(crop)
             targets.append(_low_res_target(masks[i], size, low))
             image_of.append(image_id)
@@ -472,7 +460,7 @@ def train_text_prompt(
     from safetensors.torch import save_file
 
     from textseg._device import resolve_device
-    from textseg._hub import build_model, load_state_dict, load_strict
+    from textseg._hub import create_model, load_state_dict, load_strict
     from textseg._registry import get_model_cfg
     from textseg.clip.encoders import load_clip
     from textseg.sam.automatic import AutomaticMaskGenerator
@@ -543,11 +531,11 @@ def train_text_prompt(
     logger.info("%d masks from %d images (%s)", num_masks, len(ds.embeddings), source)
     text_emb = None
     if text_mix > 0 and ds.class_names:
-        text_emb = embed_texts(clip_enc, ds.class_names, templates).cpu().clone()
+        text_emb = embed_texts(clip_enc, [(n,) for n in ds.class_names], templates).cpu().clone()
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model: TextPromptAdapter = build_model(cfg, pretrained=False)
+        model: TextPromptAdapter = create_model(cfg, pretrained=False)
     if init_checkpoint is not None:
         load_strict(model, load_state_dict(init_checkpoint), cfg.name)
     model = model.to(torch_device).train()
@@ -637,101 +625,3 @@ def train_text_prompt(
         num_masks=num_masks,
         model=model,
     )
-
-
-# ----------------------------------------------------------------------------------- CLI
-
-
-def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``train-text-prompt`` command to an ``argparse`` subparsers object.
-
-    The parser's default ``func`` is :func:`run_train`.
-    """
-    parser = subparsers.add_parser(
-        "train-text-prompt",
-        help="train the EXPERIMENTAL CLIP -> SAM text-prompt adapter",
-        description=(
-            "Train a text-prompt adapter as in the SAM paper: masked-crop CLIP image embeddings "
-            "as prompts, SAM frozen. Writes OUT/model.safetensors and OUT/config.json."
-        ),
-    )
-    parser.add_argument("--sam", required=True, help="SAM registry name, e.g. sam-vit-b")
-    parser.add_argument("--clip", required=True, help="CLIP registry name, e.g. clip-vit-b-32")
-    parser.add_argument(
-        "--data",
-        required=True,
-        help="COCO folder (annotations.json + images/) or a folder of unlabelled images",
-    )
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--text-mix", type=float, default=0.0)
-    parser.add_argument("--adapter", default=None, help="adapter registry name (default: by pair)")
-    parser.add_argument("--init-checkpoint", default=None)
-    parser.add_argument("--sam-checkpoint", default=None)
-    parser.add_argument("--clip-checkpoint", default=None)
-    parser.add_argument("--max-images", type=int, default=None)
-    parser.add_argument("--max-masks-per-image", type=int, default=16)
-    parser.add_argument("--min-mask-area", type=int, default=256)
-    parser.add_argument(
-        "--points-per-side",
-        type=int,
-        default=32,
-        help="grid of the automatic mask generator (unlabelled folders)",
-    )
-    parser.add_argument(
-        "--pred-iou-thresh",
-        type=float,
-        default=0.88,
-        help="automatic generator: keep masks whose predicted IoU is above this",
-    )
-    parser.add_argument(
-        "--stability-score-thresh",
-        type=float,
-        default=0.95,
-        help="automatic generator: keep masks whose stability score is at least this",
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=int, default=50)
-    parser.set_defaults(func=run_train)
-    return parser
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """Run :func:`train_text_prompt` from parsed arguments; prints a one-line summary.
-
-    Returns:
-        0. Library errors propagate for the CLI to turn into one line.
-    """
-    result = train_text_prompt(
-        args.sam,
-        args.clip,
-        args.data,
-        args.out,
-        steps=args.steps,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        text_mix=args.text_mix,
-        adapter=args.adapter,
-        init_checkpoint=args.init_checkpoint,
-        sam_checkpoint=args.sam_checkpoint,
-        clip_checkpoint=args.clip_checkpoint,
-        max_images=args.max_images,
-        max_masks_per_image=args.max_masks_per_image,
-        min_mask_area=args.min_mask_area,
-        amg_options={
-            "points_per_side": args.points_per_side,
-            "pred_iou_thresh": args.pred_iou_thresh,
-            "stability_score_thresh": args.stability_score_thresh,
-        },
-        device=args.device,
-        seed=args.seed,
-        log_every=args.log_every,
-    )
-    print(
-        f"{result.adapter}: {result.num_masks} masks from {result.num_images} images, loss "
-        f"{result.initial_loss:.4f} -> {result.final_loss:.4f}; saved {result.checkpoint}"
-    )
-    return 0

@@ -1,8 +1,5 @@
-"""``textseg eval DATASET --preset NAME --out DIR``: the evaluation command.
-
-``textseg.cli`` wires :func:`add_parser` and :func:`run` in as a subcommand; errors are raised
-(ValueError, FileNotFoundError...) and turned into one line by ``textseg.cli.main``.
-"""
+"""``textseg eval DATASET --preset NAME --out DIR``: the evaluation command
+(:func:`textseg.eval.evaluate`)."""
 
 from __future__ import annotations
 

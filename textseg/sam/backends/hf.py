@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from textseg.sam.backends import SamBackend
+from textseg.sam.backends.base import SamBackend
 
 __all__ = ["TransformersSamBackend"]
 

@@ -1,8 +1,8 @@
-"""``textseg label DIR -c CLASS ... --out OUT``: label a folder (see :func:`label_folder`).
+"""``textseg label DIR -c CLASS ... --out OUT``: label a folder
+(:func:`textseg.pipelines.labeling.label_folder`).
 
-``textseg.cli`` wires :func:`add_parser` and :func:`run` in as the ``label`` command; the
-pipeline options (``--preset``, ``--device``, ``--negative``, ``--synonym``...) are the same as
-for ``textseg segment``.
+The pipeline options (``--preset``, ``--device``, ``--negative``, ``--synonym``...) are the same
+as for ``textseg segment``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+
+from textseg.cli._common import add_pipeline_args, vocabulary
 
 __all__ = ["add_parser", "run"]
 
@@ -20,8 +22,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     Returns:
         The command's parser (its ``func`` default is :func:`run`).
     """
-    from textseg.cli import _add_pipeline_args
-
     parser = subparsers.add_parser(
         "label",
         help="label every image of a folder (COCO RLE + counts CSV), resumable",
@@ -32,7 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
-    _add_pipeline_args(parser)
+    add_pipeline_args(parser)
     parser.add_argument("--out", required=True, help="output folder (resumes when it exists)")
     parser.add_argument(
         "--engine",
@@ -82,10 +82,9 @@ def run(args: argparse.Namespace) -> int:
         FileNotFoundError / NotADirectoryError: DIR is missing or a file.
         ValueError: Bad options, or no image of DIR could be read.
     """
-    from textseg.cli import _vocabulary
     from textseg.pipelines.labeling import label_folder
 
-    vocab = _vocabulary(args)
+    vocab = vocabulary(args)
     preset_kwargs = {
         "dtype": args.dtype,
         "box_threshold": args.box_threshold,

@@ -1,0 +1,63 @@
+"""The ``textseg`` command line: all argument parsing lives in this package.
+
+One module per command (or group of commands); each has ``add_parser(subparsers)`` and a
+``run(args)`` that calls library functions. Every library error becomes one line on stderr and a
+non-zero exit (1 for runtime errors, 2 for usage errors), never a traceback;
+``TEXTSEG_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from textseg.cli import app, label, models, segment, train
+from textseg.cli import eval as eval_
+from textseg.cli._common import CliError
+
+__all__ = ["CliError", "main"]
+
+_EXIT_ERROR = 1
+
+#: Commands that log progress lines (training losses) to stderr.
+LOGGING_COMMANDS = frozenset({"train-text-prompt"})
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="textseg",
+        description="Open-vocabulary text-to-mask segmentation: name it, SAM cuts it out.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    models.add_parser(sub)
+    segment.add_parsers(sub)
+    label.add_parser(sub)
+    eval_.add_parser(sub)
+    app.add_parser(sub)
+    train.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``textseg`` command; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    if args.command in LOGGING_COMMANDS:  # long runs: show the loss as it goes
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("textseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the CLI's contract: one line, no traceback
+        if os.environ.get("TEXTSEG_DEBUG"):
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"textseg: error: {message}", file=sys.stderr)
+        return _EXIT_ERROR

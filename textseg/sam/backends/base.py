@@ -1,0 +1,98 @@
+"""The backend interface: the model-specific half of the SAM core.
+
+A backend sees tensors in the model's input frame (the image resized so that its longest side is
+``image_size``, padded bottom-right); the core (:mod:`textseg.sam.core`) owns pre-processing,
+coordinate transforms, caching, chunking and post-processing, so every backend gets them alike.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+__all__ = ["SamBackend"]
+
+
+class SamBackend(abc.ABC):
+    """Encode/decode interface over one SAM model.
+
+    Attributes:
+        image_size: Side of the square model input (1024 for every published SAM).
+        low_res_size: Side of the low-resolution mask logits the decoder returns (256).
+        pixel_mean: ``(3,)`` per-channel mean on the 0-255 scale.
+        pixel_std: ``(3,)`` per-channel std on the 0-255 scale.
+        mask_threshold: Logit threshold that turns logits into masks (0.0).
+    """
+
+    image_size: int = 1024
+    low_res_size: int = 256
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    mask_threshold: float = 0.0
+    #: Whether :meth:`decode` accepts extra sparse token embeddings (``embeddings=``).
+    supports_token_prompts: bool = False
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device:
+        """Device of the model's parameters (the source of truth for device)."""
+
+    @property
+    @abc.abstractmethod
+    def dtype(self) -> torch.dtype:
+        """Floating dtype the model computes in."""
+
+    @abc.abstractmethod
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image embeddings.
+
+        Args:
+            pixels: ``(B, 3, S, S)`` normalised, padded images on :attr:`device`, S = image_size.
+
+        Returns:
+            ``(B, C, h, w)`` embeddings (C = 256, h = w = 64 for published models).
+        """
+
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """Called once after the model is cast to ``dtype``; backends keep parts that need
+        float32 (e.g. coordinate encodings) in float32 here. Default: nothing."""
+        return None
+
+    def prepare(self, embedding: torch.Tensor) -> object | None:
+        """Prompt-independent decoder state for one image, kept with its cached embedding.
+
+        Backends that can reuse work across prompts of the same image return it here; the core
+        passes it back to :meth:`decode` as ``state``. The default keeps nothing.
+        """
+        return None
+
+    @abc.abstractmethod
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        points: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_inputs: torch.Tensor | None,
+        multimask_output: bool,
+        state: object | None = None,
+        embeddings: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode N prompts on one image's embedding.
+
+        Args:
+            embedding: ``(1, C, h, w)`` embedding of one image.
+            points: ``(N, P, 2)`` XY in the model input frame, or None.
+            point_labels: ``(N, P)`` 1 = foreground, 0 = background, -1 = padding.
+            boxes: ``(N, 4)`` XYXY in the model input frame, or None.
+            mask_inputs: ``(N, 1, 256, 256)`` low-res logits, or None.
+            multimask_output: Return the three multimask outputs instead of the single one.
+            state: What :meth:`prepare` returned for this embedding, or None.
+            embeddings: ``(N, T, C)`` extra sparse tokens appended to the point/box tokens
+                (only where :attr:`supports_token_prompts`).
+
+        Returns:
+            ``(N, K, 256, 256)`` float32 low-res mask logits and ``(N, K)`` predicted IoU, with
+            K = 3 for multimask output, else 1.
+        """

@@ -11,14 +11,84 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CliError", "add_pipeline_args", "build_segmenter", "check_images", "vocabulary"]
+__all__ = [
+    "CliError",
+    "add_model_args",
+    "add_pipeline_args",
+    "build_segmenter",
+    "check_images",
+    "preset_options",
+    "vocabulary",
+]
 
 
 class CliError(Exception):
     """An error to report as one line (the message) with a non-zero exit."""
 
 
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The options that choose and build a preset's models (every pipeline command)."""
+    p.add_argument(
+        "--preset",
+        default="grounded-sam",
+        help="pipeline preset (default grounded-sam; see README 'Picking a preset')",
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="build the preset with tiny random models: runs offline in seconds, masks are "
+        "meaningless (trials, tests)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (SAM)")
+    p.add_argument("--sam", default=None, help="override the preset's SAM model (registry name)")
+    p.add_argument(
+        "--sam-checkpoint",
+        default=None,
+        metavar="FILE",
+        help="fine-tuned SAM weights (e.g. MedSAM) of the --sam architecture, loaded strictly",
+    )
+    p.add_argument("--detector", default=None, help="override the preset's detector")
+    p.add_argument("--clip", default=None, help="override the preset's CLIP model")
+    p.add_argument("--box-threshold", type=float, default=None, help="detector score threshold")
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refinement rounds: decode each prompt again with its previous mask (default 0)",
+    )
+    p.add_argument(
+        "--text-adapter",
+        default=None,
+        metavar="PATH",
+        help="trained CLIP -> SAM adapter for --preset clip-tokens (from train-text-prompt)",
+    )
+
+
+def preset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``TextSegmenter.from_preset`` keyword arguments from :func:`add_model_args` options
+    (without the device, which some commands choose themselves)."""
+    options: dict[str, Any] = {
+        "tiny": args.tiny,
+        "dtype": args.dtype,
+        "box_threshold": args.box_threshold,
+    }
+    for key in ("sam", "sam_checkpoint", "detector", "clip"):
+        if getattr(args, key, None):
+            options[key] = getattr(args, key)
+    if getattr(args, "refine", 0):
+        options["refine"] = args.refine
+    if getattr(args, "min_area", 0):
+        options["min_area"] = args.min_area
+    if getattr(args, "text_adapter", None):
+        options["text_adapter_checkpoint"] = args.text_adapter
+    return options
+
+
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """The model options plus the vocabulary options (segment, count, label)."""
+    add_model_args(p)
     p.add_argument(
         "-c",
         "--class",
@@ -27,11 +97,6 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="CLASS",
         help="a class name to find (repeat for several)",
-    )
-    p.add_argument(
-        "--preset",
-        default="grounded-sam",
-        help="pipeline preset (default grounded-sam; tiny-test runs offline)",
     )
     p.add_argument(
         "--negative",
@@ -47,18 +112,7 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
         metavar="CLASS=PROMPT",
         help="another prompt for a class (repeatable)",
     )
-    p.add_argument("--box-threshold", type=float, default=None, help="detector score threshold")
     p.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this (px)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (SAM)")
-    p.add_argument("--sam", default=None, help="override the preset's SAM model")
-    p.add_argument("--detector", default=None, help="override the preset's detector")
-    p.add_argument(
-        "--text-adapter",
-        default=None,
-        metavar="PATH",
-        help="trained CLIP -> SAM adapter for --preset clip-tokens (from train-text-prompt)",
-    )
 
 
 def vocabulary(args: argparse.Namespace) -> Any:
@@ -78,17 +132,7 @@ def vocabulary(args: argparse.Namespace) -> Any:
 def build_segmenter(args: argparse.Namespace) -> Any:
     from textseg.pipelines import TextSegmenter
 
-    overrides = {k: v for k, v in (("sam", args.sam), ("detector", args.detector)) if v}
-    if args.text_adapter:
-        overrides["text_adapter_checkpoint"] = args.text_adapter
-    return TextSegmenter.from_preset(
-        args.preset,
-        device=args.device,
-        dtype=args.dtype,
-        box_threshold=args.box_threshold,
-        min_area=args.min_area,
-        **overrides,
-    )
+    return TextSegmenter.from_preset(args.preset, device=args.device, **preset_options(args))
 
 
 def check_images(paths: Sequence[str]) -> list[Path]:

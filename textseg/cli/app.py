@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from textseg.app.state import ANNOTATION_FILE, parse_classes
+from textseg.cli._common import add_model_args, preset_options
 
 __all__ = ["add_parser", "run"]
 
@@ -21,14 +22,7 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="CLASS",
         help="class names (space- or comma-separated); more can be typed in the app",
     )
-    parser.add_argument(
-        "--preset",
-        default="grounded-sam",
-        help="pipeline preset (default grounded-sam: needs its weights, see `textseg models`; "
-        "tiny-test: tiny random models for offline trials)",
-    )
-    parser.add_argument("--sam", default=None, help="override the preset's SAM model")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_model_args(parser)
     parser.add_argument(
         "--random-weights",
         action="store_true",
@@ -68,14 +62,18 @@ def run(args: argparse.Namespace) -> int:
     # No usage statistics sent from a local annotation tool.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from textseg.app.server import build_app
+    from textseg.pipelines import TextSegmenter
 
+    segmenter = TextSegmenter.from_preset(
+        args.preset,
+        device=args.device,
+        pretrained=not args.random_weights,
+        **preset_options(args),
+    )
     demo = build_app(
         folder,
         classes=parse_classes(args.classes),
-        preset=args.preset,
-        device=args.device,
-        pretrained=not args.random_weights,
-        sam=args.sam,
+        preset=segmenter,
         annotation_file=args.annotations,
     )
     print(

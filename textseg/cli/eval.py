@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from textseg.cli._common import add_model_args, preset_options
 from textseg.eval.protocols import PROTOCOLS, evaluate, parse_protocols
 
 __all__ = ["add_parser", "run"]
@@ -43,11 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--annotations", default=None, help="the COCO JSON, if not DATASET/annotations.json"
     )
     p.add_argument("--images", default=None, help="the image folder, if not DATASET/images")
-    p.add_argument(
-        "--preset",
-        default="grounded-sam",
-        help="pipeline preset (default grounded-sam; tiny-test runs offline)",
-    )
+    add_model_args(p)
     p.add_argument(
         "--protocols",
         default=",".join(PROTOCOLS),
@@ -61,17 +58,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="evaluate only the first N images",
     )
     p.add_argument("--out", default="textseg-eval", help="output folder (default textseg-eval)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (SAM)")
-    p.add_argument("--sam", default=None, help="override the preset's SAM model")
-    p.add_argument("--detector", default=None, help="override the preset's detector")
-    p.add_argument("--box-threshold", type=float, default=None, help="detector score threshold")
-    p.add_argument(
-        "--clip",
-        default=None,
-        help="CLIP model that names the masks in the label protocol (default: the preset's "
-        "labeller, else clip-vit-b-32)",
-    )
     p.add_argument(
         "--seed",
         type=int,
@@ -103,17 +89,12 @@ def run(args: argparse.Namespace) -> int:
         images=args.images,
         max_images=args.max_images,
     )
-    overrides = {k: v for k, v in (("sam", args.sam), ("detector", args.detector)) if v}
     # Random-initialised components (tiny-test, a --clip without weights) are drawn from the
     # seed, so two runs report the same numbers; fork_rng leaves the global RNG as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         segmenter = TextSegmenter.from_preset(
-            args.preset,
-            device=args.device,
-            dtype=args.dtype,
-            box_threshold=args.box_threshold,
-            **overrides,
+            args.preset, device=args.device, **preset_options(args)
         )
         report = evaluate(
             dataset,

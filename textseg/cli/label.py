@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from textseg.cli._common import add_pipeline_args, vocabulary
+from textseg.cli._common import add_pipeline_args, preset_options, vocabulary
 
 __all__ = ["add_parser", "run"]
 
@@ -85,14 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from textseg.pipelines.labeling import label_folder
 
     vocab = vocabulary(args)
-    preset_kwargs = {
-        "dtype": args.dtype,
-        "box_threshold": args.box_threshold,
-        "min_area": args.min_area,
-        **{k: v for k, v in (("sam", args.sam), ("detector", args.detector)) if v},
-    }
-    if args.text_adapter:
-        preset_kwargs["text_adapter_checkpoint"] = args.text_adapter
+    preset_kwargs = preset_options(args)
     report = label_folder(
         args.folder,
         vocab,

@@ -24,6 +24,10 @@ BACKENDS: tuple[tuple[str, str], ...] = (
         "transformers.models.sam.modeling_sam.SamModel",
         "textseg.sam.backends.hf:TransformersSamBackend",
     ),
+    (
+        "transformers.models.sam_hq.modeling_sam_hq.SamHQModel",
+        "textseg.sam.backends.hq:SamHQBackend",
+    ),
 )
 
 

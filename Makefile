@@ -8,7 +8,9 @@ CLASSES ?= -c dog -c frisbee
 OUT ?= out
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install browser run test lint bench clean
+SV_FLOOR ?= 0.30.0
+
+.PHONY: install browser clients run test lint bench clean
 
 install: $(STAMP)
 
@@ -28,10 +30,16 @@ browser:
 			>/dev/null) || echo "make: could not install chromium; browser tests will not run"; \
 	fi
 
+# supervision's lowest supported version, beside the venv's, for the real-client tests
+# (tests/io/test_clients.py runs it in a subprocess).
+clients: install
+	@test -d $(VENV)/supervision-$(SV_FLOOR)/supervision || $(PY) -m pip install --quiet \
+		--no-deps --target $(VENV)/supervision-$(SV_FLOOR) supervision==$(SV_FLOOR)
+
 run: install
 	$(VENV)/bin/textseg segment $(IMAGE) $(CLASSES) --out $(OUT)
 
-test: install browser
+test: install browser clients
 	$(VENV)/bin/pytest -q
 
 lint: install

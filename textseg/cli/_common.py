@@ -64,6 +64,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="trained CLIP -> SAM adapter for --preset clip-tokens (from train-text-prompt)",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="torch seed under which the models are built: models without weights (--tiny) "
+        "are the same every run (default 0)",
+    )
 
 
 def preset_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,6 +90,8 @@ def preset_options(args: argparse.Namespace) -> dict[str, Any]:
         options["min_area"] = args.min_area
     if getattr(args, "text_adapter", None):
         options["text_adapter_checkpoint"] = args.text_adapter
+    if getattr(args, "specialist", None):
+        options["specialist"] = args.specialist
     return options
 
 
@@ -113,12 +122,25 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
         help="another prompt for a class (repeatable)",
     )
     p.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this (px)")
+    p.add_argument(
+        "--specialist",
+        default=None,
+        metavar="DIR",
+        help="a specialist trained by `textseg train` replaces the preset's models (no -c: "
+        "all its classes)",
+    )
 
 
-def vocabulary(args: argparse.Namespace) -> Any:
+def vocabulary(args: argparse.Namespace, classes: Sequence[str] | None = None) -> Any:
+    """The vocabulary of ``-c``/``--synonym``/``--negative`` (``classes`` replaces ``-c``)."""
     from textseg.vocab import Vocabulary
 
-    if not args.classes:
+    classes = list(classes) if classes is not None else args.classes
+    if not classes and getattr(args, "specialist", None):
+        from textseg.train.specialist import specialist_classes
+
+        classes = specialist_classes(args.specialist)
+    if not classes:
         raise CliError("no classes given: add -c CLASS (repeat for several)")
     synonyms: dict[str, list[str]] = {}
     for item in args.synonym:
@@ -126,13 +148,18 @@ def vocabulary(args: argparse.Namespace) -> Any:
         if not sep or not cls.strip() or not prompt.strip():
             raise CliError(f"--synonym expects CLASS=PROMPT, got {item!r}")
         synonyms.setdefault(cls.strip(), []).append(prompt.strip())
-    return Vocabulary(args.classes, synonyms=synonyms or None, negatives=args.negative)
+    return Vocabulary(classes, synonyms=synonyms or None, negatives=args.negative)
 
 
 def build_segmenter(args: argparse.Namespace) -> Any:
+    """The preset of the command line, built under ``--seed`` (the global RNG is restored)."""
+    import torch
+
     from textseg.pipelines import TextSegmenter
 
-    return TextSegmenter.from_preset(args.preset, device=args.device, **preset_options(args))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        return TextSegmenter.from_preset(args.preset, device=args.device, **preset_options(args))
 
 
 def check_images(paths: Sequence[str]) -> list[Path]:

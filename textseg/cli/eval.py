@@ -58,12 +58,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="evaluate only the first N images",
     )
     p.add_argument("--out", default="textseg-eval", help="output folder (default textseg-eval)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="torch seed of the run: models without weights (tiny-test) are the same every run",
-    )
     p.add_argument("--no-plot", action="store_true", help="do not write per_class.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

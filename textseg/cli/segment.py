@@ -1,9 +1,27 @@
-"""``textseg segment`` (files: COCO, counts, annotated images) and ``textseg count`` (a table)."""
+"""``textseg segment`` (files: COCO, results, counts, annotated images, more formats) and
+``textseg count`` (a table).
+
+What ``segment`` writes in ``--out`` (one run owns these; a second run into the same folder
+must say ``--overwrite`` or ``--append``):
+
+- ``annotations.json``: COCO instances (RLE masks, or polygons with ``--format
+  coco-polygons``); ``file_name`` is each image's path relative to the inputs' common folder
+  (distinct, existing paths), or the ground truth's with ``--coco GT.json``;
+- ``results.json``: the COCO results list for ``COCO(GT).loadRes``; ``counts.csv`` /
+  ``counts.json``; ``errors.csv``; ``annotated/<file_name>``;
+- the derived formats of ``--format`` (see :mod:`textseg.io.export`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
+import os
+import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +33,52 @@ from textseg.cli._common import (
     vocabulary,
 )
 
-__all__ = ["add_parsers", "run_count", "run_segment"]
+__all__ = ["add_output_args", "add_parsers", "run_count", "run_segment"]
+
+#: What a segment/label run writes in its output folder (besides the derived formats).
+RUN_FILES = ("annotations.json", "results.json", "counts.csv", "counts.json", "errors.csv")
+RUN_DIRS = ("annotated", "yolo", "masks", "labelstudio", "cvat")
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """The output options shared by ``segment`` and ``label``."""
+    from textseg.io.export import FORMATS
+
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=FORMATS,
+        default=None,
+        help="what to write besides annotations.json (COCO RLE) and results.json; repeatable: "
+        "coco-polygons (annotations.json with polygons), yolo (ultralytics YOLO-seg dataset), "
+        "png (instance and class-index PNGs), labelstudio (tasks with brush masks), cvat "
+        "(COCO in datumaro's layout)",
+    )
+    p.add_argument(
+        "--coco",
+        default=None,
+        metavar="GT.json",
+        help="your COCO file: classes, category ids and image ids come from it, so "
+        "results.json scores against it with pycocotools",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="YOLO export: fraction of images in the val split (default 0: val names train)",
+    )
+    p.add_argument(
+        "--link-images",
+        action="store_true",
+        help="hard-link the images into yolo/ and cvat/ instead of copying them",
+    )
+    p.add_argument(
+        "--yolo-trace",
+        choices=("centres", "edges"),
+        default="centres",
+        help="YOLO polygons through pixel centres (default: what ultralytics fills back to the "
+        "mask) or along pixel edges (exact for pycocotools)",
+    )
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -24,11 +87,15 @@ def add_parsers(subparsers: Any) -> None:
     segment.add_argument("images", nargs="+", metavar="IMAGE")
     add_pipeline_args(segment)
     segment.add_argument("--out", default="textseg-out", help="output folder")
-    segment.add_argument(
-        "--format",
-        choices=("coco", "yolo", "png"),
-        default="coco",
-        help="extra export beside annotations.json (COCO, RLE)",
+    add_output_args(segment)
+    mode = segment.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--overwrite", action="store_true", help="replace the results already in --out"
+    )
+    mode.add_argument(
+        "--append",
+        action="store_true",
+        help="add to the results already in --out (an image segmented again is replaced)",
     )
     segment.set_defaults(func=run_segment)
 
@@ -39,82 +106,192 @@ def add_parsers(subparsers: Any) -> None:
     count.set_defaults(func=run_count)
 
 
+# ---------------------------------------------------------------------- names and ground truth
+def relative_names(paths: Sequence[Path]) -> tuple[Path, list[str]]:
+    """The inputs' common folder and each path relative to it (POSIX): distinct, existing
+    relative paths even when several images share a file name."""
+    resolved = [p.resolve() for p in paths]
+    root = Path(os.path.commonpath([p.parent for p in resolved]))
+    return root, [p.relative_to(root).as_posix() for p in resolved]
+
+
+class GroundTruth:
+    """The user's COCO file: its categories and images, to write results that score against it.
+
+    Args:
+        path: The COCO instances JSON.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        from textseg.io.coco import load_coco
+
+        self.path = Path(path)
+        coco = load_coco(self.path)
+        self.categories = {str(c["name"]): int(c["id"]) for c in coco.categories}
+        self.images = {str(im["file_name"]): im for im in coco.images}
+        by_base: dict[str, list[str]] = {}
+        for name in self.images:
+            by_base.setdefault(Path(name).name, []).append(name)
+        self._by_base = by_base
+
+    def classes(self, asked: Sequence[str]) -> tuple[list[str], list[int]]:
+        """The classes to find (``asked``, else all of the file's) and their category ids.
+
+        Raises:
+            CliError: A class that is not one of the file's categories.
+        """
+        names = list(asked) or list(self.categories)
+        missing = [n for n in names if n not in self.categories]
+        if missing:
+            raise CliError(
+                f"--coco {self.path}: classes {missing} are not among its categories "
+                f"{sorted(self.categories)[:20]}; use the file's category names"
+            )
+        return names, [self.categories[n] for n in names]
+
+    def image(self, relative: str) -> dict[str, Any] | None:
+        """The image record whose file_name is ``relative`` (or ends with its base name, when
+        that is unique), or None."""
+        if relative in self.images:
+            return self.images[relative]
+        matches = [n for n in self._by_base.get(Path(relative).name, []) if relative.endswith(n)]
+        if not matches:
+            matches = self._by_base.get(Path(relative).name, [])
+        return self.images[matches[0]] if len(matches) == 1 else None
+
+
+# ---------------------------------------------------------------------- the output folder
+def prepare_run_folder(out: Path, *, overwrite: bool, append: bool) -> None:
+    """Refuse to mix two runs in one folder unless told how.
+
+    Raises:
+        CliError: ``out`` already holds results and neither ``overwrite`` nor ``append``.
+    """
+    if not (out / "annotations.json").exists():
+        return
+    if not (overwrite or append):
+        raise CliError(
+            f"{out} already holds results (annotations.json); pass --overwrite to replace "
+            f"them, --append to add to them, or choose another --out"
+        )
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in RUN_DIRS:
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+
+
+def save_errors(path: Path, failed: dict[str, str]) -> None:
+    """``errors.csv``: ``file,error`` per image that failed."""
+    from textseg.io._common import atomic_write
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "error"])
+    writer.writerows(failed.items())
+    atomic_write(path, buffer.getvalue())
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ---------------------------------------------------------------------- commands
 def run_segment(args: argparse.Namespace) -> int:
+    """``textseg segment``: segment, then write the COCO file and everything derived from it."""
     from textseg.io.annotate import save_annotated
     from textseg.io.coco import CocoWriter
-    from textseg.io.counts import save_counts_csv, save_counts_json
+    from textseg.io.export import OWNED, write_exports
 
-    vocab = vocabulary(args)
+    formats = args.format or ["coco"]
+    gt = GroundTruth(args.coco) if args.coco else None
+    vocab = vocabulary(args, classes=gt.classes(args.classes)[0] if gt else None)
     images = check_images(args.images)
+    root, names = relative_names(images)
+    category_ids = gt.classes(vocab.names)[1] if gt else None
     out = Path(args.out)
+    prepare_run_folder(out, overwrite=args.overwrite, append=args.append)
     segmenter = build_segmenter(args)
-    writer = (
-        CocoWriter(out / "annotations.json", vocab.names, resume=False)
-        if (not (out / "annotations.json").exists())
-        else CocoWriter(out / "annotations.json", vocab.names)
+    failed: dict[str, str] = {}
+    written = 0
+    writer = CocoWriter(
+        out / "annotations.json",
+        vocab.names,
+        segmentation="polygon" if "coco-polygons" in formats else "rle",
+        category_ids=category_ids,
     )
-    yolo = png_dir = None
-    if args.format == "yolo":
-        from textseg.io.yolo import YoloWriter
-
-        yolo = YoloWriter(out / "yolo", vocab.names)
-    elif args.format == "png":
-        png_dir = out / "masks"
-    counts: dict[str, dict[str, int]] = {}
-    failures = 0
     with writer:
-        for path in images:
+        for path, name in zip(images, names):
+            record = gt.image(name) if gt else None
+            if gt is not None and record is None:
+                failed[name] = f"not an image of {gt.path}"
+                print(f"textseg: skipped {path}: not an image of {gt.path}", file=sys.stderr)
+                continue
+            file_name = str(record["file_name"]) if record else name
             try:
                 result = segmenter.segment(str(path), vocab)
-            except (ValueError, FileNotFoundError) as err:
-                failures += 1
-                print(f"textseg: skipped {path}: {err}", file=sys.stderr)
+                h, w = result.image_size
+                if file_name in writer:
+                    writer.remove(file_name)  # this run owns it now
+                writer.add(file_name, w, h, result, image_id=int(record["id"]) if record else None)
+                save_annotated(out / "annotated" / file_name, str(path), result.detections)
+            except Exception as err:  # one image's failure must not stop the batch
+                if os.environ.get("TEXTSEG_DEBUG"):
+                    raise
+                failed[file_name] = _one_line(err)
+                print(f"textseg: skipped {path}: {failed[file_name]}", file=sys.stderr)
                 continue
-            dets = result.detections
-            h, w = result.image_size
-            name = path.name
-            if name in writer:  # same file name from another folder: keep both
-                name = "__".join(path.resolve().parts[-2:])
-            writer.add(name, w, h, dets)
-            counts[name] = result.counts
-            save_annotated(out / "annotated" / f"{path.stem}.jpg", str(path), dets)
-            if yolo is not None:
-                yolo.add(name, w, h, dets)
-            if png_dir is not None:
-                from textseg.io.png import save_index_png, save_instance_masks
-
-                save_instance_masks(
-                    png_dir, dets, stem=path.stem, classes=vocab.names, overwrite=True
-                )
-                save_index_png(png_dir / f"{path.stem}_index.png", dets)
+            written += 1
             found = ", ".join(f"{k}: {v}" for k, v in result.counts.items())
             t = result.timings
             print(
                 f"{path}: {found} ({t['total']:.0f} ms: encode {t['encode']:.0f}, prompt "
                 f"{t['prompt']:.0f}, decode {t['decode']:.0f}, label {t['label']:.0f})"
             )
-    if yolo is not None:
-        yolo.close()
-    save_counts_csv(out / "counts.csv", counts, names=vocab.names)
-    save_counts_json(out / "counts.json", counts, names=vocab.names)
-    print(f"wrote {out / 'annotations.json'}, {out / 'counts.csv'} and {out / 'annotated'}/")
-    if failures == len(images):
-        raise CliError(f"no image could be segmented ({failures} failed)")
+    save_errors(out / "errors.csv", failed)
+    write_exports(
+        out / "annotations.json",
+        out,
+        formats=formats,
+        images_root=root if gt is None else None,
+        val_fraction=args.val_fraction,
+        link_images=args.link_images,
+        yolo_trace=args.yolo_trace,
+    )
+    extra = [f for f in formats if f not in ("coco", "coco-polygons")]
+    print(
+        f"wrote {out / 'annotations.json'}, results.json, counts.csv, annotated/"
+        + "".join(f", {OWNED[f][0]}/" for f in extra)
+    )
+    if written == 0:
+        raise CliError(f"no image could be segmented ({len(failed)} failed; see errors.csv)")
     return 0
 
 
 def run_count(args: argparse.Namespace) -> int:
-    import json
-
+    """``textseg count``: a per-image, per-class table (or JSON); a bad image is reported and
+    skipped, the others are counted."""
     vocab = vocabulary(args)
     images = check_images(args.images)
     segmenter = build_segmenter(args)
     table: dict[str, dict[str, int]] = {}
+    failed: dict[str, str] = {}
     for path in images:
-        table[str(path)] = segmenter.segment(str(path), vocab).counts
+        try:
+            table[str(path)] = segmenter.segment(str(path), vocab).counts
+        except Exception as err:  # one image's failure must not lose the others
+            if os.environ.get("TEXTSEG_DEBUG"):
+                raise
+            failed[str(path)] = _one_line(err)
+            print(f"textseg: skipped {path}: {failed[str(path)]}", file=sys.stderr)
+    if not table:
+        raise CliError(f"no image could be counted ({len(failed)} failed)")
     if args.json:
         totals = {c: sum(row.get(c, 0) for row in table.values()) for c in vocab.names}
-        print(json.dumps({"classes": vocab.names, "images": table, "totals": totals}, indent=2))
+        payload = {"classes": vocab.names, "images": table, "totals": totals, "errors": failed}
+        print(json.dumps(payload, indent=2, allow_nan=False))
         return 0
     names = vocab.names + (["unknown"] if any("unknown" in r for r in table.values()) else [])
     width = max(len("image"), *(len(k) for k in table))

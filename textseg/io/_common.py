@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -200,6 +201,25 @@ def prepare_output_dir(directory: str | os.PathLike[str], *, what: str) -> Path:
     return directory
 
 
+def place_file(source: Path, target: Path, *, link: bool) -> None:
+    """Copy ``source`` to ``target``, or hard-link it when asked and possible (a copy is made
+    across file systems or where links are not allowed)."""
+    target.unlink(missing_ok=True)
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass  # another file system, or links not allowed: a copy does the same job
+    shutil.copyfile(source, target)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and
     ``os.replace``, so readers (and a resumed job) never see a half-written file."""
@@ -207,6 +227,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; an output file gets the usual mode (0666 & ~umask).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()

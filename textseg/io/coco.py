@@ -29,6 +29,7 @@ Conventions:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 SegmentationFormat = Literal["rle", "polygon"]
+PolygonTracing = Literal["edges", "centres"]
 
 #: Annotation keys with a COCO meaning; other keys are per-instance ``data`` fields.
 _COCO_KEYS = frozenset(
@@ -102,6 +104,8 @@ def detections_to_coco(
     segmentation: SegmentationFormat = "rle",
     first_id: int = 1,
     polygon_tolerance: float = 0.0,
+    rles: Sequence[Mapping[str, Any]] | None = None,
+    polygon_tracing: PolygonTracing = "edges",
 ) -> list[dict[str, Any]]:
     """Convert the detections of one image to COCO annotations.
 
@@ -117,6 +121,15 @@ def detections_to_coco(
         segmentation: ``"rle"`` or ``"polygon"`` (both exact, see the module docstring).
         first_id: Annotation id of the first detection; the others follow.
         polygon_tolerance: Simplification for polygons, in pixels (0 = exact).
+        rles: The masks as COCO RLEs already (``Result.masks.rles``): written as they are,
+            nothing is encoded again; ``detections.mask`` is then not read.
+        polygon_tracing: ``"edges"`` (exact pixel-edge outlines) or ``"centres"`` (through
+            pixel centres, as OpenCV-based tools fill them; see :mod:`textseg.io.polygons`).
+
+    Crowd annotations (``data["iscrowd"]``) are always written as RLE: a crowd region is not
+    a polygon, and tools that read COCO (supervision among them) expect RLE there. A
+    per-instance value that is NaN or infinite was not measured and is left out of that
+    annotation.
 
     Returns:
         ``N`` COCO annotation dicts, JSON-ready.
@@ -139,19 +152,34 @@ def detections_to_coco(
         raise ValueError(
             f"{what}: Detections.data has keys {clash}, which are COCO annotation keys; rename them"
         )
-    crowd = detections.data.get("iscrowd")
+    crowd = np.asarray(detections.data.get("iscrowd", np.zeros(n)), bool).reshape(-1)
     xyxy = np.asarray(detections.xyxy, dtype=np.float64)
     segments: list[Any] = [None] * n
-    rles: list[dict[str, Any] | None] = [None] * n
-    if detections.mask is not None:
+    encoded: list[dict[str, Any] | None] = [None] * n
+    if rles is not None:
+        if len(rles) != n:
+            raise ValueError(f"{what}: {len(rles)} RLEs for {n} detections; give one per detection")
+        if height is None or width is None:
+            height, width = (int(v) for v in rles[0]["size"]) if n else (height, width)
+        encoded = [to_rle(r, height, width, what=f"{what}: rle {i}") for i, r in enumerate(rles)]
+        masks: Any = None
+    elif detections.mask is not None:
         if height is None or width is None:
             height, width = _mask_size(detections.mask, what)
-        for i, mask in enumerate(iter_masks(detections.mask, n, height, width, what=what)):
-            if segmentation == "rle":
-                rles[i] = encode_mask(mask)
-                segments[i] = rles[i]
+        masks = iter_masks(detections.mask, n, height, width, what=what)
+    else:
+        masks = None
+    if rles is not None or masks is not None:
+        for i in range(n):
+            mask = next(masks) if masks is not None else None
+            if segmentation == "rle" or crowd[i]:
+                if encoded[i] is None:
+                    encoded[i] = encode_mask(mask)
+                segments[i] = encoded[i]
                 continue
-            polygons = mask_to_polygons(mask, tolerance=polygon_tolerance)
+            if mask is None:
+                mask = decode_masks([encoded[i]], height, width)[0]
+            polygons = mask_to_polygons(mask, tolerance=polygon_tolerance, trace=polygon_tracing)
             if not polygons:
                 raise ValueError(
                     f"{what}: detection {i} has an empty mask, which has no polygon; drop "
@@ -159,7 +187,9 @@ def detections_to_coco(
                     f"segmentation='rle'"
                 )
             segments[i] = polygons
-            rles[i] = polygons_to_rle(polygons, height, width)
+            if encoded[i] is None:
+                encoded[i] = polygons_to_rle(polygons, height, width)
+    rles = encoded
     annotations = []
     for i in range(n):
         ann: dict[str, Any] = {
@@ -178,17 +208,28 @@ def detections_to_coco(
             if rle is None:
                 area = float((x2 - x1) * (y2 - y1))
         ann["area"] = area
-        ann["iscrowd"] = int(bool(crowd[i])) if crowd is not None else 0
+        ann["iscrowd"] = int(crowd[i])
         if segments[i] is not None:
             ann["segmentation"] = segments[i]
-        if detections.confidence is not None:
+        if detections.confidence is not None and np.isfinite(detections.confidence[i]):
             ann["score"] = float(detections.confidence[i])
         if detections.tracker_id is not None:
             ann["tracker_id"] = int(detections.tracker_id[i])
         for key, values in extras.items():
-            ann[key] = json_value(values[i], what=f"{what}: data[{key!r}]")
+            value = json_value(values[i], what=f"{what}: data[{key!r}]")
+            if _finite(value):  # not measured (NaN): absent, not a filler
+                ann[key] = value
         annotations.append(ann)
     return annotations
+
+
+def _finite(value: Any) -> bool:
+    """False for a NaN or infinite number (or a list holding one): a value not measured."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _column(values: list[Any]) -> np.ndarray:
@@ -441,6 +482,8 @@ class CocoWriter:
         flush_every: int = 100,
         polygon_tolerance: float = 0.0,
         resume: bool = True,
+        category_ids: Sequence[int] | None = None,
+        info: Mapping[str, Any] | None = None,
     ) -> None:
         """Open (resume) or create a COCO file.
 
@@ -457,6 +500,9 @@ class CocoWriter:
                 the whole file, so large jobs want more.
             polygon_tolerance: Polygon simplification in pixels (0 = exact).
             resume: When the file exists, append to it (True) or raise FileExistsError.
+            category_ids: COCO category id of each class in a new file (default 1, 2, ...),
+                e.g. the ids of the user's ground truth so that results score against it.
+            info: The ``info`` record of a new file.
 
         Raises:
             FileExistsError: The file exists and ``resume`` is False.
@@ -485,7 +531,7 @@ class CocoWriter:
                     f"create it"
                 )
             self._dataset = {
-                "info": {"description": "written by textseg"},
+                "info": dict(info) if info is not None else {"description": "written by textseg"},
                 "licenses": [],
                 "images": [],
                 "annotations": [],
@@ -498,12 +544,26 @@ class CocoWriter:
         classes = [str(c) for c in classes]
         if len(set(classes)) != len(classes):
             raise ValueError(f"classes must be unique, got {classes}")
-        next_id = max(by_name.values(), default=0) + 1
+        wanted = dict(zip(classes, _category_ids(classes, category_ids)))
+        if category_ids is not None:
+            clash = {
+                n: (by_name[n], wanted[n])
+                for n in classes
+                if by_name.get(n, wanted[n]) != wanted[n]
+            }
+            if clash:
+                raise ValueError(
+                    f"{self.path} has other category ids for {sorted(clash)} (file, asked): "
+                    f"{clash}; write to a new file"
+                )
+        next_id = max([*by_name.values(), *(wanted.values() if category_ids else [])], default=0)
+        next_id += 1
         new_classes = [name for name in classes if name not in by_name]
         for name in new_classes:
-            categories.append({"id": next_id, "name": name, "supercategory": ""})
-            by_name[name] = next_id
-            next_id += 1
+            cat_id = wanted[name] if category_ids is not None else next_id
+            categories.append({"id": cat_id, "name": name, "supercategory": ""})
+            by_name[name] = cat_id
+            next_id = max(next_id, cat_id + 1)
         self.classes: list[str] = classes
         self.category_ids: list[int] = [by_name[c] for c in classes]
         self._by_file = {str(im["file_name"]): int(im["id"]) for im in self._dataset["images"]}
@@ -531,12 +591,27 @@ class CocoWriter:
             raise KeyError(f"{file_name!r} is not in {self.path}")
         return self._by_file[file_name]
 
+    def remove(self, file_name: str) -> None:
+        """Drop an image and its annotations (to write it again, e.g. a re-run).
+
+        Raises:
+            KeyError: No such image.
+        """
+        image_id = self.image_id(file_name)
+        self._dataset["images"] = [i for i in self._dataset["images"] if int(i["id"]) != image_id]
+        self._dataset["annotations"] = [
+            a for a in self._dataset["annotations"] if int(a["image_id"]) != image_id
+        ]
+        del self._by_file[file_name]
+        self._image_ids.discard(image_id)
+        self._pending += 1
+
     def add(
         self,
         file_name: str,
         width: int,
         height: int,
-        detections: sv.Detections,
+        detections: sv.Detections | Any,
         *,
         image_id: int | None = None,
         **image_fields: Any,
@@ -547,7 +622,9 @@ class CocoWriter:
             file_name: The image's file name (relative to the image folder), unique.
             width: Image width in pixels.
             height: Image height in pixels.
-            detections: See :func:`detections_to_coco`; masks must be (N, height, width).
+            detections: ``sv.Detections`` (see :func:`detections_to_coco`; masks
+                (N, height, width)), or a :class:`textseg.pipelines.Result`, whose RLE masks
+                are written as they are (nothing is decoded or encoded again).
             image_id: The COCO image id (default: the next free id).
             **image_fields: Extra image record fields (``coco_url``, ``date_captured``...).
 
@@ -578,10 +655,14 @@ class CocoWriter:
         elif int(image_id) in self._image_ids:
             raise ValueError(f"image id {image_id} is already used in {self.path}")
         image_id = int(image_id)
+        rles = None
+        if not isinstance(detections, sv.Detections) and hasattr(detections, "masks"):
+            rles, detections = detections.masks.rles, detections.boxes  # a pipeline Result
         annotations = detections_to_coco(
             detections,
             image_id,
             self.classes,
+            rles=rles,
             height=int(height),
             width=int(width),
             category_ids=self.category_ids,
@@ -613,7 +694,7 @@ class CocoWriter:
         """Write the file now (atomically), if anything was added since the last write."""
         if not self._pending and not force:
             return
-        atomic_write(self.path, json.dumps(self._dataset, separators=(",", ":")))
+        atomic_write(self.path, json.dumps(self._dataset, separators=(",", ":"), allow_nan=False))
         self._pending = 0
 
     def close(self) -> None:

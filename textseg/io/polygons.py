@@ -23,7 +23,7 @@ Policy for multi-part masks and holes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -93,13 +93,58 @@ def _simplify(points: np.ndarray, tolerance: float) -> np.ndarray:
     return approx.astype(np.int64) if len(approx) >= 3 and _area(approx) > 0 else points
 
 
+#: Where in a boundary pixel the "centres" tracing puts a vertex: 0.4 px from its top-left
+#: corner, so readers that truncate (ultralytics) and readers that round (supervision) both
+#: land on the pixel itself (a vertex at exactly +0.5 rounds half-to-even, one way or the other).
+_CENTRE = 0.4
+
+
+def _trace_centres(mask: np.ndarray) -> list[tuple[int, np.ndarray, list[np.ndarray]]]:
+    """Like :func:`_trace_outlines`, but through the boundary pixels themselves (float XY, a
+    vertex :data:`_CENTRE` px into its pixel): what OpenCV's ``fillPoly``, which paints the
+    outline too, turns back into the mask (ultralytics, supervision)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = np.pad(mask[y0:y1, x0:x1], 1).astype(np.uint8)
+    contours, hierarchy = cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    offset = np.array([x0 - 1, y0 - 1], dtype=np.float64) + _CENTRE
+    outlines = []
+    for c in contours:
+        pts = c[:, 0, :].astype(np.float64) + offset
+        if len(pts) < 3:  # a one- or two-pixel line: a thin quad through its centres
+            a, b = pts[0], pts[-1]
+            step = np.array([0.0, 1e-3])
+            pts = np.array([a, b, b + step, a + step])
+        outlines.append(pts)
+    parents = hierarchy[0][:, 3]
+    depth = np.zeros(len(contours), dtype=np.int64)
+    for i in range(len(contours)):
+        j = parents[i]
+        while j >= 0:
+            depth[i] += 1
+            j = parents[j]
+    return [
+        (int(depth[i]), outlines[i], [outlines[j] for j in np.flatnonzero(parents == i)])
+        for i in np.flatnonzero(depth % 2 == 0)
+    ]
+
+
 def mask_to_polygons(
-    mask: np.ndarray, *, holes: bool = True, tolerance: float = 0.0
+    mask: np.ndarray,
+    *,
+    holes: bool = True,
+    tolerance: float = 0.0,
+    trace: Literal["edges", "centres"] = "edges",
 ) -> list[list[float]]:
     """All outer polygons of a mask, one per 8-connected part, in COCO format.
 
     Args:
         mask: ``(H, W)`` bool mask.
+        trace: ``"edges"`` (default): the exact outline along pixel edges, which pycocotools
+            rasterises back to exactly the mask. ``"centres"``: through the centres of the
+            boundary pixels, which OpenCV-based tools (ultralytics, supervision) fill back to
+            the mask, where pixel-edge polygons come back about a pixel fatter.
         holes: True (default): cut each hole into its part's polygon with a zero-width bridge
             (a "keyhole"), so the polygon rasterises back to exactly the mask. False: fill
             holes (plain outer outlines, for tools that cannot take keyholes).
@@ -120,15 +165,19 @@ def mask_to_polygons(
     mask = check_mask2d(mask)
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
+    if trace not in ("edges", "centres"):
+        raise ValueError(f"trace must be 'edges' or 'centres', got {trace!r}")
     if not mask.any():
         return []
     polygons = []
-    for depth, outer, inner in _trace_outlines(mask):
+    tracer = _trace_outlines if trace == "edges" else _trace_centres
+    for depth, outer, inner in tracer(mask):
         if depth > 0 and not holes:
             continue  # an island in a hole: inside the filled part already
-        outer = _simplify(outer, tolerance)
+        outer = _simplify(outer, tolerance) if trace == "edges" else outer
         if holes and inner:
-            joined = _join([outer, *(_simplify(h, tolerance) for h in inner)])
+            parts = [outer, *(_simplify(h, tolerance) if trace == "edges" else h for h in inner)]
+            joined = _join(parts)
         else:
             joined = outer
         polygons.append((_area(outer), joined))

@@ -85,7 +85,7 @@ def exported(tmp_path_factory, data_dir: Path):
 
 
 def test_pycocotools_reads_annotations_and_results(exported):
-    out, truth, classes = exported
+    out, truth, _classes = exported
     coco = COCO(str(out / "annotations.json"))
     results = coco.loadRes(str(out / "results.json"))
     ev = COCOeval(coco, results, "segm")
@@ -165,7 +165,7 @@ def test_ultralytics_checks_and_reads_the_yolo_dataset(exported, tmp_path, monke
 
 def test_datumaro_imports_the_cvat_layout(exported):
     datumaro = _client("datumaro")
-    out, truth, classes = exported
+    out, truth, _classes = exported
     dataset = datumaro.Dataset.import_from(str(out / "cvat"), "coco_instances")
     labels = dataset.categories()[datumaro.AnnotationType.label]
     flat = flat_names(FILES)
@@ -196,7 +196,7 @@ def test_label_studio_sdk_validates_and_decodes_the_tasks(exported):
     from label_studio_sdk.converter.brush import decode_rle
     from label_studio_sdk.label_interface import LabelInterface
 
-    out, truth, classes = exported
+    out, truth, _classes = exported
     interface = LabelInterface((out / "labelstudio" / "config.xml").read_text())
     tasks = _strict_json(out / "labelstudio" / "tasks.json")
     assert len(tasks) == len(FILES)
@@ -216,7 +216,7 @@ def test_label_studio_sdk_validates_and_decodes_the_tasks(exported):
 def test_png_masks_and_class_index(exported):
     from textseg.io.png import load_index_png, load_instance_masks
 
-    out, truth, classes = exported
+    out, truth, _classes = exported
     flat = flat_names(FILES)
     for name in FILES:
         stem = Path(flat[name]).stem
@@ -246,7 +246,7 @@ def test_supervision_floor_version_reads_coco_and_yolo(exported, data_dir):
         if REQUIRED:
             pytest.fail(f"supervision {SV_FLOOR} not installed in {REPO / '.venv'}: make clients")
         pytest.skip(f"supervision {SV_FLOOR} not installed: make clients")
-    out, truth, classes = exported
+    out, truth, _classes = exported
     expected = {name: len(truth[name]) for name in FILES}
     flat = flat_names(FILES)
     code = f"""
@@ -308,7 +308,7 @@ def test_every_json_the_cli_writes_is_strict(cli_run):
 
 
 def test_cli_files_name_existing_distinct_images(cli_run):
-    work, out, images = cli_run
+    work, out, _images = cli_run
     coco = COCO(str(out / "annotations.json"))
     names = sorted(im["file_name"] for im in coco.dataset["images"])
     assert names == sorted(["a/x.jpg", "b/x.jpg", f"c/{FILES[2]}"])
@@ -341,7 +341,7 @@ def test_cli_yolo_trains_as_written(cli_run, tmp_path, monkeypatch):
 
 
 def test_rerun_into_the_same_folder_must_say_how(cli_run, capsys):
-    work, out, images = cli_run
+    _work, out, images = cli_run
     before = _strict_json(out / "annotations.json")
     argv = ["segment", str(images[0]), "-c", "bowl", "-c", "person", "--tiny", "--out", str(out)]
     assert main(argv) == 1

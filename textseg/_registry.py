@@ -41,6 +41,7 @@ __all__ = [
 #: Modules that register models when imported; imported lazily by the lookup functions.
 _REGISTERING_MODULES = (
     "textseg.sam.pretrained",
+    "textseg.sam.pretrained_sam2",
     "textseg.sam.pretrained_hq",
     "textseg.clip.pretrained",
     "textseg.detectors.pretrained",

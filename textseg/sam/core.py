@@ -127,7 +127,10 @@ class SamCore:
     # ------------------------------------------------------------------ encoding
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """``(h, w)`` of an ``height x width`` image resized so its longest side is image_size
-        (at least one pixel a side, for images as thin as 5000 x 2)."""
+        (at least one pixel a side, for images as thin as 5000 x 2); the square input itself
+        for backends that stretch the image to it (SAM 2, ``resize_mode == "stretch"``)."""
+        if self.backend.resize_mode == "stretch":
+            return self.image_size, self.image_size
         scale = self.image_size / max(height, width)
         return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 

@@ -25,6 +25,19 @@ BACKENDS: tuple[tuple[str, str], ...] = (
         "textseg.sam.backends.hf:TransformersSamBackend",
     ),
     (
+        "transformers.models.sam2_video.modeling_sam2_video.Sam2VideoModel",
+        "textseg.sam.backends.sam2:Sam2Backend",
+    ),
+    ("transformers.models.sam2.modeling_sam2.Sam2Model", "textseg.sam.backends.sam2:Sam2Backend"),
+    (
+        "transformers.models.edgetam_video.modeling_edgetam_video.EdgeTamVideoModel",
+        "textseg.sam.backends.sam2:Sam2Backend",
+    ),
+    (
+        "transformers.models.edgetam.modeling_edgetam.EdgeTamModel",
+        "textseg.sam.backends.sam2:Sam2Backend",
+    ),
+    (
         "transformers.models.sam_hq.modeling_sam_hq.SamHQModel",
         "textseg.sam.backends.hq:SamHQBackend",
     ),

@@ -23,6 +23,9 @@ class SamBackend(abc.ABC):
         pixel_mean: ``(3,)`` per-channel mean on the 0-255 scale.
         pixel_std: ``(3,)`` per-channel std on the 0-255 scale.
         mask_threshold: Logit threshold that turns logits into masks (0.0).
+        resize_mode: How the core fits an image to the square input: ``"longest"`` (longest
+            side to image_size, padded bottom-right; SAM) or ``"stretch"`` (resized to the
+            square, aspect ratio not kept; SAM 2).
     """
 
     image_size: int = 1024
@@ -30,6 +33,7 @@ class SamBackend(abc.ABC):
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     mask_threshold: float = 0.0
+    resize_mode: str = "longest"
     #: Whether :meth:`decode` accepts extra sparse token embeddings (``embeddings=``).
     supports_token_prompts: bool = False
 

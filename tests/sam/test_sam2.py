@@ -1,0 +1,220 @@
+"""SAM 2 family: registry entries, official checkpoint conversion, the image backend.
+
+Parity is shown against the official ``sam2`` package on identical seeded random weights: the
+official model is built with the tiny entry's sizes, its state dict is saved as an official
+``.pt`` (``{"model": state_dict}``) and loaded through the real path (``SamCore(name,
+checkpoint=...)``: registry converter, strict load).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from textseg._hub import StateDictError, create_model
+from textseg._registry import get_model_cfg, list_models
+from textseg.sam import SamCore
+from textseg.sam.backends.sam2 import Sam2Backend, pack_features, unpack_features
+from textseg.sam.modeling.convert_sam2 import is_official_sam2, official_to_hf_state_dict
+from textseg.sam.modeling.sam2 import build_official_sam2
+
+sam2_pkg = pytest.importorskip("sam2", reason="the official sam2 package is the reference")
+
+PUBLISHED = [
+    f"{prefix}-hiera-{size}"
+    for prefix in ("sam2", "sam2.1")
+    for size in ("tiny", "small", "base-plus", "large")
+]
+
+
+def _image_predictor(model: torch.nn.Module):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    predictor = SAM2ImagePredictor(model)
+    # The official predictor hard-codes the feature sizes of a 1024 input.
+    size = model.image_size
+    predictor._bb_feat_sizes = [(size // 4,) * 2, (size // 8,) * 2, (size // 16,) * 2]
+    return predictor
+
+
+def _official(name: str, seed: int = 0, video: bool = False) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_official_sam2(get_model_cfg(name), video=video)
+    with torch.no_grad():
+        # Random weights predict "no object" everywhere; a positive object-score bias makes
+        # the masks non-trivial on both sides alike.
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def official_pt(tmp_path_factory: pytest.TempPathFactory):
+    model = _official("sam2.1-tiny-test")
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_tiny_test.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def core(official_pt) -> SamCore:
+    _, path = official_pt
+    return SamCore("sam2.1-tiny-test", checkpoint=str(path))
+
+
+# ---------------------------------------------------------------------------------- registry
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_entries(name: str) -> None:
+    cfg = get_model_cfg(name, "sam")
+    prefix, size = name.split("-hiera-")
+    file = f"{prefix}_hiera_{size.replace('-', '_')}.pt"
+    assert cfg.status == "published"
+    assert cfg.weights.hf_repo == f"facebook/{prefix}-hiera-{size}"
+    assert cfg.weights.hf_files == (file,)
+    assert cfg.license == "Apache-2.0"
+    assert cfg.input_size == 1024
+    assert cfg.test_variant == f"{prefix}-tiny-test"
+    assert get_model_cfg(cfg.test_variant).arch["version"] == cfg.arch["version"]
+
+
+def test_listed() -> None:
+    assert set(PUBLISHED) <= set(list_models("sam"))
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "base-plus", "large"])
+def test_official_config_matches_published_yaml(size: str) -> None:
+    """Our sizes rebuild the published configs: the official yaml's trunk equals ours."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(sam2_pkg.__file__).parent / "configs" / "sam2.1"
+    short = {"tiny": "t", "small": "s", "base-plus": "b+", "large": "l"}[size]
+    published = yaml.safe_load((root / f"sam2.1_hiera_{short}.yaml").read_text())["model"]
+    from textseg.sam.modeling.sam2 import official_sam2_config
+
+    ours = official_sam2_config(get_model_cfg(f"sam2.1-hiera-{size}"))
+    trunk = published["image_encoder"]["trunk"]
+    for key, value in trunk.items():
+        if key != "_target_":
+            assert list(np.ravel(ours["image_encoder"]["trunk"][key])) == list(np.ravel(value))
+    neck = published["image_encoder"]["neck"]
+    assert ours["image_encoder"]["neck"]["backbone_channel_list"] == neck["backbone_channel_list"]
+    for key in ("num_maskmem", "image_size", "add_tpos_enc_to_obj_ptrs", "no_obj_embed_spatial"):
+        assert ours[key] == published[key], key
+
+
+# ---------------------------------------------------------------------------------- convert
+def test_conversion_is_strict_and_complete(official_pt) -> None:
+    model, path = official_pt
+    converted = official_to_hf_state_dict(model.state_dict())
+    hf = create_model("sam2.1-tiny-test", pretrained=False)
+    assert set(converted) == set(hf.state_dict())
+    assert is_official_sam2(model.state_dict()) and not is_official_sam2(converted)
+    loaded = create_model("sam2.1-tiny-test", checkpoint=path)
+    for key, value in converted.items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_transformers_layout_loads_too(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    hf = create_model("sam2-tiny-test", pretrained=False)
+    state = {k: v.contiguous() for k, v in hf.state_dict().items()}
+    save_file(state, tmp_path / "model.safetensors")
+    again = create_model("sam2-tiny-test", checkpoint=tmp_path / "model.safetensors")
+    for key, value in hf.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value)
+
+
+def test_version_mismatch_is_reported(official_pt) -> None:
+    """A SAM 2.1 checkpoint into the SAM 2 architecture names the extra keys."""
+    _, path = official_pt
+    with pytest.raises(StateDictError, match=r"unexpected keys: .*occlusion_spatial_embedding"):
+        create_model("sam2-tiny-test", checkpoint=path)
+
+
+# ---------------------------------------------------------------------------------- backend
+def test_pack_roundtrip() -> None:
+    levels = [torch.randn(2, 16, 32, 32), torch.randn(2, 32, 16, 16), torch.randn(2, 128, 8, 8)]
+    packed = pack_features(levels)
+    assert packed.shape == (2, 512, 8, 8)
+    for a, b in zip(unpack_features(packed), levels):
+        assert torch.equal(a, b)
+    one = pack_features([x[:1] for x in levels])
+    assert unpack_features(one)[2].data_ptr() == one.data_ptr()  # a view, no copy
+    with pytest.raises(ValueError, match="expected levels"):
+        pack_features([levels[1], levels[0], levels[2]])
+
+
+def test_backend_matches_official_image_predictor(official_pt, core: SamCore) -> None:
+    model, _ = official_pt
+    predictor = _image_predictor(model)
+    image = np.random.default_rng(1).integers(0, 255, (180, 240, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        predictor.set_image(image)
+        pixels = predictor._transforms(image)[None]
+        backend = core.backend
+        assert isinstance(backend, Sam2Backend)
+        s0, s1, top = unpack_features(backend.encode(pixels))
+        features = predictor._features
+        top = top + backend.model.no_memory_embedding.view(1, -1, 1, 1)
+        torch.testing.assert_close(top, features["image_embed"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(s0, features["high_res_feats"][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(s1, features["high_res_feats"][1], atol=1e-5, rtol=1e-5)
+        packed = pack_features([s0, s1, top - backend.model.no_memory_embedding.view(1, -1, 1, 1)])
+        cases = [
+            dict(points=[[60.0, 70.0]], labels=[1], box=None, multi=True),
+            dict(points=[[60.0, 70.0], [120.0, 30.0]], labels=[1, 0], box=None, multi=False),
+            dict(points=None, labels=None, box=[20.0, 30.0, 160.0, 150.0], multi=False),
+            dict(points=[[90.0, 90.0]], labels=[1], box=[20.0, 30.0, 160.0, 150.0], multi=False),
+        ]
+        for case in cases:
+            pts, labs, box = case["points"], case["labels"], case["box"]
+            _, coords, labels, boxes = predictor._prep_prompts(pts, labs, box, None, True)
+            _, ref_iou, ref_low = predictor._predict(
+                coords, labels, boxes, None, multimask_output=case["multi"], return_logits=True
+            )
+            low, iou = backend.decode(
+                packed,
+                None if pts is None else coords,
+                None if pts is None else labels,
+                None if box is None else boxes.reshape(-1, 4),
+                None,
+                case["multi"],
+            )
+            torch.testing.assert_close(low, ref_low, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(iou, ref_iou, atol=1e-5, rtol=1e-5)
+        # A mask-only prompt: no sparse token, as the official predictor.
+        mask = ref_low[:, :1]
+        _, ref_iou, ref_low = predictor._predict(None, None, None, mask, False, True)
+        low, iou = backend.decode(packed, None, None, None, mask, False)
+        torch.testing.assert_close(low, ref_low, atol=1e-4, rtol=1e-4)
+
+
+def test_core_masks_agree_with_official(official_pt, core: SamCore) -> None:
+    """Through SamCore (its own resizing and upsampling): the same masks up to resampling."""
+    model, _ = official_pt
+    predictor = _image_predictor(model)
+    image = np.random.default_rng(2).integers(0, 255, (150, 260, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 120, 140], [100, 10, 250, 100]], np.float32)
+    with torch.inference_mode():
+        predictor.set_image(image)
+        ref, _, _ = predictor.predict(box=boxes, multimask_output=False)
+    dets = core.predict(image, boxes=boxes)
+    assert dets.mask.shape == (2, 150, 260)
+    for ours, theirs in zip(dets.mask, ref[:, 0] > 0):
+        iou = (ours & theirs).sum() / max(1, (ours | theirs).sum())
+        assert iou > 0.9
+
+
+def test_core_stretches_the_image(core: SamCore) -> None:
+    assert core.backend.resize_mode == "stretch"
+    assert core.input_size(100, 400) == (256, 256)
+    x, size = core.preprocess(np.zeros((100, 400, 3), np.uint8))
+    assert size == (256, 256) and tuple(x.shape) == (1, 3, 256, 256)
+
+
+def test_backend_rejects_other_models() -> None:
+    with pytest.raises(TypeError, match="expected a transformers SAM 2 model"):
+        Sam2Backend(torch.nn.Linear(2, 2))

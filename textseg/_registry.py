@@ -46,6 +46,7 @@ _REGISTERING_MODULES = (
     "textseg.clip.pretrained",
     "textseg.detectors.pretrained",
     "textseg.prompters.pretrained",
+    "textseg.train.pretrained",
 )
 
 #: ``"published"`` (weights to resolve), ``"unpublished"`` (architecture only: load with

@@ -23,7 +23,7 @@ __all__ = ["CliError", "main"]
 _EXIT_ERROR = 1
 
 #: Commands that log progress lines (training losses) to stderr.
-LOGGING_COMMANDS = frozenset({"train-text-prompt"})
+LOGGING_COMMANDS = frozenset({"train", "train-text-prompt"})
 
 Command = Callable[[argparse.Namespace], int]
 

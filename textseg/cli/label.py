@@ -70,6 +70,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="seconds between checkpoints of the output files (0: after every image)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--review-queue",
+        action="store_true",
+        help="also write OUT/review_queue.csv: the images ranked by how unsure the pipeline was "
+        "(low SAM IoU, low CLIP margin, detector/labeler disagreement), worst first",
+    )
     # None: label_folder picks cuda for Ray actors with GPUs, else cpu.
     parser.set_defaults(func=run, device=None)
     return parser
@@ -104,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     for name, reason in report.failed.items():
         print(f"textseg: skipped {name}: {reason}", file=sys.stderr)
     print(report)
+    if args.review_queue:
+        from textseg.train.review import write_review_queue
+
+        print(f"wrote {write_review_queue(report.annotations)} (review the first rows first)")
     pending = report.images - report.resumed
     if pending and len(report.failed) == pending:
         raise ValueError(

@@ -1,19 +1,141 @@
-"""``textseg train-text-prompt``: train the CLIP -> SAM text-prompt adapter
-(:func:`textseg.train.text_prompt.train_text_prompt`)."""
+"""Training commands.
+
+- ``textseg train DATASET --arch ARCH --out DIR``: a specialist on a COCO dataset
+  (:func:`textseg.train.specialist.train_specialist`);
+- ``textseg train-text-prompt``: the CLIP -> SAM text-prompt adapter
+  (:func:`textseg.train.text_prompt.train_text_prompt`).
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "run_specialist"]
+
+_ARCH_HELP = (
+    "architecture (textseg models --task specialist): segformer-b0 (default) .. segformer-b5 "
+    "(semantic; transformers, Apache-2.0 code; NVIDIA's MiT backbone weights are research/"
+    "non-commercial), maskrcnn-r50-fpn (instance; torchvision, BSD-3-Clause), yolo11n-seg / "
+    "yolo11s-seg / yolo11m-seg (instance; needs pip install 'textseg[yolo]': ultralytics is "
+    "AGPL-3.0, which binds what you distribute with it)"
+)
+
+
+def _add_specialist_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a specialist (SegFormer, Mask R-CNN, YOLO-seg) on a COCO dataset",
+        description=(
+            "Train a small fast specialist on a COCO dataset: textseg label's output, the "
+            "annotation app's file or any COCO folder. Writes OUT/model.safetensors (the best "
+            "epoch), OUT/config.json and OUT/checkpoints/last.pt (every epoch; --resume "
+            "continues a killed run). Run it with --specialist OUT on segment, count and label, "
+            "or compare it with SAM in textseg eval --specialist OUT. YOLO-seg uses ultralytics "
+            "(AGPL-3.0), an optional extra."
+        ),
+    )
+    parser.add_argument(
+        "dataset",
+        metavar="DATASET",
+        help="folder with annotations.json (e.g. textseg label's --out) or a COCO JSON file",
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--arch", default="segformer-b0", help=_ARCH_HELP)
+    parser.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="folder the file names are relative to (default DATASET/images, else DATASET); "
+        "for textseg label DIR --out L, give DIR",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="train the architecture's tiny random-init variant: offline, seconds (trials, tests)",
+    )
+    parser.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of the images held out for validation and early stopping (default 0.2)",
+    )
+    parser.add_argument("--val", default=None, metavar="DATASET", help="a separate validation set")
+    parser.add_argument("--val-images", default=None, metavar="DIR", help="its image folder")
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="stop after this many epochs without a better validation mIoU (default 5)",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step")
+    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate")
+    parser.add_argument(
+        "--input-size", type=int, default=None, help="input side (SegFormer) or short side"
+    )
+    parser.add_argument(
+        "--no-pretrained",
+        action="store_true",
+        help="start from random weights instead of the registry's pretrained backbone",
+    )
+    parser.add_argument(
+        "--backbone-checkpoint", default=None, metavar="FILE", help="backbone weights file"
+    )
+    parser.add_argument(
+        "--source-weight",
+        action="append",
+        default=[],
+        metavar="SOURCE=W",
+        help="loss weight of annotations by provenance (their 'source' key): proposal, "
+        "corrected, manual, unreviewed (no source key); 0 leaves them out (repeatable)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_specialist)
+    return parser
+
+
+def run_specialist(args: argparse.Namespace) -> int:
+    """Run ``textseg train``; prints the :class:`TrainReport`. Returns 0."""
+    from textseg.train.specialist import train_specialist
+
+    report = train_specialist(
+        args.dataset,
+        args.out,
+        arch=args.arch,
+        images=args.images,
+        val=args.val,
+        val_images=args.val_images,
+        val_fraction=args.val_fraction,
+        tiny=args.tiny,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        pretrained=not args.no_pretrained,
+        backbone_checkpoint=args.backbone_checkpoint,
+        input_size=args.input_size,
+        source_weights=args.source_weight or None,
+        resume=args.resume,
+        progress=False if args.quiet else None,
+    )
+    print(report)
+    return 0
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``train-text-prompt`` command to an ``argparse`` subparsers object.
+    """Add the ``train`` and ``train-text-prompt`` commands to an ``argparse`` subparsers
+    object.
 
-    The parser's default ``func`` is :func:`run`.
+    Returns:
+        The ``train-text-prompt`` parser (its default ``func`` is :func:`run`).
     """
+    _add_specialist_parser(subparsers)
     parser = subparsers.add_parser(
         "train-text-prompt",
         help="train the EXPERIMENTAL CLIP -> SAM text-prompt adapter",

@@ -264,6 +264,7 @@ def build_components(
     pretrained: bool = True,
     points_per_side: int = 32,
     text_adapter_checkpoint: str | None = None,
+    specialist: str | None = None,
     **segmenter_options: Any,
 ) -> dict[str, Any]:
     """Build the preset ``name``'s components: ``TextSegmenter``'s keyword arguments.
@@ -285,6 +286,9 @@ def build_components(
         points_per_side: Grid of the automatic generator (``everything-clip``).
         text_adapter_checkpoint: Trained CLIP -> SAM adapter (``clip-tokens``), as written by
             ``textseg train-text-prompt`` (its folder or ``model.safetensors``).
+        specialist: A folder written by ``textseg train``: the trained specialist replaces
+            the preset's prompter and SAM (its masks come with their classes, see
+            :class:`textseg.train.Specialist`); the preset's models are not built.
         **segmenter_options: ``TextSegmenter`` options (``min_area``, ``dedup_iou``...).
 
     Returns:
@@ -295,6 +299,20 @@ def build_components(
         WeightsNotFoundError: Weights missing (all of them named in one line).
     """
     from textseg.sam import AutomaticMaskGenerator, SamCore
+
+    if specialist is not None:
+        from textseg.train.specialist import load_specialist
+
+        given = {"sam": sam, "sam_checkpoint": sam_checkpoint, "detector": detector, "clip": clip}
+        clash = [k for k, v in given.items() if v is not None]
+        if clash:
+            raise ValueError(
+                f"specialist: a trained specialist replaces the preset's models; drop "
+                f"{', '.join(clash)}"
+            )
+        get_preset(name)
+        masker = load_specialist(specialist, device=device)
+        return {"prompter": None, "sam": None, "masker": masker, **segmenter_options}
 
     preset = get_preset(name)
     tiny = tiny or preset.tiny

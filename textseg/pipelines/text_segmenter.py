@@ -182,6 +182,11 @@ class TextSegmenter:
         selector: Picks among SAM's candidates for ambiguous prompts
             (``textseg.pipelines.ClipMaskSelector``); default SAM's predicted IoU.
         automatic: An :class:`AutomaticMaskGenerator` used instead of a prompter.
+        masker: A model that returns classed masks itself, used instead of a prompter and SAM
+            (``masker.segment(image, vocabulary) -> Detections`` with ``mask`` and ``class_id``
+            indexing the vocabulary; e.g. a trained :class:`textseg.train.Specialist`).
+            ``sam`` is then None; min_area, the labeler, de-duplication and counts apply as
+            for SAM's masks.
         min_area: Drop masks with fewer pixels.
         dedup_iou: Mask IoU above which the lower-scoring of two masks is dropped (any class).
         dedup_containment: Fraction of a mask covered by a higher-scoring mask of the same class
@@ -195,24 +200,38 @@ class TextSegmenter:
     def __init__(
         self,
         prompter: Prompter | None,
-        sam: SamCore,
+        sam: SamCore | None,
         labeler: Labeler | None = None,
         *,
         selector: MaskSelector | None = None,
         automatic: AutomaticMaskGenerator | None = None,
+        masker: Any | None = None,
         min_area: int = 0,
         dedup_iou: float = 0.7,
         dedup_containment: float | None = 0.9,
         keep_unknown: bool = False,
         refine: int = 0,
     ) -> None:
-        if prompter is None and automatic is None:
+        if masker is not None:
+            if prompter is not None or automatic is not None or sam is not None:
+                raise ValueError(
+                    "TextSegmenter: masker= replaces the prompter and SAM; give "
+                    "prompter=None, sam=None and no automatic="
+                )
+            if not callable(getattr(masker, "segment", None)):
+                raise TypeError(
+                    f"masker: expected an object with segment(image, classes) -> "
+                    f"Detections, got {type(masker).__name__}"
+                )
+        elif prompter is None and automatic is None:
             raise ValueError("TextSegmenter: give a prompter, or automatic= for segment-everything")
         if prompter is not None and automatic is not None:
             raise ValueError("TextSegmenter: give a prompter or automatic=, not both")
         if automatic is not None and labeler is None:
             raise ValueError("TextSegmenter: automatic masks need a labeler to be named")
-        if not (callable(getattr(sam, "encode", None)) and callable(getattr(sam, "predict", None))):
+        if masker is None and not (
+            callable(getattr(sam, "encode", None)) and callable(getattr(sam, "predict", None))
+        ):
             raise TypeError(f"sam: expected a textseg.sam.SamCore, got {type(sam).__name__}")
         if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 0:
             raise ValueError(f"min_area: expected an integer >= 0, got {min_area!r}")
@@ -226,6 +245,7 @@ class TextSegmenter:
         self.labeler = labeler
         self.selector = selector
         self.automatic = automatic
+        self.masker = masker
         self.min_area = min_area
         self.dedup_iou = dedup_iou
         self.dedup_containment = dedup_containment
@@ -243,6 +263,8 @@ class TextSegmenter:
         return cls(**build_components(name, **options))
 
     def __repr__(self) -> str:
+        if self.masker is not None:
+            return f"TextSegmenter(masker={self.masker!r})"
         parts = [repr(self.prompter or self.automatic), self.sam.name]
         if self.selector is not None:
             parts.append(repr(self.selector))
@@ -328,12 +350,18 @@ class TextSegmenter:
         h, w = array.shape[:2]
         timings = dict.fromkeys(("encode", "prompt", "decode", "label", "dedup"), 0.0)
 
-        t = time.perf_counter()
-        emb = self.sam.encode(array)
-        timings["encode"] = _ms(t)
-
         blocks: list[tuple[sv.Detections, CompactMasks]] = []
-        if self.automatic is not None:
+        emb = None
+        if self.masker is None:
+            t = time.perf_counter()
+            emb = self.sam.encode(array)
+            timings["encode"] = _ms(t)
+        if self.masker is not None:  # classed masks straight from the model (a specialist)
+            t = time.perf_counter()
+            found = self.masker.segment(array, vocab)
+            timings["decode"] = _ms(t)
+            blocks.append(self._finish_block(array, found, vocab, min_area, timings))
+        elif self.automatic is not None:
             t = time.perf_counter()
             found = self.automatic.generate(array)
             timings["decode"] = _ms(t)

@@ -1,0 +1,330 @@
+"""Specialist training: the loss falls, a killed run resumes to the same state, provenance
+weights, the specialist through the pipeline, exports read by pycocotools, the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from safetensors.torch import load_file, save_file
+
+from textseg._hub import StateDictError, create_model
+from textseg._registry import get_model_cfg, list_models
+from textseg.cli import main
+from textseg.pipelines import TextSegmenter
+from textseg.train import load_specialist, train_specialist
+from textseg.train.data import IGNORE, TrainingSet, parse_source_weights, split_indices
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models train 5-10x faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def subset(data_dir: Path, root: Path, n: int, *, sources: dict[int, str] | None = None) -> Path:
+    """The first ``n`` coco-dev images as their own COCO file (images stay in coco-dev)."""
+    full = json.loads((data_dir / "coco-dev" / "annotations.json").read_text())
+    images = full["images"][:n]
+    ids = {im["id"] for im in images}
+    anns = [dict(a) for a in full["annotations"] if a["image_id"] in ids]
+    for a in anns:
+        if sources and a["id"] in sources:
+            a["source"] = sources[a["id"]]
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "annotations.json"
+    path.write_text(json.dumps({**full, "images": images, "annotations": anns}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return subset(data_dir, tmp_path_factory.mktemp("small"), 8)
+
+
+@pytest.fixture(scope="module")
+def specialist_dir(small: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SegFormer trained one epoch, then biased to paint class 'person' everywhere it
+    is not background, so that its predictions are never empty."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("spec") / "M"
+    report = train_specialist(
+        small, out, tiny=True, epochs=1, images=data_dir / "coco-dev" / "images", progress=False
+    )
+    assert report.arch == "segformer-tiny-test" and (out / "model.safetensors").is_file()
+    state = load_file(out / "model.safetensors")
+    key = "net.decode_head.classifier.bias"
+    person = 1 + report.classes.index("person")
+    state[key] = torch.full_like(state[key], -10.0)
+    state[key][person] = 10.0
+    save_file(state, out / "model.safetensors")
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+@pytest.mark.parametrize(
+    ("arch", "images", "epochs"), [("segformer-b0", 8, 3), ("maskrcnn-r50-fpn", 4, 3)]
+)
+def test_loss_falls_on_coco_dev(arch, images, epochs, data_dir, tmp_path):
+    ann = subset(data_dir, tmp_path / "data", images)
+    report = train_specialist(
+        ann,
+        tmp_path / "out",
+        arch=arch,
+        tiny=True,
+        epochs=epochs,
+        val_fraction=0.25,
+        images=data_dir / "coco-dev" / "images",
+        progress=False,
+    )
+    assert report.epochs == epochs and len(report.train_loss) == epochs
+    assert report.train_loss[-1] < report.train_loss[0], report.train_loss
+    n_val = round(images * 0.25)
+    assert report.val_images == n_val and report.train_images == images - n_val
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["status"] == "done" and config["history"]["train_loss"] == report.train_loss
+    # The weights load back strictly and predict on an image of any size.
+    spec = load_specialist(tmp_path / "out")
+    dets = spec.predict(np.zeros((37, 53, 3), np.uint8))
+    assert dets.mask is not None and dets.mask.shape[1:] == (37, 53)
+
+
+def _train_cli(dataset: Path, images: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TEXTSEG_OFFLINE="1")
+    cmd = [sys.executable, "-m", "textseg.cli", "train", str(dataset), "--images", str(images),
+           "--out", str(out), "--tiny", "--epochs", "4", "--quiet", "--val-fraction", "0.25",
+           "--patience", "10", *extra]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_run_resumes_to_the_same_state(data_dir, tmp_path):
+    ann = subset(data_dir, tmp_path / "data", 6)
+    images = data_dir / "coco-dev" / "images"
+    options = dict(tiny=True, epochs=4, images=images, val_fraction=0.25, patience=10)
+    # A real SIGKILL of `textseg train` after its first checkpoint ...
+    killed = _train_cli(ann, images, tmp_path / "killed")
+    checkpoint = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    state = torch.load(checkpoint, weights_only=True)
+    assert 1 <= state["epoch"] < 4, "the kill must land before the run ends"
+    with pytest.raises(ValueError, match="holds a training run"):
+        train_specialist(ann, tmp_path / "killed", **options)
+    with pytest.raises(ValueError, match="settings differ"):
+        train_specialist(ann, tmp_path / "killed", **{**options, "epochs": 5}, resume=True)
+    # ... then --resume, against the same run never interrupted.
+    resumed = train_specialist(ann, tmp_path / "killed", **options, resume=True, progress=False)
+    whole = train_specialist(ann, tmp_path / "whole", **options, progress=False)
+    assert resumed.resumed_from == state["epoch"] and resumed.epochs == whole.epochs == 4
+
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    ca = json.loads((tmp_path / "whole" / "config.json").read_text())
+    cb = json.loads((tmp_path / "killed" / "config.json").read_text())
+    assert ca["history"]["val_miou"] == cb["history"]["val_miou"]
+    np.testing.assert_allclose(ca["history"]["train_loss"], cb["history"]["train_loss"], atol=1e-6)
+    assert ca["best_epoch"] == cb["best_epoch"] and cb["epochs_done"] == 4
+
+
+def test_resume_without_a_run_is_an_error(small, data_dir, tmp_path):
+    images = data_dir / "coco-dev" / "images"
+    with pytest.raises(ValueError, match="no training run to resume"):
+        train_specialist(small, tmp_path / "none", tiny=True, resume=True, images=images)
+
+
+# ----------------------------------------------------------------------------- data
+def test_split_is_seeded_and_never_empty():
+    train, val = split_indices(10, 0.2, seed=3)
+    assert len(val) == 2 and sorted([*train, *val]) == list(range(10))
+    assert np.array_equal(val, split_indices(10, 0.2, seed=3)[1])
+    assert len(split_indices(2, 0.01, 0)[1]) == 1  # at least one held out
+    assert len(split_indices(1, 0.5, 0)[0]) == 1  # never all of them
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        split_indices(10, 1.0, 0)
+
+
+def test_provenance_weights_and_filters(data_dir, tmp_path):
+    full = json.loads((data_dir / "coco-dev" / "annotations.json").read_text())
+    first = [a for a in full["annotations"] if a["image_id"] == full["images"][0]["id"]]
+    ann = subset(
+        data_dir, tmp_path, 1, sources={first[0]["id"]: "corrected", first[1]["id"]: "proposal"}
+    )
+    images = data_dir / "coco-dev" / "images"
+    plain = TrainingSet(ann, images).load(0)
+    assert len(plain.masks) == len(first) and not plain.ignore.any()
+    weighted = TrainingSet(ann, images, source_weights={"proposal": 0.0, "corrected": 2.0}).load(0)
+    assert len(weighted.masks) == len(first) - 1 and weighted.excluded == 1
+    labels, weights = weighted.semantic()
+    assert (labels == IGNORE).any()  # the dropped proposal is ignored, not background
+    assert weights.max() == 2.0
+    counts = TrainingSet(ann, images).provenance()
+    assert counts == {"corrected": 1, "proposal": 1, "unreviewed": len(first) - 2}
+    with pytest.raises(ValueError, match="unknown provenance 'reviewed'"):
+        parse_source_weights(["reviewed=1"])
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_source_weights({"manual": -1})
+
+
+def test_images_not_found_says_to_give_the_folder(small, tmp_path):
+    with pytest.raises(FileNotFoundError, match="--images DIR"):
+        train_specialist(small, tmp_path / "out", tiny=True)
+
+
+# ----------------------------------------------------------------------------- inference
+def test_specialist_through_the_pipeline_and_pycocotools(specialist_dir, data_dir, tmp_path):
+    image = data_dir / "coco-dev" / "images" / "000000000009.jpg"
+    out = tmp_path / "seg"
+    assert main(["segment", str(image), "--specialist", str(specialist_dir), "-c", "person",
+                 "--out", str(out), "--format", "yolo"]) == 0  # fmt: skip
+    gt = COCO(str(out / "annotations.json"))
+    anns = gt.loadAnns(gt.getAnnIds())
+    assert anns and {gt.loadCats(a["category_id"])[0]["name"] for a in anns} == {"person"}
+    assert all(gt.annToMask(a).sum() == a["area"] > 0 for a in anns)
+    results = gt.loadRes(str(out / "results.json"))
+    assert len(results.getAnnIds()) == len(anns)
+    counts = json.loads((out / "counts.json").read_text())
+    assert json.dumps(counts).count('"person": ' + str(len(anns))) >= 1
+    assert any((out / "yolo").rglob("*.txt"))
+
+
+def test_specialist_as_masker_maps_the_vocabulary(specialist_dir, data_dir):
+    seg = TextSegmenter.from_preset("grounded-sam", specialist=str(specialist_dir))
+    assert seg.sam is None and seg.masker is not None
+    image = data_dir / "coco-dev" / "images" / "000000000009.jpg"
+    result = seg.segment(str(image), ["human"], synonyms={"human": ["person"]})
+    assert result.counts["human"] == len(result) > 0
+    assert set(result.detections.data["class_name"]) == {"human"}
+    assert result.timings["encode"] == 0.0
+    with pytest.raises(ValueError, match="was not trained on it"):
+        seg.segment(str(image), ["giraffe-robot"])
+    with pytest.raises(ValueError, match="drop --negative"):
+        seg.segment(str(image), ["person"], negatives=["mannequin"])
+    with pytest.raises(ValueError, match="drop sam"):
+        TextSegmenter.from_preset("grounded-sam", specialist=str(specialist_dir), sam="sam-vit-b")
+
+
+def test_count_without_classes_uses_the_specialist_classes(specialist_dir, data_dir, capsys):
+    image = data_dir / "coco-dev" / "images" / "000000000009.jpg"
+    assert main(["count", str(image), "--specialist", str(specialist_dir), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert len(table["classes"]) == len(load_specialist(specialist_dir).classes)
+    assert table["totals"]["person"] > 0
+
+
+def test_not_a_specialist_folder(tmp_path, capsys):
+    assert main(["count", "x.jpg", "--specialist", str(tmp_path), "-c", "a"]) == 1
+    assert "textseg: error:" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- registry
+def test_every_specialist_has_a_tiny_variant_and_a_licence():
+    names = list_models("specialist")
+    assert {"segformer-b0", "segformer-b5", "maskrcnn-r50-fpn", "yolo11n-seg"} <= set(names)
+    for name in names:
+        cfg = get_model_cfg(name)
+        assert get_model_cfg(cfg.test_variant).task == "specialist"
+        if cfg.weights is not None:
+            assert cfg.license not in ("unknown", "-")
+    assert get_model_cfg("segformer-b0").weights.hf_repo == "nvidia/mit-b0"
+
+
+def _transformers4_names(state: dict) -> dict:
+    """transformers 5 SegformerModel keys -> the names of the hub's nvidia/mit-b* files."""
+    import re
+
+    back = [
+        (r"^stages\.(\d+)\.patch_embeddings\.", r"encoder.patch_embeddings.\1."),
+        (r"^stages\.(\d+)\.blocks\.", r"encoder.block.\1."),
+        (r"^stages\.(\d+)\.layer_norm", r"encoder.layer_norm.\1"),
+        ("attention.q_proj", "attention.self.query"),
+        ("attention.k_proj", "attention.self.key"),
+        ("attention.v_proj", "attention.self.value"),
+        ("attention.sequence_reduction.sequence_reduction", "attention.self.sr"),
+        ("attention.sequence_reduction.layer_norm", "attention.self.layer_norm"),
+        ("attention.o_proj", "attention.output.dense"),
+        ("mlp.fc1", "mlp.dense1"),
+        ("mlp.fc2", "mlp.dense2"),
+        ("layernorm_before", "layer_norm_1"),
+        ("layernorm_after", "layer_norm_2"),
+    ]
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in back:
+            key = re.sub(pattern, repl, key) if pattern.startswith("^") else key.replace(
+                pattern, repl
+            )
+        out[f"segformer.{key}"] = value.contiguous()
+    return out
+
+
+def test_mit_checkpoint_loads_as_transformers_loads_it(tmp_path):
+    """A checkpoint with the hub's (transformers 4) names: textseg's loader and transformers'
+    own from_pretrained (with its conversion mapping) give the same encoder."""
+    from transformers import SegformerModel
+
+    torch.manual_seed(0)
+    model = create_model("segformer-tiny-test", pretrained=False)
+    state = _transformers4_names(model.state_dict())
+    state["classifier.weight"] = torch.zeros(1000, 32)
+    save_file(state, tmp_path / "model.safetensors")
+    model.config.save_pretrained(tmp_path)
+    torch.manual_seed(1)
+    ours = create_model("segformer-tiny-test", checkpoint=tmp_path / "model.safetensors")
+    reference, info = SegformerModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"]
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[key], value, rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_resnet_backbone_loads_strictly(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("maskrcnn-tiny-test", pretrained=False)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, tmp_path / "resnet.safetensors")
+    loaded = create_model("maskrcnn-tiny-test", checkpoint=tmp_path / "resnet.safetensors")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    del state["conv1.weight"]
+    save_file(state, tmp_path / "bad.safetensors")
+    with pytest.raises(StateDictError, match=r"missing keys: conv1\.weight"):
+        create_model("maskrcnn-tiny-test", checkpoint=tmp_path / "bad.safetensors")
+
+
+def test_pretrained_backbone_is_used_for_training(small, data_dir, tmp_path):
+    torch.manual_seed(0)
+    encoder = create_model("segformer-tiny-test", pretrained=False)
+    path = tmp_path / "mit.safetensors"
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, path)
+    images = data_dir / "coco-dev" / "images"
+    report = train_specialist(
+        small, tmp_path / "out", tiny=True, epochs=1, images=images, lr=1e-12,
+        backbone_checkpoint=path, progress=False,
+    )  # fmt: skip
+    config = json.loads((report.out / "config.json").read_text())
+    assert config["settings"]["pretrained"] is True
+    trained = load_file(report.out / "model.safetensors")
+    key = "stages.0.patch_embeddings.proj.weight"
+    torch.testing.assert_close(
+        trained[f"net.segformer.{key}"], encoder.state_dict()[key], atol=1e-6, rtol=0
+    )

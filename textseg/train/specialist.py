@@ -1,0 +1,640 @@
+"""Train a specialist on a COCO dataset, and run it: :func:`train_specialist`,
+:func:`load_specialist`.
+
+The SAM data engine's last step: a foundation model labels (``textseg label``), a person may
+correct, and a small fast model is trained on the result. Architectures are registry entries of
+task ``"specialist"`` (:mod:`textseg.train.pretrained`): SegFormer b0..b5 (semantic, the
+default), Mask R-CNN (instance) and, through ultralytics, YOLO-seg (instance, AGPL-3.0,
+:mod:`textseg.train.yolo`).
+
+The output folder ``out`` holds:
+
+- ``config.json``: the architecture, the classes, the settings, the train/validation split,
+  the history (training loss and validation mIoU per epoch), the best epoch and the time spent;
+- ``model.safetensors``: the weights of the best epoch (by validation mIoU; the last epoch when
+  there is no validation set), loaded strictly by :func:`load_specialist`;
+- ``checkpoints/last.pt``: the whole training state after the last finished epoch (weights,
+  optimiser, counters, history), rewritten atomically every epoch.
+
+A killed run resumes with ``resume=True`` from the last finished epoch and ends in the same
+state as an uninterrupted run: the shuffling, flips and any randomness of epoch e are drawn
+from ``(seed, e)`` alone. Early stopping ends training when the validation mIoU has not improved
+for ``patience`` epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import supervision as sv
+import torch
+
+from textseg._device import resolve_device
+from textseg._image import ImageInput, to_rgb_uint8
+from textseg._registry import get_model_cfg, test_variant
+from textseg.train.data import TrainingSet, open_dataset, split_indices
+from textseg.train.metrics import SemanticIoU
+from textseg.train.models import SpecialistNet, build_specialist
+from textseg.vocab import Vocabulary, normalize_name
+
+__all__ = [
+    "CONFIG_FORMAT",
+    "Specialist",
+    "TrainReport",
+    "is_specialist_dir",
+    "load_specialist",
+    "specialist_classes",
+    "train_specialist",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FORMAT = "textseg-specialist"
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+CHECKPOINT = "checkpoints/last.pt"
+
+#: Learning rate (AdamW) per family; tiny test variants train at :data:`TINY_LR`.
+DEFAULT_LR = {"segformer": 6e-5, "maskrcnn": 1e-4, "yolo": 1e-3}
+TINY_LR = 1e-3
+#: Images per optimiser step per family.
+DEFAULT_BATCH = {"segformer": 8, "maskrcnn": 2, "yolo": 8}
+
+
+@dataclass
+class TrainReport:
+    """What :func:`train_specialist` did.
+
+    Attributes:
+        out: The output folder.
+        arch: Registry name of the architecture trained (the tiny variant with ``tiny``).
+        kind: ``"semantic"`` or ``"instance"``.
+        classes: The class names learnt.
+        epochs: Epochs finished (all runs together).
+        best_epoch: 1-based epoch whose weights are in ``model.safetensors``.
+        best_miou: Its validation mIoU (None without validation images).
+        train_loss: Mean training loss per epoch.
+        val_miou: Validation mIoU per epoch (None entries without validation images).
+        stopped_early: Early stopping ended the run.
+        resumed_from: Epochs already done when this call started (0: a fresh run).
+        seconds: Training time, all runs together.
+        train_images: Training images; val_images: validation images.
+    """
+
+    out: Path
+    arch: str
+    kind: str
+    classes: list[str]
+    epochs: int
+    best_epoch: int
+    best_miou: float | None
+    train_loss: list[float] = field(repr=False)
+    val_miou: list[float | None] = field(repr=False)
+    stopped_early: bool = False
+    resumed_from: int = 0
+    seconds: float = 0.0
+    train_images: int = 0
+    val_images: int = 0
+
+    def __str__(self) -> str:
+        miou = "-" if self.best_miou is None else f"{self.best_miou:.4f}"
+        first = self.train_loss[0] if self.train_loss else float("nan")
+        last = self.train_loss[-1] if self.train_loss else float("nan")
+        stop = ", stopped early" if self.stopped_early else ""
+        return (
+            f"{self.arch}: {self.epochs} epochs on {self.train_images} images ({self.val_images} "
+            f"held out){stop}; loss {first:.4f} -> {last:.4f}; best epoch {self.best_epoch}, "
+            f"val mIoU {miou}; {self.seconds:.1f} s; saved {self.out / WEIGHTS}"
+        )
+
+
+def _atomic_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_torch(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(dict(data), tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_safetensors(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def evaluate_net(net: SpecialistNet, data: TrainingSet, *, batch_size: int = 4) -> dict[str, Any]:
+    """Semantic mIoU of ``net`` on every image of ``data`` (:class:`SemanticIoU`)."""
+    metric = SemanticIoU(data.classes)
+    was_training = net.training
+    net.eval()
+    try:
+        for start in range(0, len(data), batch_size):
+            examples = [data.load(i) for i in range(start, min(len(data), start + batch_size))]
+            preds = net.predict([e.image for e in examples])
+            for e, p in zip(examples, preds):
+                metric.update(p.mask, p.class_id, e.masks, e.class_ids, e.image.shape[:2], e.ignore)
+    finally:
+        net.train(was_training)
+    return metric.to_dict()
+
+
+def train_specialist(
+    dataset: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    arch: str = "segformer-b0",
+    images: str | os.PathLike[str] | None = None,
+    val: str | os.PathLike[str] | None = None,
+    val_images: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.2,
+    tiny: bool = False,
+    epochs: int = 20,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    patience: int = 5,
+    seed: int = 0,
+    device: str = "cpu",
+    pretrained: bool = True,
+    backbone_checkpoint: str | os.PathLike[str] | None = None,
+    input_size: int | None = None,
+    source_weights: Mapping[str, float] | Sequence[str] | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> TrainReport:
+    """Train a specialist on a COCO dataset into ``out``.
+
+    Args:
+        dataset: A folder with ``annotations.json`` (``textseg label``'s output, a COCO folder)
+            or the COCO JSON.
+        out: Output folder (see the module docstring).
+        arch: Registry name (``textseg models --task specialist``): ``segformer-b0`` ..
+            ``segformer-b5``, ``maskrcnn-r50-fpn``, ``yolo11n-seg`` ... (YOLO needs the
+            ``textseg[yolo]`` extra, AGPL-3.0).
+        images: Folder the ``file_name`` s are relative to (default ``images/`` beside the
+            JSON, else its folder). For ``textseg label DIR --out L``: DIR.
+        val: A separate validation dataset (same classes) instead of ``val_fraction``.
+        val_images: Its image folder.
+        val_fraction: Share of the images held out for validation (seeded split).
+        tiny: Train the architecture's tiny random-init variant (offline, seconds).
+        epochs: Maximum number of epochs.
+        batch_size: Images per optimiser step (default per family).
+        lr: AdamW learning rate, decayed linearly to 0 (default per family).
+        patience: Stop after this many epochs without a better validation mIoU.
+        seed: Seed of the initialisation, the split and every epoch's shuffling and flips.
+        device: ``"cpu"``, ``"cuda"``...
+        pretrained: Start from the registry's pretrained backbone (its weights must be on disk
+            or downloadable); False: random init.
+        backbone_checkpoint: An explicit backbone weights file (first in the resolution order).
+        input_size: Input side (SegFormer: square side; Mask R-CNN: short side).
+        source_weights: Loss weight per provenance, e.g. ``{"proposal": 0.5, "unreviewed":
+            0}`` (:func:`textseg.train.data.parse_source_weights`).
+        resume: Continue the run in ``out`` from its last finished epoch.
+        progress: Progress bars (None: on a terminal only).
+
+    Returns:
+        A :class:`TrainReport`.
+
+    Raises:
+        FileNotFoundError: Dataset or images missing.
+        ValueError: Bad options; ``out`` holds a run and ``resume`` is False; ``resume`` with
+            no run in ``out`` or with settings that differ from it.
+        WeightsNotFoundError: ``pretrained`` and the backbone weights are missing.
+    """
+    start_time = time.perf_counter()
+    epochs = _positive(epochs, "epochs")
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience: expected a positive integer (epochs), got {patience!r}")
+    name = test_variant(arch) if tiny else arch
+    cfg = get_model_cfg(name, "specialist")
+    family = cfg.arch["family"]
+    if family == "yolo":
+        from textseg.train.yolo import train_yolo
+
+        return train_yolo(
+            dataset,
+            out,
+            name=name,
+            images=images,
+            val=val,
+            val_images=val_images,
+            val_fraction=val_fraction,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            seed=seed,
+            device=device,
+            input_size=input_size,
+            source_weights=source_weights,
+            resume=resume,
+            progress=progress,
+        )
+    out = Path(out)
+    data = open_dataset(dataset, images=images, source_weights=source_weights)
+    if val is not None:
+        val_data = open_dataset(val, images=val_images, source_weights=source_weights)
+        if val_data.classes != data.classes:
+            raise ValueError(
+                f"val: its classes {val_data.classes} differ from the training set's {data.classes}"
+            )
+        train_data = data
+    else:
+        train_idx, val_idx = split_indices(len(data), val_fraction, seed)
+        names = data.file_names
+        train_data = data.subset([names[i] for i in train_idx])
+        val_data = data.subset([names[i] for i in val_idx]) if len(val_idx) else None
+    batch = _positive(batch_size or DEFAULT_BATCH[family], "batch_size")
+    rate = float(lr if lr is not None else (TINY_LR if cfg.is_test else DEFAULT_LR[family]))
+    settings: dict[str, Any] = {
+        "arch": name,
+        "classes": train_data.classes,
+        "epochs": epochs,
+        "batch_size": batch,
+        "lr": rate,
+        "patience": patience,
+        "seed": seed,
+        "input_size": input_size,
+        "pretrained": bool(pretrained and (cfg.weights is not None or backbone_checkpoint)),
+        "source_weights": train_data.source_weights,
+        "train_files": train_data.file_names,
+        "val_files": val_data.file_names if val_data is not None else [],
+    }
+    checkpoint_path = out / CHECKPOINT
+    state: dict[str, Any] | None = None
+    if resume:
+        state = _resume_state(out, settings)
+    elif checkpoint_path.exists():
+        raise ValueError(
+            f"{out} holds a training run ({CHECKPOINT}); pass resume=True (--resume) to continue "
+            f"it, or choose another output folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if state is not None:
+            net = build_specialist(name, train_data.classes, **state["net_settings"])
+        else:
+            backbone = None
+            if settings["pretrained"]:
+                from textseg._hub import create_model
+
+                backbone = create_model(cfg, checkpoint=backbone_checkpoint)
+            net = build_specialist(
+                name,
+                train_data.classes,
+                backbone=backbone,
+                **({"input_size": input_size} if input_size else {}),
+            )
+    net.to(resolve_device(device))
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=rate, weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(train_data) / batch)
+    total_steps = epochs * steps_per_epoch
+    history: dict[str, list[Any]] = {"train_loss": [], "val_miou": []}
+    first_epoch = best_epoch = bad_epochs = 0
+    best = -1.0
+    seconds_before = 0.0
+    if state is not None:
+        net.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch = int(state["epoch"])
+        best_epoch = int(state["best_epoch"])
+        bad_epochs = int(state["bad_epochs"])
+        best = float(state["best"])
+        history = {k: list(v) for k, v in state["history"].items()}
+        seconds_before = float(state["seconds"])
+    settings["net_settings"] = net.settings()
+    config = {
+        "format": CONFIG_FORMAT,
+        "arch": name,
+        "kind": net.kind,
+        "family": family,
+        "classes": train_data.classes,
+        "settings": settings,
+        "dataset": str(Path(dataset)),
+        "images": str(train_data.images_dir),
+        "provenance": train_data.provenance(),
+        "status": "training",
+    }
+
+    from tqdm.auto import tqdm
+
+    stopped = False
+    epoch = first_epoch
+    net.train()
+    for epoch in range(first_epoch, epochs):
+        if bad_epochs >= patience:
+            stopped = True
+            break
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 100_003 + epoch)
+            rng = np.random.default_rng([seed, epoch])
+            order = rng.permutation(len(train_data))
+            flips = rng.random(len(train_data)) < 0.5
+            losses = []
+            bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"{name} epoch {epoch + 1}/{epochs}",
+                unit="step",
+                disable=None if progress is None else not progress,
+                leave=False,
+            )
+            for step in range(steps_per_epoch):
+                rows = order[step * batch : (step + 1) * batch]
+                examples = [train_data.load(int(i)) for i in rows]
+                keep = [
+                    k for k, e in enumerate(examples) if net.kind != "instance" or not e.excluded
+                ]
+                if not keep:
+                    bar.update(1)
+                    continue
+                done = epoch * steps_per_epoch + step
+                for group in optimizer.param_groups:
+                    group["lr"] = rate * (1.0 - done / total_steps)
+                loss = net.loss([examples[k] for k in keep], [bool(flips[rows[k]]) for k in keep])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.update(1)
+            bar.close()
+        history["train_loss"].append(float(np.mean(losses)) if losses else None)
+        miou = None
+        if val_data is not None and len(val_data):
+            miou = _number(evaluate_net(net, val_data, batch_size=batch)["miou"])
+        history["val_miou"].append(miou)
+        score = -1.0 if miou is None else miou
+        if val_data is None or score > best:
+            best, best_epoch, bad_epochs = score, epoch + 1, 0
+            _atomic_safetensors(out / WEIGHTS, net.state_dict())
+        else:
+            bad_epochs += 1
+        seconds = seconds_before + time.perf_counter() - start_time
+        _atomic_torch(
+            checkpoint_path,
+            {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "best": best,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "history": history,
+                "seconds": seconds,
+                "net_settings": net.settings(),
+            },
+        )
+        config.update(
+            history=history, best_epoch=best_epoch, train_seconds=seconds, epochs_done=epoch + 1
+        )
+        _atomic_json(out / CONFIG, config)
+        logger.info(
+            "epoch %d/%d: loss %s, val mIoU %s",
+            epoch + 1,
+            epochs,
+            "-" if history["train_loss"][-1] is None else f"{history['train_loss'][-1]:.4f}",
+            "-" if miou is None else f"{miou:.4f}",
+        )
+    else:
+        epoch = epochs
+    if bad_epochs >= patience and len(history["train_loss"]) < epochs:
+        stopped = True
+    seconds = seconds_before + time.perf_counter() - start_time
+    config.update(
+        status="done",
+        history=history,
+        best_epoch=best_epoch,
+        best_val_miou=None if best < 0 else best,
+        stopped_early=stopped,
+        epochs_done=len(history["train_loss"]),
+        train_seconds=seconds,
+    )
+    _atomic_json(out / CONFIG, config)
+    return TrainReport(
+        out=out,
+        arch=name,
+        kind=net.kind,
+        classes=train_data.classes,
+        epochs=len(history["train_loss"]),
+        best_epoch=best_epoch,
+        best_miou=None if best < 0 else best,
+        train_loss=history["train_loss"],
+        val_miou=history["val_miou"],
+        stopped_early=stopped,
+        resumed_from=first_epoch,
+        seconds=seconds,
+        train_images=len(train_data),
+        val_images=0 if val_data is None else len(val_data),
+    )
+
+
+def _resume_state(out: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"resume: {out} holds no training run to resume (no {CHECKPOINT})")
+    config = json.loads((out / CONFIG).read_text(encoding="utf-8"))
+    saved = dict(config.get("settings", {}))
+    saved.pop("net_settings", None)
+    differ = [k for k in settings if saved.get(k) != settings[k]]
+    if differ:
+        shown = ", ".join(
+            f"{k}: {saved.get(k)!r} -> {settings[k]!r}"
+            for k in differ[:3]
+            if k not in ("train_files", "val_files")
+        )
+        raise ValueError(
+            f"resume: the settings differ from the run in {out} ({', '.join(differ)}"
+            f"{'; ' + shown if shown else ''}); resume with the same options, or train into "
+            f"another folder"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ------------------------------------------------------------------------------- inference
+def is_specialist_dir(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a folder written by :func:`train_specialist`."""
+    config = Path(path) / CONFIG
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("format") == CONFIG_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"specialist not found: {path}")
+    config_path = path / CONFIG
+    if not config_path.is_file():
+        raise ValueError(
+            f"{path} is not a specialist folder (no {CONFIG}); train one with `textseg train`"
+        )
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("format") != CONFIG_FORMAT:
+        raise ValueError(
+            f"{config_path}: not a textseg specialist config (format {config.get('format')!r})"
+        )
+    if not (path / WEIGHTS).is_file():
+        raise FileNotFoundError(
+            f"{path / WEIGHTS} is missing: the training run ended before its first epoch; "
+            f"resume it with `textseg train ... --resume`"
+        )
+    return config
+
+
+def specialist_classes(path: str | os.PathLike[str]) -> list[str]:
+    """The class names a specialist folder was trained on (reads ``config.json`` only)."""
+    return list(_read_config(Path(path))["classes"])
+
+
+class Specialist:
+    """A trained specialist: images in, instance masks with class names out.
+
+    It is a mask source for :class:`textseg.pipelines.TextSegmenter` (``masker=``; the
+    ``--specialist DIR`` option of ``segment``, ``count`` and ``label``): :meth:`segment`
+    answers a vocabulary with masks whose ``class_id`` indexes it, so the exports and counts
+    need no special case.
+
+    Attributes:
+        path: The folder it was loaded from.
+        classes: The class names it was trained on.
+        kind: ``"semantic"`` (one instance per connected region of a class) or ``"instance"``.
+        arch: Its registry architecture.
+        config: The folder's ``config.json``.
+    """
+
+    def __init__(self, net: Any, config: Mapping[str, Any], path: Path) -> None:
+        self.net = net
+        self.config = dict(config)
+        self.path = path
+        self.classes: list[str] = list(config["classes"])
+        self.kind: str = str(config["kind"])
+        self.arch: str = str(config["arch"])
+
+    def __repr__(self) -> str:
+        return f"Specialist({str(self.path)!r}, {self.arch}, classes={len(self.classes)})"
+
+    @property
+    def name(self) -> str:
+        return f"specialist:{self.arch}"
+
+    def predict(self, image: ImageInput) -> sv.Detections:
+        """Every instance of every trained class in one image.
+
+        Args:
+            image: A path, PIL image or ``(H, W, 3)`` uint8 RGB array.
+
+        Returns:
+            Detections: ``mask`` (N, H, W) bool, ``xyxy`` (N, 4) float32 box of the mask
+            (absolute pixels), ``confidence`` (the specialist's score), ``class_id`` indexing
+            :attr:`classes`, ``data["class_name"]``.
+        """
+        array = to_rgb_uint8(image)
+        dets = self.net.predict([array])[0]
+        dets.data["class_name"] = np.asarray(
+            [self.classes[int(c)] for c in dets.class_id], dtype=object
+        )
+        return dets
+
+    def segment(self, image: ImageInput, classes: Sequence[str] | Vocabulary) -> sv.Detections:
+        """The instances of the vocabulary's classes, ``class_id`` indexing ``classes``.
+
+        A vocabulary class matches a trained class by name or by one of its synonyms (after
+        textseg's name normalisation); per-class thresholds apply to ``confidence``.
+
+        Raises:
+            ValueError: A class the specialist was not trained on, or negative prompts (a
+                specialist reads no text).
+        """
+        vocab = Vocabulary.coerce(classes)
+        if vocab.negatives:
+            raise ValueError(
+                f"negative prompts ({', '.join(vocab.negatives)}) need a text prompter; the "
+                f"specialist {self.path} finds its trained classes only: drop --negative"
+            )
+        mapping = self._mapping(vocab)
+        dets = self.predict(image)
+        ids = mapping[np.asarray(dets.class_id, np.int64)] if len(dets) else np.zeros(0, int)
+        keep = ids >= 0
+        if len(dets):
+            conf = np.asarray(dets.confidence, np.float64)
+            keep &= conf >= vocab.thresholds_array(0.0)[np.maximum(ids, 0)]
+        dets = dets[keep]
+        dets.class_id = ids[keep].astype(np.int64)
+        dets.data["class_name"] = np.asarray(
+            [vocab.names[int(c)] for c in dets.class_id], dtype=object
+        )
+        return dets
+
+    def _mapping(self, vocab: Vocabulary) -> np.ndarray:
+        """Trained class index -> vocabulary class index (-1: not asked for)."""
+        trained = {normalize_name(c).casefold(): k for k, c in enumerate(self.classes)}
+        mapping = np.full(len(self.classes), -1, np.int64)
+        for i, name in enumerate(vocab.names):
+            hits = [
+                trained[p.casefold()]
+                for p in (name, *vocab.synonyms_of(i))
+                if p.casefold() in trained
+            ]
+            if not hits:
+                raise ValueError(
+                    f"class {name!r}: the specialist {self.path} was not trained on it; it "
+                    f"knows {', '.join(self.classes)} (a synonym may name one: --synonym "
+                    f"{name}=CLASS)"
+                )
+            mapping[hits] = i
+        return mapping
+
+
+def load_specialist(path: str | os.PathLike[str], *, device: str = "cpu") -> Specialist:
+    """Load a folder written by :func:`train_specialist` (weights loaded strictly).
+
+    Raises:
+        FileNotFoundError: The folder or its weights are missing.
+        ValueError: Not a specialist folder.
+        StateDictError: The weights do not fit the architecture in ``config.json``.
+    """
+    from textseg._hub import load_state_dict, load_strict
+
+    path = Path(path)
+    config = _read_config(path)
+    if config.get("family") == "yolo":
+        from textseg.train.yolo import load_yolo_specialist
+
+        return Specialist(load_yolo_specialist(path, config, device), config, path)
+    net = build_specialist(
+        config["arch"], config["classes"], **config["settings"].get("net_settings", {})
+    )
+    load_strict(net, load_state_dict(path / WEIGHTS), f"specialist {path}")
+    net.to(resolve_device(device))
+    net.eval()
+    return Specialist(net, config, path)

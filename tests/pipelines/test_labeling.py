@@ -35,11 +35,14 @@ import ray
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
+from textseg._image import list_images
 from textseg.cli import label as labeling_cli
+from textseg.cli import main
 from textseg.io.counts import load_counts_csv
 from textseg.pipelines import TextSegmenter, labeling
-from textseg.pipelines.labeling import LabelReport, label_folder, list_images
+from textseg.pipelines.labeling import LabelReport, label_folder
 from textseg.vocab import Vocabulary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -404,6 +407,11 @@ def test_cli_arguments_reach_label_folder(monkeypatch: pytest.MonkeyPatch) -> No
         return LabelReport(Path(out), Path(out), Path(out), Path(out), "ray", 3, 2, 1, 5)
 
     monkeypatch.setattr(labeling, "label_folder", fake)
+    exports: dict[str, Any] = {}
+    monkeypatch.setattr(
+        "textseg.io.export.write_exports",
+        lambda coco, out, **kwargs: exports.update(coco=coco, out=out, **kwargs),
+    )
     args = _parse(
         [
             "label",
@@ -434,6 +442,7 @@ def test_cli_arguments_reach_label_folder(monkeypatch: pytest.MonkeyPatch) -> No
     assert seen["device"] is None  # label_folder decides: cuda for Ray actors with GPUs
     assert seen["preset_kwargs"]["box_threshold"] == 0.3
     assert seen["progress"] is False
+    assert exports["formats"] == ["coco"] and exports["images_root"] == "imgs"
 
 
 @pytest.mark.parametrize(
@@ -467,7 +476,7 @@ def test_cli_fails_when_no_image_can_be_read(tmp_path: Path) -> None:
             "--quiet",
         ]
     )
-    with pytest.raises(ValueError, match=r"no image of .* could be read \(1 failed\)"):
+    with pytest.raises(ValueError, match=r"no image of .* could be labelled \(1 failed\)"):
         args.func(args)
 
 
@@ -548,7 +557,7 @@ def test_ray_results_are_written_in_listing_order() -> None:
         def iter_rows(self) -> Any:
             return iter(rows)
 
-    order = [item.index for item, _ in labeling._in_order(items, FakeDataset())]
+    order = [item.image_id for item, _ in labeling._in_order(items, FakeDataset())]
     assert order == [0, 1, 2, 3]
 
 
@@ -697,3 +706,95 @@ def test_ray_actor_errors_travel_back_to_the_driver(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"weights missing: put sam\.pth") as info:
         list(labeling._in_order(items, FakeDataset()))
     assert "in _broken" in str(info.value.__cause__)  # the actor's traceback
+
+
+# ---------------------------------------------------------------------- per-image failures
+class _FailsOnWidth:
+    """A prompter that fails (as a decoder bug would) on images of one width."""
+
+    def __init__(self, inner: Any, width: int) -> None:
+        self.inner, self.width = inner, width
+
+    def prompts(self, image: Any, classes: Any) -> Any:
+        if image.shape[1] == self.width:
+            raise RuntimeError(f"decoder failed on a {self.width}-pixel-wide image")
+        return self.inner.prompts(image, classes)
+
+
+def _failing_segmenter() -> TextSegmenter:
+    seg = TextSegmenter.from_preset("tiny-test", box_threshold=0.0)
+    seg.prompter = _FailsOnWidth(seg.prompter, 333)
+    return seg
+
+
+def test_any_failure_on_one_image_is_named_recorded_and_skipped(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    root = tmp_path / "imgs"
+    root.mkdir()
+    with Image.open(data_dir / "coco-dev" / "images" / "000000000009.jpg") as im:
+        im.convert("RGB").resize((200, 150)).save(root / "a.jpg")
+        im.convert("RGB").resize((333, 200)).save(root / "b.jpg")  # the prompter fails here
+    Image.new("RGB", (5000, 2), (90, 120, 30)).save(root / "thin.png")  # 2500:1
+    out = tmp_path / "out"
+    for batch_size in (1, 3):  # a failing batch falls back to image by image
+        report = label_folder(
+            root,
+            CLASSES,
+            out / str(batch_size),
+            segmenter_factory=_failing_segmenter,
+            batch_size=batch_size,
+            progress=False,
+            save_every=0,
+        )
+        assert report.labelled == 2 and list(report.failed) == ["b.jpg"]
+        assert report.failed["b.jpg"] == "RuntimeError: decoder failed on a 333-pixel-wide image"
+        errors = (out / str(batch_size) / "errors.csv").read_text().splitlines()
+        assert errors[1].startswith("b.jpg,RuntimeError: decoder failed")
+        coco = _load(out / str(batch_size) / "annotations.json")
+        assert sorted(im["file_name"] for im in coco["images"]) == ["a.jpg", "thin.png"]
+
+
+def test_rerun_with_a_permanently_bad_image_is_not_a_failure(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    root = tmp_path / "imgs"
+    root.mkdir()
+    with Image.open(data_dir / "coco-dev" / "images" / "000000000009.jpg") as im:
+        im.convert("RGB").resize((200, 150)).save(root / "a.jpg")
+    (root / "bad.jpg").write_text("never an image")
+    out = tmp_path / "out"
+    argv = ["label", str(root), "-c", "cat", "--tiny", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # nothing left to label but the unreadable file: still a success
+    assert "bad.jpg" in (out / "errors.csv").read_text()
+
+
+def test_label_with_ground_truth_ids_scores_with_pycocotools(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    gt_path = data_dir / "coco-dev" / "annotations.json"
+    gt = COCO(str(gt_path))
+    root = tmp_path / "imgs"
+    root.mkdir()
+    chosen = sorted(gt.dataset["images"], key=lambda im: im["file_name"])[:2]
+    for im in chosen:
+        shutil.copyfile(data_dir / "coco-dev" / "images" / im["file_name"], root / im["file_name"])
+    out = tmp_path / "out"
+    argv = ["label", str(root), "-c", "person", "-c", "bowl", "--tiny", "--box-threshold", "0"]
+    argv += ["--coco", str(gt_path), "--out", str(out), "--quiet", "--format", "yolo"]
+    assert main(argv) == 0
+    written = _load(out / "annotations.json")
+    ids = {c["name"]: c["id"] for c in gt.dataset["categories"]}
+    assert {c["name"]: c["id"] for c in written["categories"]} == {
+        "person": ids["person"],
+        "bowl": ids["bowl"],
+    }
+    assert sorted(im["id"] for im in written["images"]) == sorted(im["id"] for im in chosen)
+    results = gt.loadRes(str(out / "results.json"))
+    ev = COCOeval(gt, results, "segm")
+    ev.params.imgIds = [im["id"] for im in chosen]
+    ev.evaluate()
+    ev.accumulate()
+    assert np.isfinite(ev.eval["precision"]).any()
+    assert (out / "yolo" / "data.yaml").is_file()

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from textseg.cli._common import add_pipeline_args, preset_options, vocabulary
+from textseg.cli.segment import add_output_args
 
 __all__ = ["add_parser", "run"]
 
@@ -70,6 +71,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="seconds between checkpoints of the output files (0: after every image)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_args(parser)
     parser.add_argument(
         "--review-queue",
         action="store_true",
@@ -88,10 +90,14 @@ def run(args: argparse.Namespace) -> int:
         FileNotFoundError / NotADirectoryError: DIR is missing or a file.
         ValueError: Bad options, or no image of DIR could be read.
     """
+    from textseg.io.coco import GroundTruth
+    from textseg.io.export import write_exports
     from textseg.pipelines.labeling import label_folder
 
-    vocab = vocabulary(args)
+    gt = GroundTruth(args.coco) if args.coco else None  # its classes, when -c is not given
+    vocab = vocabulary(args, classes=gt.classes(args.classes)[0] if gt else None)
     preset_kwargs = preset_options(args)
+    formats = args.format or ["coco"]
     report = label_folder(
         args.folder,
         vocab,
@@ -106,6 +112,18 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         save_every=args.save_every,
         progress=not args.quiet,
+        seed=args.seed,
+        ground_truth=args.coco,
+        segmentation="polygon" if "coco-polygons" in formats else "rle",
+    )
+    write_exports(
+        report.annotations,
+        report.out,
+        formats=formats,
+        images_root=args.folder,
+        val_fraction=args.val_fraction,
+        link_images=args.link_images,
+        yolo_trace=args.yolo_trace,
     )
     for name, reason in report.failed.items():
         print(f"textseg: skipped {name}: {reason}", file=sys.stderr)
@@ -114,10 +132,11 @@ def run(args: argparse.Namespace) -> int:
         from textseg.train.review import write_review_queue
 
         print(f"wrote {write_review_queue(report.annotations)} (review the first rows first)")
-    pending = report.images - report.resumed
-    if pending and len(report.failed) == pending:
+    if report.failed and report.labelled + report.resumed == 0:
+        # Nothing labelled in this run or an earlier one: the job failed. Images that stay
+        # unreadable beside labelled ones are reported (errors.csv), not a failed job.
         raise ValueError(
-            f"no image of {args.folder} could be read ({len(report.failed)} failed); see "
+            f"no image of {args.folder} could be labelled ({len(report.failed)} failed); see "
             f"{report.errors}"
         )
     return 0

@@ -32,6 +32,7 @@ from textseg.cli._common import (
     check_images,
     vocabulary,
 )
+from textseg.io.coco import GroundTruth
 
 __all__ = ["add_output_args", "add_parsers", "run_count", "run_segment"]
 
@@ -113,51 +114,6 @@ def relative_names(paths: Sequence[Path]) -> tuple[Path, list[str]]:
     resolved = [p.resolve() for p in paths]
     root = Path(os.path.commonpath([p.parent for p in resolved]))
     return root, [p.relative_to(root).as_posix() for p in resolved]
-
-
-class GroundTruth:
-    """The user's COCO file: its categories and images, to write results that score against it.
-
-    Args:
-        path: The COCO instances JSON.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        from textseg.io.coco import load_coco
-
-        self.path = Path(path)
-        coco = load_coco(self.path)
-        self.categories = {str(c["name"]): int(c["id"]) for c in coco.categories}
-        self.images = {str(im["file_name"]): im for im in coco.images}
-        by_base: dict[str, list[str]] = {}
-        for name in self.images:
-            by_base.setdefault(Path(name).name, []).append(name)
-        self._by_base = by_base
-
-    def classes(self, asked: Sequence[str]) -> tuple[list[str], list[int]]:
-        """The classes to find (``asked``, else all of the file's) and their category ids.
-
-        Raises:
-            CliError: A class that is not one of the file's categories.
-        """
-        names = list(asked) or list(self.categories)
-        missing = [n for n in names if n not in self.categories]
-        if missing:
-            raise CliError(
-                f"--coco {self.path}: classes {missing} are not among its categories "
-                f"{sorted(self.categories)[:20]}; use the file's category names"
-            )
-        return names, [self.categories[n] for n in names]
-
-    def image(self, relative: str) -> dict[str, Any] | None:
-        """The image record whose file_name is ``relative`` (or ends with its base name, when
-        that is unique), or None."""
-        if relative in self.images:
-            return self.images[relative]
-        matches = [n for n in self._by_base.get(Path(relative).name, []) if relative.endswith(n)]
-        if not matches:
-            matches = self._by_base.get(Path(relative).name, [])
-        return self.images[matches[0]] if len(matches) == 1 else None
 
 
 # ---------------------------------------------------------------------- the output folder

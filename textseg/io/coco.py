@@ -53,6 +53,7 @@ from textseg.io.rle import decode_masks, encode_mask, rle_area, rle_xyxy, to_rle
 __all__ = [
     "CocoData",
     "CocoWriter",
+    "GroundTruth",
     "coco_to_detections",
     "detections_to_coco",
     "load_coco",
@@ -715,3 +716,47 @@ class CocoWriter:
             f"CocoWriter({str(self.path)!r}, images={len(self)}, "
             f"annotations={len(self._dataset['annotations'])}, pending={self._pending})"
         )
+
+
+class GroundTruth:
+    """The user's COCO file, whose category ids and image ids a run writes, so that its
+    ``results.json`` scores against the file with pycocotools (``COCO(GT).loadRes``).
+
+    Args:
+        path: The COCO instances JSON.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        coco = load_coco(self.path)
+        self.categories = {str(c["name"]): int(c["id"]) for c in coco.categories}
+        self.images = {str(im["file_name"]): im for im in coco.images}
+        by_base: dict[str, list[str]] = {}
+        for name in self.images:
+            by_base.setdefault(Path(name).name, []).append(name)
+        self._by_base = by_base
+
+    def classes(self, asked: Sequence[str]) -> tuple[list[str], list[int]]:
+        """The classes to find (``asked``, else all of the file's) and their category ids.
+
+        Raises:
+            ValueError: A class that is not one of the file's categories.
+        """
+        names = list(asked) or list(self.categories)
+        missing = [n for n in names if n not in self.categories]
+        if missing:
+            raise ValueError(
+                f"{self.path}: classes {missing} are not among its categories "
+                f"{sorted(self.categories)[:20]}; use the file's category names"
+            )
+        return names, [self.categories[n] for n in names]
+
+    def image(self, relative: str) -> dict[str, Any] | None:
+        """The image record whose file_name is ``relative`` (or ends with its base name, when
+        that is unique), or None."""
+        if relative in self.images:
+            return self.images[relative]
+        matches = [n for n in self._by_base.get(Path(relative).name, []) if relative.endswith(n)]
+        if not matches:
+            matches = self._by_base.get(Path(relative).name, [])
+        return self.images[matches[0]] if len(matches) == 1 else None

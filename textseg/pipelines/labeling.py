@@ -49,7 +49,7 @@ import torch
 
 from textseg._image import IMAGE_SUFFIXES, list_images, load_image
 from textseg.io._common import atomic_write
-from textseg.io.coco import CocoWriter
+from textseg.io.coco import CocoWriter, GroundTruth
 from textseg.io.counts import count_classes, save_counts_csv
 from textseg.pipelines.text_segmenter import Result, TextSegmenter
 from textseg.vocab import UNKNOWN, Vocabulary
@@ -107,9 +107,9 @@ class LabelReport:
 
 @dataclass(frozen=True)
 class _Item:
-    """One image to label: its position in the sorted listing, COCO file name and path."""
+    """One image to label: its COCO image id, COCO file name and path."""
 
-    index: int
+    image_id: int
     file_name: str
     path: str
 
@@ -175,6 +175,8 @@ def label_folder(
     save_every: float = 10.0,
     seed: int = 0,
     progress: bool = True,
+    ground_truth: str | os.PathLike[str] | None = None,
+    segmentation: str = "rle",
 ) -> LabelReport:
     """Label every image of ``folder`` into ``out`` (COCO RLE, counts CSV, errors CSV), resumably.
 
@@ -208,6 +210,11 @@ def label_folder(
             components (``tiny-test``, ``pretrained=False``) are the same in every worker and
             every resumed run. Pretrained weights are unaffected.
         progress: Show a tqdm progress bar.
+        ground_truth: The user's COCO file (:class:`textseg.io.coco.GroundTruth`): category
+            ids and image ids come from it, so the results score against it; an image of the
+            folder that is not in it is reported and skipped.
+        segmentation: Masks in the COCO file as ``"rle"`` (the pipeline's own, written as
+            they are) or ``"polygon"``.
 
     Returns:
         A :class:`LabelReport`.
@@ -240,16 +247,35 @@ def label_folder(
             f"no image found in {folder} (extensions: {', '.join(sorted(IMAGE_SUFFIXES))}); "
             f"check the folder"
         )
-    items = [_Item(i, name, str(folder / name)) for i, name in enumerate(names)]
+    gt = GroundTruth(ground_truth) if ground_truth is not None else None
+    failed: dict[str, str] = {}
+    items = []
+    for i, name in enumerate(names):
+        record = gt.image(name) if gt is not None else None
+        if gt is not None and record is None:
+            failed[name] = f"not an image of {gt.path}"
+            continue
+        image_id = int(record["id"]) if record is not None else i + 1
+        items.append(
+            _Item(image_id, str(record["file_name"]) if record else name, str(folder / name))
+        )
     _remove_stale_temp_files(out)
     writer_classes = vocab.names + ([UNKNOWN] if spec.keeps_unknown() else [])
+    category_ids = gt.classes(vocab.names)[1] if gt is not None else None
+    if category_ids is not None and UNKNOWN in writer_classes:
+        category_ids = [*category_ids, max(category_ids) + 1]
     annotations = out / ANNOTATIONS
     previous = _read_previous(annotations, writer_classes)
-    writer = CocoWriter(annotations, writer_classes, flush_every=1 if save_every == 0 else 1 << 30)
+    writer = CocoWriter(
+        annotations,
+        writer_classes,
+        flush_every=1 if save_every == 0 else 1 << 30,
+        category_ids=category_ids,
+        segmentation=segmentation,  # type: ignore[arg-type]
+    )
     counts = previous
     todo = [item for item in items if item.file_name not in writer]
     resumed = len(items) - len(todo)
-    failed: dict[str, str] = {}
     labelled = instances = 0
 
     def checkpoint() -> None:
@@ -433,8 +459,8 @@ def _write(
     classes: list[str],
     counts: dict[str, dict[str, int]],
 ) -> int:
-    dets = result.detections
-    if dets.class_id is not None and len(dets) and (dets.class_id < 0).any():
+    boxes = result.boxes
+    if boxes.class_id is not None and len(boxes) and (boxes.class_id < 0).any():
         # Only segmenters with keep_unknown=True return these; they get their own category.
         if UNKNOWN not in classes:
             raise ValueError(
@@ -442,19 +468,20 @@ def _write(
                 f"pass preset_kwargs={{'keep_unknown': True}} so that label_folder gives them "
                 f"an {UNKNOWN!r} category, or build the segmenter with keep_unknown=False"
             )
-        dets.class_id = np.where(dets.class_id < 0, classes.index(UNKNOWN), dets.class_id)
+        boxes.class_id = np.where(boxes.class_id < 0, classes.index(UNKNOWN), boxes.class_id)
+        result = replace(result, _boxes=boxes)
     h, w = result.image_size
-    # The listing position is the id: stable across runs. A folder that changed since the
-    # last run may have it taken already; then the writer picks the next free id.
-    image_id = item.index + 1
+    # The listing position (or the ground truth's id) is the id: stable across runs. A folder
+    # that changed since the last run may have it taken already; then the writer picks the
+    # next free id. The masks go to the file as the RLEs the pipeline made.
     try:
-        writer.add(item.file_name, w, h, dets, image_id=image_id)
+        writer.add(item.file_name, w, h, result, image_id=item.image_id)
     except ValueError as err:
-        if f"image id {image_id} is already used" not in str(err):
+        if f"image id {item.image_id} is already used" not in str(err):
             raise
-        writer.add(item.file_name, w, h, dets)
-    counts[item.file_name] = count_classes(dets, classes)
-    return len(dets)
+        writer.add(item.file_name, w, h, result)
+    counts[item.file_name] = count_classes(result.boxes, classes)
+    return len(result)
 
 
 # ---------------------------------------------------------------------- engines
@@ -478,9 +505,34 @@ def _local_outcomes(
             continue
         if segmenter is None:
             segmenter = spec.build()
+        yield from _segment_each(segmenter, ready, vocab)
+
+
+def _segment_each(
+    segmenter: TextSegmenter, ready: Sequence[tuple[Any, np.ndarray]], vocab: Vocabulary
+) -> Iterator[tuple[Any, Result | str]]:
+    """``(key, result or error line)`` for each image: a batch first, and when it fails, one
+    image at a time, so that one bad image (any error: an extreme aspect ratio, a decoder
+    failure) is named, recorded and skipped, and the others are labelled."""
+    try:
         results = segmenter.segment([image for _, image in ready], vocab)
-        for (item, _), result in zip(ready, results):
-            yield item, result
+    except Exception as err:
+        if len(ready) == 1:
+            yield ready[0][0], _error_line(err)
+            return
+        for key, image in ready:
+            try:
+                yield key, segmenter.segment(image, vocab)
+            except Exception as one:
+                yield key, _error_line(one)
+        return
+    yield from ((key, result) for (key, _), result in zip(ready, results))
+
+
+def _error_line(err: BaseException) -> str:
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 class _RemoteTraceback(Exception):
@@ -513,10 +565,11 @@ def _raise_packed(data: bytes) -> None:
 class _RayLabeler:
     """Ray Data UDF: one segmenter per actor; a batch of paths in, pickled results out.
 
-    A failure to build the segmenter or to segment is not left to Ray, which would report it
-    wrapped in its own errors (``ActorDiedError``, ``RayTaskError``...) after its retries: it is
-    sent back in the ``fatal`` column and :func:`_in_order` raises it again in the driver, the
-    same exception the local engine raises.
+    A failure to build the segmenter is not left to Ray, which would report it wrapped in its
+    own errors (``ActorDiedError``, ``RayTaskError``...) after its retries: it is sent back in
+    the ``fatal`` column and :func:`_in_order` raises it again in the driver, the same
+    exception the local engine raises. A failure on one image is that image's error, as in the
+    local engine.
     """
 
     def __init__(self, spec: _SegmenterSpec, vocab: Vocabulary) -> None:
@@ -541,13 +594,11 @@ class _RayLabeler:
                 except (FileNotFoundError, ValueError) as err:
                     error[k] = str(err)
             if ready and self.segmenter is not None:
-                try:
-                    results = self.segmenter.segment([image for _, image in ready], self.vocab)
-                except Exception as err:  # re-raised by the driver (see the class docstring)
-                    fatal = _pack_error(err)
-                else:
-                    for (k, _), result in zip(ready, results):
-                        payload[k] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+                for k, outcome in _segment_each(self.segmenter, ready, self.vocab):
+                    if isinstance(outcome, str):
+                        error[k] = outcome
+                    else:
+                        payload[k] = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
         return {
             "index": np.asarray(index, np.int64),
             "payload": np.asarray(payload, dtype=object),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from segment_anything import SamPredictor, sam_model_registry
 
+from textseg._device import Precision, resolve_precision
 from textseg._hub import create_model
 from textseg.sam import Prompts, SamCore
 
@@ -219,10 +222,22 @@ def test_empty_prompt_arrays_give_empty_detections(tiny: SamCore):
 
 
 def test_min_region_area_removes_islands(tiny: SamCore):
+    import cv2
+
     image = _random_image(0)
-    raw = tiny.predict(image, boxes=[0, 0, 639, 479])
-    cleaned = tiny.predict(image, boxes=[0, 0, 639, 479], min_region_area=10_000)
-    assert cleaned.mask.shape == raw.mask.shape
+    area = 2_000
+    raw = tiny.predict(image, boxes=[0, 0, 639, 479]).mask[0]
+    cleaned = tiny.predict(image, boxes=[0, 0, 639, 479], min_region_area=area).mask[0]
+
+    def regions(mask: np.ndarray) -> np.ndarray:
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        return stats[1:, cv2.CC_STAT_AREA]
+
+    assert (regions(raw) < area).sum() > 0, "the random mask needs small islands to remove"
+    kept = regions(cleaned)
+    # Every island left is big enough, unless all were small (then the largest stays).
+    assert (len(kept) >= 1 and (kept >= area).all()) or len(kept) == 1
+    assert cleaned.sum() != raw.sum()
 
 
 @pytest.mark.parametrize(
@@ -294,13 +309,87 @@ def test_low_precision_runs(dtype: str):
     ("kwargs", "error"),
     [
         (dict(device="tpu"), "device: expected"),
-        (dict(dtype="int8"), "dtype: expected"),
+        (dict(dtype="int4"), "dtype: expected"),
+        (dict(dtype="float32", autocast=True), "autocast: needs dtype"),
+        (dict(dtype="int8", autocast=True), "autocast: not available"),
         (dict(chunk_size=0), "chunk_size: expected a positive integer"),
     ],
 )
 def test_bad_core_arguments(kwargs, error):
     with pytest.raises(ValueError, match=error):
         SamCore("sam-vit-tiny-test", **kwargs)
+
+
+def test_int8_quantizes_the_encoder_only_and_agrees_with_float32():
+    """Opt-in dynamic int8: the encoder's linear layers are int8, the decoder stays float32,
+    and the masks stay close to float32's on the same weights (never bit-equal)."""
+    torch.manual_seed(0)
+    sam = create_model("sam-vit-tiny-test", pretrained=False)
+    ref = SamCore(sam)
+    q = SamCore(copy.deepcopy(sam), dtype="int8")
+    assert q.precision.int8 and q.precision.name == "int8" and ref.precision.name == "float32"
+    encoder = q.backend.model.image_encoder
+    assert isinstance(encoder.blocks[0].attn.qkv, torch.ao.nn.quantized.dynamic.Linear)
+    decoder = q.backend.model.mask_decoder
+    assert isinstance(decoder.transformer.layers[0].self_attn.q_proj, torch.nn.Linear)
+    image = _random_image(0, 120, 160)
+    boxes = Prompts.from_boxes(_boxes(4) / 4)
+    a, b = ref.predict(image, boxes), q.predict(image, boxes)
+    assert min(_mask_iou(x, y) for x, y in zip(a.mask, b.mask)) >= 0.9
+    np.testing.assert_allclose(a.confidence, b.confidence, atol=0.05)
+
+
+def test_int8_is_cpu_only():
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        resolve_precision("int8", torch.device("cuda"))
+
+
+def test_autocast_is_scoped_to_the_core_calls():
+    """bf16 autocast (the CUDA default, forced here on CPU): weights stay float32, the encoder
+    runs in bfloat16 inside the call, and autocast is off again afterwards."""
+    torch.manual_seed(0)
+    core = SamCore("sam-vit-tiny-test", pretrained=False, dtype="bfloat16", autocast=True)
+    assert core.precision.autocast == torch.bfloat16 and core.dtype == torch.bfloat16
+    assert core.backend.dtype == torch.float32
+    emb = core.encode(_random_image(0, 64, 64))
+    assert emb.embedding.dtype in (torch.bfloat16, torch.float32)
+    dets = core.predict(emb, boxes=[0, 0, 30, 30])
+    assert dets.mask.dtype == bool and np.isfinite(dets.confidence).all()
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_precision_defaults_per_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("bf16", cpu) == Precision(weights=torch.bfloat16)
+    assert resolve_precision("fp16", cuda) == Precision(autocast=torch.float16)
+    assert resolve_precision(None, cuda) == Precision()
+
+
+def test_compile_wraps_the_encoder_only(monkeypatch):
+    """compile=True hands the image encoder to torch.compile once (the module is kept)."""
+    calls = []
+
+    def fake_compile(module, **options):
+        calls.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    torch.manual_seed(0)
+    core = SamCore("sam-vit-tiny-test", pretrained=False, compile=True)
+    assert calls == [core.backend.model.image_encoder]
+    assert core.predict(_random_image(0, 64, 64), boxes=[0, 0, 30, 30]).mask.shape == (1, 64, 64)
+
+
+@pytest.mark.parametrize(("name", "cpu_chunk"), [("sam-vit-b", 2), ("sam-vit-tiny-test", 16)])
+def test_default_chunk_follows_the_decoder_size(name: str, cpu_chunk: int):
+    """2 prompts per call at SAM's 64x64x256 on CPU, more for narrower decoders; 64 on CUDA."""
+    from textseg.sam.core import _default_chunk
+
+    channels = 256 if name == "sam-vit-b" else 32
+    assert _default_chunk(torch.device("cpu"), 4096, channels) == cpu_chunk
+    assert _default_chunk(torch.device("cuda"), 4096, 256) == 64
+    if name == "sam-vit-tiny-test":
+        assert SamCore(name, pretrained=False).chunk_size == cpu_chunk
 
 
 def test_cuda_requested_without_cuda_is_an_error():

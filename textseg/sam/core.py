@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from textseg._device import resolve_device, resolve_dtype
+from textseg._device import Precision, autocast, resolve_device, resolve_precision
 from textseg._image import ImageInput, to_rgb_uint8
 from textseg.sam.backends import SamBackend, make_backend
 from textseg.sam.cache import EmbeddingCache, ImageEmbedding, image_key
@@ -49,10 +49,20 @@ _CORE_IDS = itertools.count()
 _BLOCK_BYTES = 64 << 20
 
 
-def _default_chunk(device: torch.device) -> int:
-    # On CPU, large decoder batches run out of cache and get slower per prompt (measured in
-    # benchmarks/bench_sam_core.py); on GPU larger batches fill the device.
-    return 64 if device.type == "cuda" else 2
+#: Bytes of one prompt's image-sized decoder activations (HW x C float32) per chunk. On CPU a
+#: chunk should stay in the last-level cache (2 prompts at SAM's 64x64x256; larger batches get
+#: slower per prompt, benchmarks/bench_sam_core.py), but not be so small that per-call overhead
+#: dominates: a tiny model (C = 32) with 2 prompts per call made 8x as many calls as needed, and
+#: every call pays an OpenMP barrier per operator, which is what made the automatic generator
+#: with crops slower than the official one on tiny models. On CUDA batches fill the device.
+_CHUNK_BYTES = {"cpu": 8 << 20, "cuda": 256 << 20}
+
+
+def _default_chunk(device: torch.device, tokens: int, channels: int) -> int:
+    """Prompts per decoder call: the byte budget of the device over one prompt's
+    ``tokens x channels`` float32 image activations, at least 1 and at most 256."""
+    budget = _CHUNK_BYTES.get(device.type, _CHUNK_BYTES["cuda"])
+    return int(min(256, max(1, budget // max(1, tokens * channels * 4))))
 
 
 class SamCore:
@@ -65,9 +75,18 @@ class SamCore:
         checkpoint: Explicit weights file, first in the resolution order.
         pretrained: Load weights (False: random weights, for speed measurements).
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        dtype: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
+        dtype: ``"float32"`` (default), ``"bfloat16"`` / ``"float16"`` (on CUDA through
+            ``torch.autocast`` around this core's calls, weights kept float32; elsewhere the
+            weights are cast), or ``"int8"``: dynamic int8 quantization of the image
+            encoder's linear layers (CPU only, opt-in; masks agree closely with float32 but
+            not exactly, see ``benchmarks/bench_precision.py``).
         cache_bytes: Byte budget of the embedding cache (LRU).
-        chunk_size: Prompts decoded per decoder call; default 2 on CPU, 64 on CUDA.
+        chunk_size: Prompts decoded per decoder call; default from a per-device byte budget
+            (2 for SAM ViT-B on CPU, 64 on CUDA; more for smaller decoders).
+        autocast: Half precision through ``torch.autocast`` (True) or by casting the weights
+            (False); None: autocast on CUDA only.
+        compile: Run the image encoder through ``torch.compile`` (the first image compiles;
+            needs a working compiler toolchain, Triton on CUDA). Off by default.
 
     Example:
         >>> core = SamCore("sam-vit-tiny-test")  # doctest: +SKIP
@@ -85,9 +104,12 @@ class SamCore:
         dtype: str | torch.dtype | None = "float32",
         cache_bytes: int = 1 << 30,
         chunk_size: int | None = None,
+        autocast: bool | None = None,
+        compile: bool = False,
     ) -> None:
         torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype)
+        precision = resolve_precision(dtype, torch_device, autocast=autocast)
+        torch_dtype = precision.weights
         if isinstance(model, str):
             from textseg._hub import create_model
 
@@ -100,9 +122,21 @@ class SamCore:
             module.to(device=torch_device, dtype=torch_dtype).eval()
         self.backend = make_backend(module)
         self.backend.set_precision(torch_dtype)
+        if precision.int8:
+            if self.backend.device.type != "cpu":
+                raise ValueError(
+                    f"dtype: 'int8' runs on the CPU only, the model is on {self.backend.device}"
+                )
+            self.backend.quantize_int8()
+        #: How this core computes (weights dtype, autocast, int8).
+        self.precision: Precision = precision
+        if compile:
+            self.backend.compile_encoder()
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size}")
-        self.chunk_size = chunk_size or _default_chunk(self.backend.device)
+        grid = self.backend.low_res_size // 4
+        channels = _embedding_channels(self.backend)
+        self.chunk_size = chunk_size or _default_chunk(self.backend.device, grid * grid, channels)
         self.cache = EmbeddingCache(cache_bytes)
         #: Identifies this core's model in its embeddings and cache keys.
         self.model_id = f"{self.name}#{next(_CORE_IDS)}"
@@ -118,7 +152,8 @@ class SamCore:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.backend.dtype
+        """The dtype the model computes in (the autocast dtype when autocast is on)."""
+        return self.precision.autocast or self.backend.dtype
 
     @property
     def image_size(self) -> int:
@@ -189,8 +224,9 @@ class SamCore:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             pixels, sizes = zip(*(self.preprocess(a) for _, _, a in batch))
-            x = torch.cat(pixels).to(device=self.device, dtype=self.dtype)
-            embeddings = self.backend.encode(x)
+            x = torch.cat(pixels).to(device=self.device, dtype=self.backend.dtype)
+            with autocast(self.device, self.precision):
+                embeddings = self.backend.encode(x)
             for (_, key, array), size, emb in zip(batch, sizes, embeddings):
                 entry = ImageEmbedding(
                     key=key,
@@ -216,7 +252,8 @@ class SamCore:
 
     def _state(self, emb: ImageEmbedding) -> object | None:
         if emb.state is None:
-            emb.state = self.backend.prepare(emb.embedding)
+            with autocast(self.device, self.precision):
+                emb.state = self.backend.prepare(emb.embedding)
             self.cache.refresh(emb)
         return emb.state
 
@@ -265,7 +302,8 @@ class SamCore:
             group = prompts.select(rows)
             for start in range(0, len(rows), self.chunk_size):
                 part = group.select(slice(start, start + self.chunk_size))
-                low, iou = self._decode_part(emb, state, part, width, multimask_output)
+                with autocast(self.device, self.precision):
+                    low, iou = self._decode_part(emb, state, part, width, multimask_output)
                 index = torch.from_numpy(rows[start : start + self.chunk_size]).to(self.device)
                 logits[index] = low.float()
                 ious[index] = iou.float()
@@ -331,6 +369,13 @@ class SamCore:
         if low_res.shape[0] == 0:
             return low_res.new_zeros((0, *emb.original_size))
         s = self.image_size
+        if s % low_res.shape[-1] and getattr(self.backend, "resize_mode", "") == "stretch":
+            # SAM 3's tracker: 288 -> 1008 is 3.5x. Its input is stretched (nothing padded), so
+            # the logits go straight to the image, as transformers' post-processing does.
+            x = F.interpolate(
+                low_res[:, None], emb.original_size, mode="bilinear", align_corners=False
+            )
+            return x[:, 0]
         factor = s // low_res.shape[-1]
         in_h, in_w = emb.input_size
         # Low-res rows needed for output rows < in_h (bilinear reads one row beyond).
@@ -554,6 +599,17 @@ class SamCore:
             )
         embeddings = self.encode_many(images, batch_size=encode_batch_size)
         return [self.predict(e, p, **kwargs) for e, p in zip(embeddings, prompts)]  # type: ignore[arg-type]
+
+
+def _embedding_channels(backend: SamBackend) -> int:
+    """Channels of the backend's image embedding (256 for every published SAM)."""
+    model = getattr(backend, "model", None)
+    decoder = getattr(model, "mask_decoder", None)
+    dim = getattr(decoder, "transformer_dim", None)
+    if dim is None:
+        config = getattr(model, "config", None)
+        dim = getattr(getattr(config, "mask_decoder_config", None), "hidden_size", None)
+    return int(dim) if dim else 256
 
 
 def _clean_masks(masks: np.ndarray, min_area: int) -> np.ndarray:

@@ -47,6 +47,32 @@ class SamBackend(abc.ABC):
     def dtype(self) -> torch.dtype:
         """Floating dtype the model computes in."""
 
+    @property
+    def image_encoder(self) -> torch.nn.Module:
+        """The model's image encoder module (quantized / compiled by :meth:`quantize_int8` and
+        :meth:`compile_encoder`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its image encoder")
+
+    def quantize_int8(self) -> None:
+        """Dynamic int8 quantization of the image encoder's linear layers (CPU, in place).
+
+        The prompt encoder and mask decoder stay float32: they are a small share of the time
+        and the masks are most sensitive to them.
+        """
+        from textseg._device import quantize_linear_int8
+
+        quantize_linear_int8(self.image_encoder)
+
+    def compile_encoder(self, **options: object) -> None:
+        """Run the image encoder through ``torch.compile(encoder, **options)`` from now on
+        (the module itself is left as it is; the first call compiles)."""
+        self._compiled_encoder = torch.compile(self.image_encoder, **options)
+
+    def run_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image encoder's forward, compiled when :meth:`compile_encoder` was called."""
+        encoder = getattr(self, "_compiled_encoder", None) or self.image_encoder
+        return encoder(pixels)
+
     @abc.abstractmethod
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Image embeddings.

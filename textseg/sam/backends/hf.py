@@ -85,7 +85,15 @@ class TransformersSamBackend(SamBackend):
                 f"pixels: expected (B, 3, {s}, {s}) normalised, padded images, "
                 f"got {tuple(pixels.shape)}"
             )
-        return self.model.get_image_embeddings(pixels.to(self.device, self.dtype))
+        pixels = pixels.to(self.device, self.dtype)
+        if getattr(self, "_compiled_encoder", None) is None:
+            return self.model.get_image_embeddings(pixels)
+        # get_image_embeddings is vision_encoder(pixels)[0]; the compiled encoder stands in.
+        return self.run_encoder(pixels)[0]
+
+    @property
+    def image_encoder(self) -> torch.nn.Module:
+        return self.model.vision_encoder
 
     def image_pe(self) -> torch.Tensor:
         """``(1, C, h, w)`` dense positional encoding of the embedding grid, computed once."""

@@ -48,8 +48,12 @@ class SegmentAnythingBackend(SamBackend):
     def dtype(self) -> torch.dtype:
         return self.model.mask_decoder.iou_token.weight.dtype
 
+    @property
+    def image_encoder(self) -> torch.nn.Module:
+        return self.model.image_encoder
+
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.image_encoder(pixels)
+        return self.run_encoder(pixels)
 
     def image_pe(self) -> torch.Tensor:
         """``(1, C, h, w)`` dense positional encoding, computed once per backend."""

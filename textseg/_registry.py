@@ -43,9 +43,11 @@ _REGISTERING_MODULES = (
     "textseg.sam.pretrained",
     "textseg.sam.pretrained_sam2",
     "textseg.sam.pretrained_hq",
+    "textseg.sam.pretrained_sam3",
     "textseg.clip.pretrained",
     "textseg.detectors.pretrained",
     "textseg.prompters.pretrained",
+    "textseg.prompters.pretrained_sam3",
     "textseg.train.pretrained",
 )
 

@@ -49,9 +49,10 @@ FIELDS: dict[str, Field] = {
     for f in (
         Field(
             "confidence",
-            "the instance's score: the detector's box score (box presets), CLIP's probability "
-            "at the point's region (clip-points), else SAM's predicted IoU (grid, tokens, "
-            "automatic masks; a regression output, it can fall slightly below 0)",
+            "the instance's score: the detector's box score (box presets), SAM 3's instance "
+            "score times its presence score (sam3 presets), CLIP's probability at the point's "
+            "region (clip-points), else SAM's predicted IoU (grid, tokens, automatic masks; a "
+            "regression output, it can fall slightly below 0)",
             None,
             None,
             "pipeline (decode_prompts)",
@@ -113,7 +114,15 @@ FIELDS: dict[str, Field] = {
             "the detector's box, XYXY absolute pixels (the mask's box is `xyxy`)",
             None,
             None,
-            "BoxPrompter",
+            "BoxPrompter, Sam3Prompter",
+        ),
+        Field(
+            "presence_score",
+            "SAM 3's presence score of the prompt in the image (probability that the concept "
+            "is present at all; the same for every instance of one prompt)",
+            0.0,
+            1.0,
+            "Sam3Prompter",
         ),
         Field(
             "point",

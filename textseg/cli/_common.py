@@ -92,6 +92,10 @@ def preset_options(args: argparse.Namespace) -> dict[str, Any]:
         options["text_adapter_checkpoint"] = args.text_adapter
     if getattr(args, "specialist", None):
         options["specialist"] = args.specialist
+    if getattr(args, "exemplar", None):
+        from textseg.prompters.sam3 import Exemplar
+
+        options["exemplars"] = [Exemplar.parse(text) for text in args.exemplar]
     return options
 
 
@@ -122,6 +126,14 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
         help="another prompt for a class (repeatable)",
     )
     p.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this (px)")
+    p.add_argument(
+        "--exemplar",
+        action="append",
+        default=[],
+        metavar="[neg:]X0,Y0,X1,Y1[:CLASS]",
+        help="SAM 3 presets: a box on the image (pixels) meaning 'more like this' CLASS, or "
+        "with neg: 'not this' (repeatable; CLASS may be left out with one class)",
+    )
     p.add_argument(
         "--specialist",
         default=None,

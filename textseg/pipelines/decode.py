@@ -9,6 +9,9 @@ Every pipeline decodes a prompter's :class:`~textseg.prompters.ClassPrompts` wit
   :class:`~textseg.pipelines.selectors.ClipMaskSelector`);
 - :func:`attach_prompts` carries each prompt's class, name, score and data over to its mask,
   with one confidence rule (see :mod:`textseg.fields`).
+
+A prompter that cuts its masks itself (SAM 3) returns them with its prompts
+(``ClassPrompts.masks``); they are brought to the image's size here and SAM is not run.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import supervision as sv
 
+from textseg.sam.postprocess import masks_to_boxes
 from textseg.vocab import UNKNOWN, ClassesInput
 
 if TYPE_CHECKING:
@@ -60,7 +64,9 @@ def attach_prompts(detections: sv.Detections, class_prompts: ClassPrompts) -> sv
         )
     class_id = class_prompts.class_id[index]
     prompt_score = class_prompts.confidence[index]
-    sam_iou = np.asarray(detections.data["sam_iou"], np.float32)
+    # Masks SAM did not cut (a prompter's own, SAM 3) have no predicted IoU; their prompts are
+    # all scored.
+    sam_iou = np.asarray(detections.data.get("sam_iou", np.full(len(index), np.nan)), np.float32)
     names = np.array([*class_prompts.class_names, UNKNOWN], dtype=object)
     data = dict(detections.data)
     for key, value in class_prompts.data.items():
@@ -104,8 +110,23 @@ def decode_prompts(
 
     Returns:
         ``sv.Detections`` as :func:`attach_prompts` describes, in prompt order, plus
-        ``data["selection_score"]`` when a selector chose; empty for no prompts.
+        ``data["selection_score"]`` when a selector chose; empty for no prompts. Masks the
+        prompter cut itself (``class_prompts.masks``) are resized to the image instead
+        (``sam`` is not used; no selector or refinement applies to them).
     """
+    if class_prompts.masks is not None:
+        if refine:
+            raise ValueError(
+                "refine: these prompts come with their own masks (SAM 3), which SAM does not "
+                "decode; refinement rounds apply to prompters whose prompts SAM decodes"
+            )
+        masks = class_prompts.masks.to_dense(image.shape[:2])
+        dets = sv.Detections(
+            xyxy=masks_to_boxes(masks),
+            mask=masks,
+            data={"prompt_index": np.arange(len(masks), dtype=np.int64)},
+        )
+        return attach_prompts(dets, class_prompts)
     source = embedding if embedding is not None else image
     multimask = predict_options.pop("multimask_output", class_prompts.multimask)
     if refine:

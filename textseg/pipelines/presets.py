@@ -13,6 +13,10 @@ The table :data:`PRESETS` is the one place that lists them; ``README.md`` descri
   CLIP on the masked region; no detector (training-free).
 - ``clip-tokens``: CLIP text -> SAM sparse tokens (experimental), SAM ViT-B.
 - ``everything-clip``: automatic grid, SAM ViT-B, CLIP ViT-B/32 naming.
+- ``grounded-sam-hq``: Grounding DINO tiny boxes, HQ-SAM ViT-B; fine boundaries.
+- ``sam3``: SAM 3 alone: every prompt (and exemplar box) -> all its instances with SAM 3's own
+  masks; the SAM 3 tracker answers clicks and box prompts (app, eval). SAM License.
+- ``sam3-verified``: the same, plus CLIP ViT-B/32 verifying every mask.
 - ``tiny-test``: an alias of ``grounded-sam-verified`` with ``tiny=True``.
 
 ``tiny=True`` (``--tiny`` on the command line) builds every preset with the tiny random-init
@@ -25,7 +29,7 @@ the chosen architecture.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -127,6 +131,38 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
+PRESETS.update(
+    {
+        p.name: p
+        for p in (
+            Preset(
+                "grounded-sam-hq",
+                "boxes",
+                "sam-hq-vit-b",
+                detector="grounding-dino-tiny",
+                description="Grounding DINO boxes -> HQ-SAM ViT-B masks (fine boundaries)",
+            ),
+            # The "detector" of the SAM 3 presets is the concept model (--detector picks it,
+            # e.g. sam3-litetext-s0); the SAM core is SAM 3's tracker, for clicks and boxes.
+            Preset(
+                "sam3",
+                "sam3",
+                "sam3-tracker",
+                detector="sam3",
+                description="SAM 3: every instance of each prompt, SAM 3's own masks",
+            ),
+            Preset(
+                "sam3-verified",
+                "sam3",
+                "sam3-tracker",
+                detector="sam3",
+                clip="clip-vit-b-32",
+                labeler="verify",
+                description="as sam3, CLIP re-checks each mask's class",
+            ),
+        )
+    }
+)
 PRESETS["tiny-test"] = replace(
     PRESETS["grounded-sam-verified"],
     name="tiny-test",
@@ -229,9 +265,22 @@ def _clip_tokens(parts: _Parts) -> Any:
     )
 
 
+def _sam3(parts: _Parts) -> Any:
+    from textseg.prompters.sam3 import Sam3Prompter
+
+    if parts.detector is None:
+        raise ValueError(f"detector: preset {parts.preset.name!r} needs a SAM 3 model name")
+    kwargs: dict[str, Any] = {"device": parts.device, "pretrained": parts.pretrained}
+    if parts.options.get("box_threshold") is not None:
+        kwargs["box_threshold"] = parts.options["box_threshold"]
+    kwargs["exemplars"] = tuple(parts.options.get("exemplars") or ())
+    return Sam3Prompter(parts.detector, **kwargs)
+
+
 #: How each kind of prompter is built from a preset's parts.
 PROMPTERS: dict[str, Callable[[_Parts], Any]] = {
     "boxes": _detector_boxes,
+    "sam3": _sam3,
     "clip-points": _clip_points,
     "clip-tokens": _clip_tokens,
 }
@@ -264,6 +313,7 @@ def build_components(
     pretrained: bool = True,
     points_per_side: int = 32,
     text_adapter_checkpoint: str | None = None,
+    exemplars: Sequence[Any] = (),
     specialist: str | None = None,
     **segmenter_options: Any,
 ) -> dict[str, Any]:
@@ -286,6 +336,8 @@ def build_components(
         points_per_side: Grid of the automatic generator (``everything-clip``).
         text_adapter_checkpoint: Trained CLIP -> SAM adapter (``clip-tokens``), as written by
             ``textseg train-text-prompt`` (its folder or ``model.safetensors``).
+        exemplars: :class:`textseg.prompters.sam3.Exemplar` boxes, "more like this" (SAM 3
+            presets only).
         specialist: A folder written by ``textseg train``: the trained specialist replaces
             the preset's prompter and SAM (its masks come with their classes, see
             :class:`textseg.train.Specialist`); the preset's models are not built.
@@ -316,9 +368,14 @@ def build_components(
 
     preset = get_preset(name)
     tiny = tiny or preset.tiny
+    if exemplars and preset.prompter != "sam3":
+        raise ValueError(
+            f"exemplars: box exemplars are a SAM 3 prompt; use --preset sam3 or sam3-verified, "
+            f"not {name!r}"
+        )
     names = {
         "sam": sam or preset.sam,
-        "detector": (detector or preset.detector) if preset.prompter == "boxes" else None,
+        "detector": (detector or preset.detector) if preset.prompter in ("boxes", "sam3") else None,
         "clip": clip or preset.clip,
         "text_adapter": preset.text_adapter,
     }
@@ -346,7 +403,11 @@ def build_components(
         names["text_adapter"],
         device,
         pretrained,
-        {"box_threshold": box_threshold, "text_adapter_checkpoint": text_adapter_checkpoint},
+        {
+            "box_threshold": box_threshold,
+            "text_adapter_checkpoint": text_adapter_checkpoint,
+            "exemplars": exemplars,
+        },
     )
     core = SamCore(
         names["sam"], device=device, dtype=dtype, pretrained=pretrained, checkpoint=sam_checkpoint

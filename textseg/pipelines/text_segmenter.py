@@ -237,6 +237,11 @@ class TextSegmenter:
             raise ValueError(f"min_area: expected an integer >= 0, got {min_area!r}")
         if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
             raise ValueError(f"refine: expected an integer >= 0 (rounds), got {refine!r}")
+        if refine and getattr(prompter, "cuts_masks", False):
+            raise ValueError(
+                f"refine: the {type(prompter).__name__} cuts its masks itself (SAM 3), SAM does "
+                f"not decode them; refinement rounds apply to box and point presets"
+            )
         check_sam = getattr(prompter, "check_sam", None)
         if check_sam is not None:  # a prompter made for particular SAMs (token prompts)
             check_sam(sam)
@@ -352,7 +357,8 @@ class TextSegmenter:
 
         blocks: list[tuple[sv.Detections, CompactMasks]] = []
         emb = None
-        if self.masker is None:
+        # A prompter that cuts its masks itself (SAM 3) needs no SAM embedding.
+        if self.masker is None and not getattr(self.prompter, "cuts_masks", False):
             t = time.perf_counter()
             emb = self.sam.encode(array)
             timings["encode"] = _ms(t)

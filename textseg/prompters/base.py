@@ -4,7 +4,9 @@ A :class:`Prompter` turns one image and a class list into :class:`ClassPrompts`:
 (:class:`~textseg.sam.Prompts`, in the original image's pixels) and, per prompt, the class it
 stands for, a score and extra fields. The SAM core then cuts one mask per prompt (or three, see
 :attr:`ClassPrompts.multimask`); :func:`textseg.pipelines.decode_prompts` runs that step and
-carries the class information over to the masks.
+carries the class information over to the masks. A prompter that cuts its masks itself (SAM 3,
+:class:`~textseg.prompters.sam3.Sam3Prompter`) returns them in :attr:`ClassPrompts.masks`
+(:class:`PromptMasks`, low resolution), and SAM does not decode them again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from textseg.vocab import ClassesInput
 if TYPE_CHECKING:
     pass
 
-__all__ = ["ClassPrompts", "MultimaskAdvice", "Prompter"]
+__all__ = ["ClassPrompts", "MultimaskAdvice", "PromptMasks", "Prompter"]
 
 #: How many masks the SAM core should cut per prompt: True (three candidates), False (one) or
 #: ``"auto"`` (three for a lone point, else one; SAM's own advice).
@@ -31,6 +33,54 @@ MultimaskAdvice = bool | Literal["auto"]
 
 def _empty_prompts() -> Prompts:
     return Prompts(boxes=np.zeros((0, 4), np.float32))
+
+
+@dataclass(frozen=True)
+class PromptMasks:
+    """Masks a prompter cut itself, one per prompt, at the model's low resolution.
+
+    Attributes:
+        probs: ``(N, h, w)`` float32 mask probabilities in [0, 1] covering the whole image
+            (the model's output grid stretched over the image, no padding), e.g. SAM 3's
+            ``sigmoid(pred_masks)`` at 288x288.
+        threshold: Probability above which a pixel is in the mask (SAM 3: 0.5).
+    """
+
+    probs: np.ndarray
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        probs = np.asarray(self.probs, dtype=np.float32)
+        if probs.ndim != 3:
+            raise ValueError(
+                f"PromptMasks.probs: expected (N, h, w) probabilities, got {probs.shape}"
+            )
+        if probs.size and not (np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1):
+            raise ValueError("PromptMasks.probs: expected finite probabilities in [0, 1]")
+        object.__setattr__(self, "probs", probs)
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    def select(self, index: np.ndarray | slice) -> PromptMasks:
+        """The masks at ``index`` (index array or slice)."""
+        return PromptMasks(self.probs[index], self.threshold)
+
+    def to_dense(self, size: tuple[int, int]) -> np.ndarray:
+        """``(N, H, W)`` bool masks of an ``H x W`` image: the probabilities resized bilinearly
+        (``align_corners=False``), then thresholded; what transformers' SAM 3 post-processing
+        does. Resized a few masks at a time, so scratch memory stays bounded."""
+        import torch
+        import torch.nn.functional as F
+
+        h, w = size
+        out = np.zeros((len(self.probs), h, w), dtype=bool)
+        step = max(1, (16 << 20) // max(1, h * w))
+        for start in range(0, len(self.probs), step):
+            block = torch.from_numpy(self.probs[start : start + step])[None]
+            block = F.interpolate(block, size=(h, w), mode="bilinear", align_corners=False)[0]
+            out[start : start + step] = (block > self.threshold).numpy()
+        return out
 
 
 @dataclass(frozen=True)
@@ -49,6 +99,8 @@ class ClassPrompts:
         multimask: Advice for the SAM core's ``multimask_output``.
         class_names: The vocabulary's class names (what ``class_id`` indexes); empty when the
             prompter was given no classes.
+        masks: The prompts' masks when the prompter cut them itself (SAM 3); None when SAM is
+            to cut them (every other prompter).
     """
 
     prompts: Prompts = field(default_factory=_empty_prompts)
@@ -57,6 +109,7 @@ class ClassPrompts:
     data: dict[str, np.ndarray] = field(default_factory=dict)
     multimask: MultimaskAdvice = "auto"
     class_names: tuple[str, ...] = ()
+    masks: PromptMasks | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompts, Prompts):
@@ -90,6 +143,13 @@ class ClassPrompts:
         if self.multimask not in (True, False, "auto"):
             raise ValueError(
                 f"ClassPrompts.multimask: expected True, False or 'auto', got {self.multimask!r}"
+            )
+        if self.masks is not None and (
+            not isinstance(self.masks, PromptMasks) or len(self.masks) != n
+        ):
+            raise ValueError(
+                f"ClassPrompts.masks: expected PromptMasks with one mask per prompt ({n}), got "
+                f"{type(self.masks).__name__} of length {len(self.masks)}"
             )
         object.__setattr__(self, "class_id", class_id)
         object.__setattr__(self, "confidence", confidence)
@@ -130,6 +190,7 @@ class ClassPrompts:
             data={k: v[index] for k, v in self.data.items()},
             multimask=self.multimask,
             class_names=self.class_names,
+            masks=None if self.masks is None else self.masks.select(index),
         )
 
 

@@ -41,6 +41,10 @@ BACKENDS: tuple[tuple[str, str], ...] = (
         "transformers.models.sam_hq.modeling_sam_hq.SamHQModel",
         "textseg.sam.backends.hq:SamHQBackend",
     ),
+    (
+        "transformers.models.sam3_tracker.modeling_sam3_tracker.Sam3TrackerModel",
+        "textseg.sam.backends.sam3:Sam3TrackerBackend",
+    ),
 )
 
 

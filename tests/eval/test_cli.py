@@ -130,7 +130,7 @@ def test_tiny_preset_results_load_in_pycocotools(
         (
             ["eval", "{data}", "--protocols", "box,mask"],
             ValueError,
-            "unknown protocol 'mask'. Valid protocols: box, point, text, label, count",
+            "unknown protocol 'mask'. Valid protocols: box, point, text, label, count, specialist",
         ),
         (
             ["eval", "{tmp}", "--preset", "tiny-test"],

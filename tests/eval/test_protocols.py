@@ -134,7 +134,11 @@ def test_parse_protocols(protocols, expected) -> None:
     ("protocols", "match"),
     [
         ("boxes", r"unknown protocol 'boxes'. Did you mean 'box'\? Valid protocols: box, point"),
-        ("", "protocols: expected one or more of box, point, text, label, count, got none"),
+        (
+            "",
+            "protocols: expected one or more of box, point, text, label, count, specialist, "
+            "got none",
+        ),
         ("xyz", r"unknown protocol 'xyz'. Valid protocols"),
     ],
 )

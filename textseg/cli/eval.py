@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from textseg.cli._common import add_model_args, preset_options
@@ -47,8 +48,32 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument(
         "--protocols",
-        default=",".join(PROTOCOLS),
-        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default all)",
+        default=None,
+        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default all), or specialist: "
+        "SAM with the ground-truth boxes vs specialists trained on the ground truth and on "
+        "textseg's labels, on held-out images (the default with --specialist)",
+    )
+    p.add_argument(
+        "--specialist",
+        dest="specialist_dir",
+        default=None,
+        metavar="DIR",
+        help="specialist protocol: a specialist from `textseg train` on textseg's labels (else "
+        "the preset labels the training images and one is trained here)",
+    )
+    p.add_argument(
+        "--arch",
+        default="segformer-b0",
+        help="specialist protocol: architecture trained here (a given --specialist names its own)",
+    )
+    p.add_argument(
+        "--epochs", type=_positive_int, default=20, help="specialist protocol: training epochs"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.25,
+        help="specialist protocol: share of the images held out (default 0.25)",
     )
     p.add_argument(
         "--max-images",
@@ -76,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from textseg.eval.dataset import load_dataset
     from textseg.pipelines import TextSegmenter
 
-    protocols = parse_protocols(args.protocols)
+    default = "specialist" if args.specialist_dir else ",".join(PROTOCOLS)
+    protocols = parse_protocols(args.protocols or default)
     dataset = load_dataset(
         args.dataset,
         annotations=args.annotations,
@@ -99,6 +125,15 @@ def run(args: argparse.Namespace) -> int:
             plot=not args.no_plot,
             name=args.preset,
             progress=False if args.no_progress else None,
+            specialist_options={
+                "specialist": args.specialist_dir,
+                "arch": args.arch,
+                "tiny": args.tiny,
+                "epochs": args.epochs,
+                "val_fraction": args.val_fraction,
+                "seed": args.seed,
+                "work_dir": Path(args.out) / "specialist",
+            },
         )
     print(
         f"{report.dataset}: {report.images} images, {len(report.classes)} classes, "
@@ -106,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for line in [*report.summary(), *report.timing_lines()]:
         print(f"  {line}")
+    if "specialist" in report.protocols:  # the three rows: mIoU, label/train time, images/s
+        for note in report["specialist"].notes:
+            print(f"  {note}")
     written = ["report.json", "report.md"]
     if "text" in report.protocols:
         written.append("text_results.json")

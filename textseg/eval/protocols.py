@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from textseg.vocab import UNKNOWN, Vocabulary
 
 __all__ = [
     "DEFAULT_LABELER_CLIP",
+    "EXTRA_PROTOCOLS",
     "PROTOCOLS",
     "eval_box_prompts",
     "eval_counting",
@@ -47,6 +48,9 @@ __all__ = [
 
 #: The protocols, in the order :func:`evaluate` runs and reports them.
 PROTOCOLS: tuple[str, ...] = ("box", "point", "text", "label", "count")
+#: Protocols run only when asked for (they train models): ``specialist``
+#: (:func:`textseg.eval.specialist.eval_specialist`).
+EXTRA_PROTOCOLS: tuple[str, ...] = ("specialist",)
 
 #: CLIP model of the labeler built for the labelling protocol when the segmenter has none.
 DEFAULT_LABELER_CLIP = "clip-vit-b-32"
@@ -66,16 +70,17 @@ def parse_protocols(protocols: str | Iterable[str]) -> list[str]:
     """
     items = protocols.split(",") if isinstance(protocols, str) else list(protocols)
     names = [str(p).strip().lower() for p in items if str(p).strip()]
+    valid = PROTOCOLS + EXTRA_PROTOCOLS
     if not names:
-        raise ValueError(f"protocols: expected one or more of {', '.join(PROTOCOLS)}, got none")
+        raise ValueError(f"protocols: expected one or more of {', '.join(valid)}, got none")
     for name in names:
-        if name not in PROTOCOLS:
-            close = difflib.get_close_matches(name, PROTOCOLS, n=1)
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"unknown protocol {name!r}.{hint} Valid protocols: {', '.join(PROTOCOLS)}"
+                f"unknown protocol {name!r}.{hint} Valid protocols: {', '.join(valid)}"
             )
-    return [p for p in PROTOCOLS if p in names]
+    return [p for p in valid if p in names]
 
 
 def _ms(start: float) -> float:
@@ -699,6 +704,7 @@ def evaluate(
     plot: bool = True,
     name: str | None = None,
     progress: bool | None = None,
+    specialist_options: Mapping[str, Any] | None = None,
 ) -> EvalReport:
     """Evaluate a segmenter on a COCO-format dataset with any of the five protocols.
 
@@ -726,6 +732,11 @@ def evaluate(
         plot: With ``out_dir``: also write ``per_class.png`` (needs matplotlib).
         name: What to call the segmenter in the report (default: its class and SAM model).
         progress: Show a progress bar (None: on a terminal only).
+        specialist_options: For ``specialist`` (SAM with ground-truth boxes against
+            specialists trained on the ground truth and on textseg's labels, on held-out
+            images): :func:`textseg.eval.specialist.eval_specialist` options (``specialist``,
+            ``arch``, ``tiny``, ``epochs``, ``val_fraction``, ``work_dir``...); the segmenter's
+            SAM and pipeline are its SAM row and its labeller.
 
     Returns:
         The :class:`EvalReport`.
@@ -738,7 +749,13 @@ def evaluate(
         ImportError: ``plot`` without matplotlib (checked before the run).
     """
     names = parse_protocols(protocols)
-    needs = {"box": "sam", "point": "sam", "text": "segment", "count": "segment"}
+    needs = {
+        "box": "sam",
+        "point": "sam",
+        "text": "segment",
+        "count": "segment",
+        "specialist": "sam",
+    }
     for protocol in names:
         attr = needs.get(protocol)
         if attr and getattr(segmenter, attr, None) is None:
@@ -759,6 +776,8 @@ def evaluate(
     sam = getattr(segmenter, "sam", None)
     accumulators: list[_Protocol] = []
     for protocol in names:
+        if protocol == "specialist":
+            continue  # trains models: run on its own below
         if protocol == "box":
             accumulators.append(_BoxPrompts(vocab, sam))
         elif protocol == "point":
@@ -771,7 +790,16 @@ def evaluate(
             accumulators.append(_Counting(vocab))
     cache = getattr(sam, "cache", None)
     before = cache.stats() if cache is not None and hasattr(cache, "stats") else None
-    results, timings = _run(data, vocab, accumulators, segmenter, progress)
+    results, timings = (
+        _run(data, vocab, accumulators, segmenter, progress) if accumulators else ([], {})
+    )
+    if "specialist" in names:
+        from textseg.eval.specialist import eval_specialist
+
+        start = time.perf_counter()
+        options = {"progress": progress, **dict(specialist_options or {})}
+        results.append(eval_specialist(data, sam, segmenter=segmenter, **options))
+        timings["wall_s"] = timings.get("wall_s", 0.0) + time.perf_counter() - start
     if before is not None:
         after = cache.stats()  # type: ignore[union-attr]
         timings["sam_cache"] = {

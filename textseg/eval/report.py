@@ -18,6 +18,8 @@ PROTOCOL_TITLES: dict[str, str] = {
     "text": "text prompts: the pipeline prompted with the class names, COCO mask AP",
     "label": "labelling: the labeler naming the ground-truth masks",
     "count": "counting: per-image, per-class instance counts of the pipeline",
+    "specialist": "zero-shot SAM (ground-truth boxes) vs specialists trained on the ground "
+    "truth and on textseg's labels, semantic mIoU on held-out images",
 }
 
 #: Per protocol: the overall metrics shown in the summary, and the per-class metrics plotted.
@@ -27,6 +29,7 @@ _HEADLINE: dict[str, tuple[str, ...]] = {
     "text": ("ap", "ap50", "ap75"),
     "label": ("accuracy", "unknown_rate"),
     "count": ("mae", "exact", "mae_present", "exact_present"),
+    "specialist": ("miou_sam_gt_boxes", "miou_specialist_gt", "miou_specialist_textseg"),
 }
 _PLOTTED: dict[str, tuple[str, ...]] = {
     "box": ("miou",),
@@ -34,6 +37,7 @@ _PLOTTED: dict[str, tuple[str, ...]] = {
     "text": ("ap", "ap50"),
     "label": ("accuracy", "unknown_rate"),
     "count": ("mae", "exact"),
+    "specialist": ("sam_gt_boxes", "specialist_gt", "specialist_textseg"),
 }
 
 #: Protocols scored on the pipeline's results: their stage timings are the pipeline's.

@@ -51,7 +51,9 @@ FIELDS: dict[str, Field] = {
             "confidence",
             "the instance's score: the detector's box score (box presets), SAM 3's instance "
             "score times its presence score (sam3 presets), CLIP's probability at the point's "
-            "region (clip-points), else SAM's predicted IoU (grid, tokens, automatic masks; a "
+            "region (clip-points), a trained specialist's score (--specialist: the region's "
+            "mean class probability for SegFormer, the detection score for Mask R-CNN and "
+            "YOLO), else SAM's predicted IoU (grid, tokens, automatic masks; a "
             "regression output, it can fall slightly below 0)",
             None,
             None,
@@ -160,6 +162,16 @@ FIELDS: dict[str, Field] = {
             -1.0,
             1.0,
             "ClipLabeler",
+        ),
+        Field(
+            "source",
+            "provenance of a reviewed annotation: `proposal` (a pipeline proposal accepted "
+            "unchanged), `corrected` (a proposal fixed by hand) or `manual` (drawn by hand); "
+            "absent on machine labels nobody reviewed. `textseg train --source-weight` weights "
+            "or filters by it",
+            None,
+            None,
+            "annotation app (assisted labelling, to come); read by textseg train",
         ),
     )
 }

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from textseg._hub import StateDictError, create_model
 from textseg._registry import get_model_cfg, list_models
 from textseg.cli import main
+from textseg.fields import check_fields
 from textseg.pipelines import TextSegmenter
 from textseg.train import load_specialist, train_specialist
 from textseg.train.data import IGNORE, TrainingSet, parse_source_weights, split_indices
@@ -215,6 +216,8 @@ def test_specialist_as_masker_maps_the_vocabulary(specialist_dir, data_dir):
     assert result.counts["human"] == len(result) > 0
     assert set(result.detections.data["class_name"]) == {"human"}
     assert result.timings["encode"] == 0.0
+    dets = result.detections
+    check_fields({"confidence": dets.confidence, "class_id": dets.class_id, **dets.data})
     with pytest.raises(ValueError, match="was not trained on it"):
         seg.segment(str(image), ["giraffe-robot"])
     with pytest.raises(ValueError, match="drop --negative"):

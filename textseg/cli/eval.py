@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from textseg.eval.dataset import load_dataset
     from textseg.pipelines import TextSegmenter
 
+    if "," in args.preset:  # several presets: one comparison report
+        return _compare(args)
     default = "specialist" if args.specialist_dir else ",".join(PROTOCOLS)
     protocols = parse_protocols(args.protocols or default)
     dataset = load_dataset(
@@ -151,3 +153,36 @@ def run(args: argparse.Namespace) -> int:
         written.append("per_class.png")
     print(f"wrote {', '.join(written)} to {args.out}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``--preset a,b,c``: every preset on the same images (:func:`textseg.eval.compare.
+    compare_presets`); ``--refine N`` adds the box protocol with N refinement rounds. Exits 1
+    when a preset could not be built or run (the others are still reported)."""
+    from textseg.eval.compare import compare_presets
+    from textseg.eval.dataset import load_dataset
+
+    options = preset_options(args)
+    refine = options.pop("refine", 0)
+    dataset = load_dataset(
+        args.dataset, annotations=args.annotations, images=args.images, max_images=args.max_images
+    )
+    comparison = compare_presets(
+        dataset,
+        args.preset,
+        args.protocols or ",".join(PROTOCOLS),
+        refine=refine,
+        labeler=args.clip,
+        out_dir=args.out,
+        plot=not args.no_plot,
+        progress=False if args.no_progress else None,
+        seed=args.seed,
+        device=args.device,
+        **options,
+    )
+    print(f"{comparison.dataset}: {comparison.images} images, {len(comparison.classes)} classes")
+    for line in comparison.lines():
+        print(f"  {line}")
+    written = ["compare.json", "compare.md", *([] if args.no_plot else ["compare.png"])]
+    print(f"wrote {', '.join(written)} and one report per preset to {args.out}")
+    return 1 if comparison.errors else 0

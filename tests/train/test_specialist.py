@@ -78,7 +78,8 @@ def specialist_dir(small: Path, data_dir: Path, tmp_path_factory: pytest.TempPat
 
 # ----------------------------------------------------------------------------- training
 @pytest.mark.parametrize(
-    ("arch", "images", "epochs"), [("segformer-b0", 8, 3), ("maskrcnn-r50-fpn", 4, 3)]
+    ("arch", "images", "epochs"),
+    [("segformer-b0", 8, 3), ("maskrcnn-r50-fpn", 4, 3), ("yolo11n-seg", 8, 3)],
 )
 def test_loss_falls_on_coco_dev(arch, images, epochs, data_dir, tmp_path):
     ann = subset(data_dir, tmp_path / "data", images)
@@ -98,6 +99,7 @@ def test_loss_falls_on_coco_dev(arch, images, epochs, data_dir, tmp_path):
     assert report.val_images == n_val and report.train_images == images - n_val
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["status"] == "done" and config["history"]["train_loss"] == report.train_loss
+    assert config["settings"]["val_files"] and config["settings"]["train_files"]
     # The weights load back strictly and predict on an image of any size.
     spec = load_specialist(tmp_path / "out")
     dets = spec.predict(np.zeros((37, 53, 3), np.uint8))
@@ -273,8 +275,10 @@ def _transformers4_names(state: dict) -> dict:
     out = {}
     for key, value in state.items():
         for pattern, repl in back:
-            key = re.sub(pattern, repl, key) if pattern.startswith("^") else key.replace(
-                pattern, repl
+            key = (
+                re.sub(pattern, repl, key)
+                if pattern.startswith("^")
+                else key.replace(pattern, repl)
             )
         out[f"segformer.{key}"] = value.contiguous()
     return out

@@ -1,0 +1,555 @@
+"""Name the classes once, track every instance: keyframe detection + SAM 2 propagation.
+
+:class:`Tracker` runs an image pipeline (a :class:`~textseg.pipelines.TextSegmenter`: any
+prompter, the SAM core, the labeler, de-duplication) on keyframes, and a
+:class:`~textseg.video.propagator.MaskPropagator` (SAM 2's memory) on every frame:
+
+1. every frame: the live tracks are propagated to it;
+2. on a keyframe (the first frame, every ``every`` frames, and a scene cut): the pipeline finds
+   the instances; each is matched to the live track whose propagated mask overlaps it most
+   (mask IoU at least ``match_iou``, greedy, best pairs first). A matched detection votes for
+   its track's class. A detection that matches no track and is not mostly inside one
+   (``contain``) starts a new track, from its mask;
+3. a track ends when SAM 2 has not seen its object for ``patience`` frames, on a scene cut when
+   no detection matches it, or on a keyframe when another, older track covers the same object
+   (mask IoU above ``duplicate_iou``);
+4. a track's class is the majority of its votes (ties: the latest), ``unknown`` when the
+   labeler's votes say so, exactly as for images.
+
+:func:`track` builds the whole thing from a preset and yields one :class:`FrameResult` per
+frame, with ``tracker_id`` on every instance.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import supervision as sv
+
+from textseg.io.rle import CompactMasks
+from textseg.video.propagator import MaskPropagator, Sam2Propagator
+from textseg.video.sources import Frame, VideoInput, open_video
+from textseg.vocab import UNKNOWN, ClassesInput, Vocabulary
+
+__all__ = ["FrameResult", "KeyframeSegmenter", "SceneCutDetector", "Tracker", "track"]
+
+
+class KeyframeSegmenter(Protocol):
+    """What finds instances on keyframes: ``segment(image, classes)`` returning an object with
+    ``.detections`` (``sv.Detections`` with ``mask``, ``class_id``, ``confidence``,
+    ``data["class_name"]``), e.g. :class:`~textseg.pipelines.TextSegmenter`."""
+
+    def segment(self, image: Any, classes: Any) -> Any: ...
+
+
+@dataclass
+class FrameResult:
+    """The tracked instances of one frame.
+
+    Masks are kept run-length encoded, as in :class:`~textseg.pipelines.Result`;
+    :attr:`detections` decodes them.
+
+    Attributes:
+        index: Frame index in the source.
+        time: Seconds from the start of the source (None when the frame rate is unknown).
+        image_size: ``(H, W)``.
+        keyframe: The pipeline ran on this frame.
+        scene_cut: A scene cut was detected on this frame.
+        new_tracks: Ids of the tracks that started on this frame.
+        ended_tracks: Ids of the tracks that ended on this frame (not in its detections).
+        error: Why the frame was skipped (it could not be decoded); None for a tracked frame.
+        timings: Milliseconds: ``detect`` (keyframes), ``propagate``, ``match``, ``total``.
+        image: The decoded frame, ``(H, W, 3)`` uint8 RGB, when the tracker was asked for it
+            (``with_images=True``; e.g. to draw it), else None.
+    """
+
+    index: int
+    time: float | None
+    image_size: tuple[int, int]
+    keyframe: bool = False
+    scene_cut: bool = False
+    new_tracks: tuple[int, ...] = ()
+    ended_tracks: tuple[int, ...] = ()
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    image: np.ndarray | None = field(default=None, repr=False)
+    _boxes: sv.Detections = field(default_factory=sv.Detections.empty, repr=False)
+    _masks: CompactMasks | None = field(default=None, repr=False)
+
+    @property
+    def detections(self) -> sv.Detections:
+        """``sv.Detections``: ``mask`` (N, H, W) bool, ``xyxy`` (N, 4) the masks' boxes,
+        ``tracker_id``, ``class_id`` (-1 for ``unknown``), ``confidence`` (the score of the
+        detection that last matched the track), ``data["class_name"]`` and
+        ``data["object_score"]`` (SAM 2's probability that the object is visible)."""
+        dets = self.boxes
+        h, w = self.image_size
+        masks = self._masks
+        dets.mask = (
+            masks.to_dense() if masks is not None and len(masks) else np.zeros((0, h, w), bool)
+        )
+        return dets
+
+    @property
+    def boxes(self) -> sv.Detections:
+        """The detections without masks."""
+        d = self._boxes
+        return sv.Detections(
+            xyxy=d.xyxy.copy(),
+            confidence=None if d.confidence is None else d.confidence.copy(),
+            class_id=None if d.class_id is None else d.class_id.copy(),
+            tracker_id=None if d.tracker_id is None else d.tracker_id.copy(),
+            data={k: np.asarray(v).copy() for k, v in d.data.items()},
+        )
+
+    @property
+    def masks(self) -> CompactMasks:
+        """The masks, run-length encoded."""
+        h, w = self.image_size
+        return self._masks if self._masks is not None else CompactMasks([], h, w)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``{class name: instances in this frame}``."""
+        names = self._boxes.data.get("class_name", np.zeros(0, object))
+        return dict(Counter(str(n) for n in names))
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+
+class SceneCutDetector:
+    """Scene cuts from the colour histograms of consecutive frames.
+
+    A cut is declared when the Bhattacharyya distance between the hue-saturation histograms of
+    a frame and the previous one exceeds ``threshold`` (0: identical, 1: disjoint). A camera
+    pan over one scene stays far below 0.3; two different scenes are usually above 0.5.
+
+    Args:
+        threshold: Distance above which a frame starts a new shot.
+    """
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"scene_cut: expected a threshold in (0, 1], got {threshold}")
+        self.threshold = threshold
+        self._previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._previous = None
+
+    @staticmethod
+    def histogram(image: np.ndarray) -> np.ndarray:
+        small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
+        hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+        hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
+        return cv2.normalize(hist, hist).astype(np.float32)
+
+    def distance(self, image: np.ndarray) -> float | None:
+        """Distance to the previous frame (None for the first); remembers this frame."""
+        hist = self.histogram(image)
+        previous, self._previous = self._previous, hist
+        if previous is None:
+            return None
+        return float(cv2.compareHist(previous, hist, cv2.HISTCMP_BHATTACHARYYA))
+
+    def __call__(self, image: np.ndarray) -> bool:
+        d = self.distance(image)
+        return d is not None and d > self.threshold
+
+
+@dataclass
+class _Track:
+    id: int
+    start: int
+    votes: list[int]
+    confidence: float
+    missing: int = 0
+
+    def class_id(self) -> int:
+        counts = Counter(self.votes)
+        best = max(counts.values())
+        # Ties go to the latest vote among the tied classes.
+        return next(v for v in reversed(self.votes) if counts[v] == best)
+
+
+def _iou_and_cover(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(len(a), len(b))`` mask IoU, and the fraction of each ``a`` mask inside each ``b``."""
+    pixels = int(np.prod(a.shape[1:]))
+    fa = a.reshape(len(a), pixels).astype(np.float32)
+    fb = b.reshape(len(b), pixels).astype(np.float32)
+    inter = fa @ fb.T
+    area_a = fa.sum(1)[:, None]
+    area_b = fb.sum(1)[None, :]
+    union = area_a + area_b - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    cover = np.divide(inter, area_a, out=np.zeros_like(inter), where=area_a > 0)
+    return iou, cover
+
+
+def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs (row, col) by descending IoU, each row and column once, IoU >= threshold."""
+    pairs = []
+    if iou.size == 0:
+        return pairs
+    order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None, kind="stable"), iou.shape))[0]
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    for r, c in order:
+        if iou[r, c] < threshold:
+            break
+        if r in used_r or c in used_c:
+            continue
+        pairs.append((int(r), int(c)))
+        used_r.add(int(r))
+        used_c.add(int(c))
+    return pairs
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class Tracker:
+    """Keyframe detection with an image pipeline, propagation with SAM 2, ids kept by mask IoU.
+
+    Args:
+        segmenter: Finds the instances on keyframes (a :class:`~textseg.pipelines.
+            TextSegmenter`; its SAM core, when it is over a SAM 2 model, also propagates).
+        propagator: Carries masks between frames (default: :class:`Sam2Propagator` over the
+            segmenter's SAM core).
+        every: Run the pipeline every ``every`` frames (besides the first frame and scene
+            cuts); 0 runs it only there.
+        scene_cut: Histogram distance threshold of :class:`SceneCutDetector`; None disables
+            cut detection.
+        match_iou: Mask IoU at least which a detection continues a live track.
+        contain: A detection with more than this fraction of its mask inside a live track's
+            mask is that object again (not a new one) even below ``match_iou``.
+        patience: Frames an object may stay invisible (SAM 2's object score below 0.5, or an
+            empty mask) before its track ends.
+        duplicate_iou: On keyframes, of two live tracks whose masks overlap more than this,
+            the younger ends.
+        min_area: Instances with fewer pixels are not reported on that frame.
+
+    Raises:
+        ValueError: A parameter out of range.
+    """
+
+    def __init__(
+        self,
+        segmenter: KeyframeSegmenter,
+        propagator: MaskPropagator | None = None,
+        *,
+        every: int = 10,
+        scene_cut: float | None = 0.5,
+        match_iou: float = 0.5,
+        contain: float = 0.8,
+        patience: int = 15,
+        duplicate_iou: float = 0.8,
+        min_area: int = 0,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"every: expected an integer >= 0 (frames), got {every!r}")
+        for name, value in (
+            ("match_iou", match_iou),
+            ("contain", contain),
+            ("duplicate_iou", duplicate_iou),
+        ):
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name}: expected a value in (0, 1], got {value!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience: expected an integer >= 1 (frames), got {patience!r}")
+        if propagator is None:
+            propagator = Sam2Propagator(getattr(segmenter, "sam", segmenter))
+        self.segmenter = segmenter
+        self.propagator = propagator
+        self.every = every
+        self.cuts = SceneCutDetector(scene_cut) if scene_cut is not None else None
+        self.match_iou = match_iou
+        self.contain = contain
+        self.patience = patience
+        self.duplicate_iou = duplicate_iou
+        self.min_area = min_area
+
+    def _embedding(self, image: np.ndarray) -> Any:
+        """The SAM core's embedding of a keyframe the pipeline just encoded (a cache hit)."""
+        sam = getattr(self.segmenter, "sam", None)
+        if sam is None or getattr(self.propagator, "sam", None) is not sam:
+            return None
+        return sam.encode(image)
+
+    def track(
+        self,
+        video: VideoInput,
+        classes: ClassesInput,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        with_images: bool = False,
+    ) -> Iterator[FrameResult]:
+        """Track ``classes`` through ``video``, one :class:`FrameResult` per frame.
+
+        Args:
+            video: A video file, a folder of frames, a list or iterator of ``(H, W, 3)`` uint8
+                RGB frames, or a :class:`~textseg.video.VideoSource`.
+            classes: Class names or a :class:`~textseg.vocab.Vocabulary`.
+            start: First frame index.
+            end: Index after the last frame (None: to the end).
+            with_images: Put each decoded frame in :attr:`FrameResult.image` (to draw it;
+                results kept in a list then hold every frame).
+
+        Yields:
+            One result per frame of the range, in order; a frame that could not be decoded
+            gives a result with ``error`` set and no detections, and tracking goes on.
+
+        Raises:
+            ValueError: No frame could be decoded at all (an empty or unreadable video), bad
+                classes, or frames of changing size.
+        """
+        vocab = Vocabulary.coerce(classes)
+        source = open_video(video, start=start, end=end)
+        self.propagator.reset()
+        if self.cuts is not None:
+            self.cuts.reset()
+        tracks: dict[int, _Track] = {}
+        next_id = 1
+        step = 0
+        since_key = 0
+        good = 0
+        errors: list[str] = []
+        for frame in source:
+            if frame.image is None:
+                errors.append(frame.error or f"frame {frame.index}: not decoded")
+                yield FrameResult(frame.index, frame.time, (0, 0), error=frame.error)
+                continue
+            result, next_id = self._step(frame, step, since_key, vocab, tracks, next_id)
+            if with_images:
+                result.image = frame.image
+            since_key = 0 if result.keyframe else since_key + 1
+            step += 1
+            good += 1
+            yield result
+        if good == 0:
+            what = f"{source.name}"
+            why = f" ({errors[0]})" if errors else ""
+            raise ValueError(
+                f"{what}: no frame could be decoded{why}; the video is empty or unreadable"
+            )
+
+    def _step(
+        self,
+        frame: Frame,
+        step: int,
+        since_key: int,
+        vocab: Vocabulary,
+        tracks: dict[int, _Track],
+        next_id: int,
+    ) -> tuple[FrameResult, int]:
+        start = time.perf_counter()
+        image = frame.image
+        assert image is not None
+        h, w = image.shape[:2]
+        cut = self.cuts(image) if self.cuts is not None else False
+        keyframe = step == 0 or cut or (self.every > 0 and since_key + 1 >= self.every)
+        timings = {"detect": 0.0, "propagate": 0.0, "match": 0.0}
+        found = None
+        if keyframe:
+            t = time.perf_counter()
+            found = self.segmenter.segment(image, vocab).detections
+            timings["detect"] = _ms(t)
+        t = time.perf_counter()
+        embedding = self._embedding(image) if keyframe else None
+        prop = self.propagator.propagate(step, image, embedding)
+        timings["propagate"] = _ms(t)
+
+        t = time.perf_counter()
+        ended: list[int] = []
+        new_ids: list[int] = []
+        masks = {int(i): m for i, m in zip(prop.ids, prop.masks)}
+        scores = {int(i): float(s) for i, s in zip(prop.ids, prop.scores)}
+        for track_id in prop.ids:
+            tr = tracks[int(track_id)]
+            visible = scores[int(track_id)] > 0.5 and masks[int(track_id)].any()
+            tr.missing = 0 if visible else tr.missing + 1
+            if tr.missing >= self.patience:
+                ended.append(tr.id)
+        if found is not None and len(found):
+            found_masks = np.asarray(found.mask, bool)
+            live = [int(i) for i in prop.ids if int(i) not in ended]
+            live_masks = np.stack([masks[i] for i in live]) if live else np.zeros((0, h, w), bool)
+            iou, cover = _iou_and_cover(found_masks, live_masks)
+            pairs = _greedy_match(iou, self.match_iou)
+            matched_det = {r for r, _ in pairs}
+            matched_track = {live[c] for _, c in pairs}
+            class_ids = np.asarray(
+                found.class_id if found.class_id is not None else [-1] * len(found)
+            )
+            confidence = (
+                np.asarray(found.confidence, float)
+                if found.confidence is not None
+                else np.ones(len(found))
+            )
+            for r, c in pairs:
+                tr = tracks[live[c]]
+                tr.votes.append(int(class_ids[r]))
+                tr.confidence = float(confidence[r])
+            fresh = [
+                r
+                for r in range(len(found))
+                if r not in matched_det
+                and found_masks[r].any()
+                and not (cover.shape[1] and cover[r].max() > self.contain)
+            ]
+            if cut:
+                ended += [i for i in live if i not in matched_track and i not in ended]
+            if fresh:
+                new_ids = list(range(next_id, next_id + len(fresh)))
+                next_id += len(fresh)
+                for track_id, r in zip(new_ids, fresh):
+                    tracks[track_id] = _Track(
+                        track_id, step, [int(class_ids[r])], float(confidence[r])
+                    )
+                added = self.propagator.add(step, new_ids, found_masks[fresh])
+                for i, m, s in zip(added.ids, added.masks, added.scores):
+                    masks[int(i)] = m
+                    scores[int(i)] = float(s)
+        elif cut:
+            ended += [int(i) for i in prop.ids if int(i) not in ended]
+        if keyframe:
+            ended += self._duplicates(masks, tracks, ended)
+        if ended:
+            self.propagator.remove(ended)
+        for track_id in ended:
+            tracks.pop(track_id, None)
+        timings["match"] = _ms(t)
+
+        report = [i for i in sorted(masks) if i in tracks and tracks[i].missing == 0]
+        report = [i for i in report if masks[i].sum() > max(0, self.min_area - 1)]
+        result = self._result(frame, (h, w), report, masks, scores, tracks, vocab)
+        result.keyframe = keyframe
+        result.scene_cut = bool(cut)
+        result.new_tracks = tuple(new_ids)
+        result.ended_tracks = tuple(sorted(set(ended)))
+        timings["total"] = _ms(start)
+        result.timings = timings
+        return result, next_id
+
+    def _duplicates(
+        self, masks: dict[int, np.ndarray], tracks: dict[int, _Track], ended: list[int]
+    ) -> list[int]:
+        live = [i for i in sorted(masks) if i in tracks and i not in ended and masks[i].any()]
+        if len(live) < 2:
+            return []
+        iou, _ = _iou_and_cover(
+            np.stack([masks[i] for i in live]), np.stack([masks[i] for i in live])
+        )
+        out: list[int] = []
+        # Older tracks (smaller start, then smaller id) win.
+        order = sorted(range(len(live)), key=lambda k: (tracks[live[k]].start, live[k]))
+        for a_pos, a in enumerate(order):
+            if live[a] in out:
+                continue
+            for b in order[a_pos + 1 :]:
+                if live[b] not in out and iou[a, b] > self.duplicate_iou:
+                    out.append(live[b])
+        return out
+
+    @staticmethod
+    def _result(
+        frame: Frame,
+        size: tuple[int, int],
+        report: list[int],
+        masks: dict[int, np.ndarray],
+        scores: dict[int, float],
+        tracks: dict[int, _Track],
+        vocab: Vocabulary,
+    ) -> FrameResult:
+        h, w = size
+        dense = np.stack([masks[i] for i in report]) if report else np.zeros((0, h, w), bool)
+        class_id = np.array([tracks[i].class_id() for i in report], np.int64)
+        names = np.array([*vocab.names, UNKNOWN], dtype=object)
+        boxes = sv.Detections(
+            xyxy=sv.mask_to_xyxy(dense).astype(np.float32)
+            if report
+            else np.zeros((0, 4), np.float32),
+            confidence=np.array([tracks[i].confidence for i in report], np.float32),
+            class_id=class_id,
+            tracker_id=np.array(report, np.int64),
+            data={
+                "class_name": names[np.where(class_id >= 0, class_id, len(vocab.names))],
+                "object_score": np.array([scores[i] for i in report], np.float32),
+            },
+        )
+        return FrameResult(
+            frame.index,
+            frame.time,
+            size,
+            _boxes=boxes,
+            _masks=CompactMasks.from_dense(dense) if report else CompactMasks([], h, w),
+        )
+
+
+def track(
+    video: VideoInput,
+    classes: ClassesInput,
+    *,
+    preset: str = "grounded-sam",
+    sam: str = "sam2.1-hiera-base-plus",
+    tiny: bool = False,
+    device: str = "cpu",
+    every: int = 10,
+    scene_cut: float | None = 0.5,
+    start: int = 0,
+    end: int | None = None,
+    with_images: bool = False,
+    tracker_options: dict[str, Any] | None = None,
+    **preset_options: Any,
+) -> Iterator[FrameResult]:
+    """Track every instance of ``classes`` through a video (the one-call entry point).
+
+    Builds the preset's pipeline with a SAM 2 model (its image predictor segments keyframes,
+    its video memory propagates) and runs a :class:`Tracker`.
+
+    Args:
+        video: A video file (mp4, avi, webm, ...), a folder of frames, or a list/iterator of
+            ``(H, W, 3)`` uint8 RGB frames.
+        classes: Class names or a :class:`~textseg.vocab.Vocabulary`.
+        preset: Image pipeline preset for keyframes (``textseg.pipelines.list_presets()``).
+        sam: SAM 2 registry name (``sam2.1-hiera-tiny/small/base-plus/large``, ``sam2-*``).
+        tiny: Tiny random-init models (offline trials and tests; meaningless masks).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        every: Keyframe interval in frames (see :class:`Tracker`).
+        scene_cut: Scene-cut threshold, None to disable.
+        start: First frame index.
+        end: Index after the last frame.
+        with_images: Put each decoded frame in :attr:`FrameResult.image`.
+        tracker_options: More :class:`Tracker` options (``match_iou``, ``patience``...).
+        **preset_options: ``build_components`` options (``detector``, ``box_threshold``,
+            ``clip``, ``sam_checkpoint``, ``dtype``, ``min_area``...).
+
+    Yields:
+        One :class:`FrameResult` per frame.
+    """
+    from textseg.pipelines import TextSegmenter
+
+    segmenter = TextSegmenter.from_preset(
+        preset, sam=sam, tiny=tiny, device=device, **preset_options
+    )
+    # Each frame is encoded once: keep the embedding of the latest keyframe for the
+    # propagator, not a cache of a whole video's frames.
+    segmenter.sam.cache.max_bytes = 2 * _embedding_bytes(segmenter.sam)
+    tracker = Tracker(segmenter, every=every, scene_cut=scene_cut, **(tracker_options or {}))
+    yield from tracker.track(video, classes, start=start, end=end, with_images=with_images)
+
+
+def _embedding_bytes(sam: Any) -> int:
+    backend = sam.backend
+    grid = backend.low_res_size // 4
+    channels = 4 * getattr(backend, "hidden_size", 64)
+    return grid * grid * channels * 4 + (1 << 20)

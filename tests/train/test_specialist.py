@@ -335,3 +335,18 @@ def test_pretrained_backbone_is_used_for_training(small, data_dir, tmp_path):
     torch.testing.assert_close(
         trained[f"net.segformer.{key}"], encoder.state_dict()[key], atol=1e-6, rtol=0
     )
+
+
+def test_label_a_folder_with_the_specialist_resumes(specialist_dir, data_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("000000000009.jpg", "000000000030.jpg"):
+        (folder / name).write_bytes((data_dir / "coco-dev" / "images" / name).read_bytes())
+    out = tmp_path / "L"
+    argv = ["label", str(folder), "--specialist", str(specialist_dir), "-c", "person",
+            "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    first = json.loads((out / "annotations.json").read_text())
+    assert len(first["images"]) == 2 and first["annotations"]
+    assert main(argv) == 0  # a second run resumes: nothing labelled twice
+    assert json.loads((out / "annotations.json").read_text()) == first

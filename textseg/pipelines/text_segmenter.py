@@ -37,8 +37,9 @@ from textseg.vocab import UNKNOWN, Vocabulary
 
 __all__ = ["Result", "TextSegmenter", "dedup_masks"]
 
-#: Dense masks held at a time while decoding, labelling and encoding one image's prompts.
-_BLOCK_BYTES = 64 << 20
+#: Default bytes of dense masks (bool, three candidates each at worst) decoded, labelled and
+#: run-length encoded at a time for one image's prompts; the peak is a small multiple of it.
+BLOCK_BYTES = 32 << 20
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _pairwise(masks: np.ndarray | CompactMasks) -> tuple[np.ndarray, np.ndarray]
     if isinstance(masks, np.ndarray):
         return mask_iou_matrix(masks)
     n = len(masks)
-    if n * masks.height * masks.width <= _BLOCK_BYTES:
+    if n * masks.height * masks.width <= BLOCK_BYTES:
         return mask_iou_matrix(masks.to_dense())
     rles = [
         {"size": r["size"], "counts": r["counts"].encode()} for r in masks.rles
@@ -195,6 +196,9 @@ class TextSegmenter:
         refine: Refinement rounds (the SAM paper's zero-shot instance protocol): each round
             decodes the same prompt again with the previous round's low-res mask logits as the
             mask input.
+        block_bytes: Memory budget of dense masks per block of prompts: an image's prompts
+            are decoded, labelled and run-length encoded a block at a time, so memory does not
+            grow with their number (nor with pixels x instances).
     """
 
     def __init__(
@@ -211,6 +215,7 @@ class TextSegmenter:
         dedup_containment: float | None = 0.9,
         keep_unknown: bool = False,
         refine: int = 0,
+        block_bytes: int = BLOCK_BYTES,
     ) -> None:
         if masker is not None:
             if prompter is not None or automatic is not None or sam is not None:
@@ -256,6 +261,9 @@ class TextSegmenter:
         self.dedup_containment = dedup_containment
         self.keep_unknown = keep_unknown
         self.refine = refine
+        if isinstance(block_bytes, bool) or not isinstance(block_bytes, int) or block_bytes < 1:
+            raise ValueError(f"block_bytes: expected a positive integer, got {block_bytes!r}")
+        self.block_bytes = block_bytes
 
     @classmethod
     def from_preset(cls, name: str = "grounded-sam", **options: Any) -> TextSegmenter:
@@ -373,13 +381,13 @@ class TextSegmenter:
             timings["decode"] = _ms(t)
             found.class_id = np.full(len(found), -1, np.int64)
             found.data["class_name"] = np.full(len(found), UNKNOWN, dtype=object)
-            for rows in _blocks(len(found), h, w):
+            for rows in _blocks(len(found), h, w, self.block_bytes):
                 blocks.append(self._finish_block(array, found[rows], vocab, min_area, timings))
         else:
             t = time.perf_counter()
             prompts = self._prompts(array, vocab, box_threshold)
             timings["prompt"] = _ms(t)
-            for rows in _blocks(len(prompts), h, w):
+            for rows in _blocks(len(prompts), h, w, self.block_bytes):
                 t = time.perf_counter()
                 dets = decode_prompts(
                     self.sam,
@@ -395,7 +403,7 @@ class TextSegmenter:
 
         t = time.perf_counter()
         boxes, masks = _concatenate(blocks, h, w)
-        if len(boxes) > 1:
+        if len(boxes) > 1 and (self.dedup_iou < 1.0 or self.dedup_containment is not None):
             keep = dedup_masks(
                 boxes,
                 iou_threshold=self.dedup_iou,
@@ -436,20 +444,25 @@ class TextSegmenter:
         limit = self.min_area if min_area is None else min_area
         if len(dets):
             area = np.asarray(dets.mask).reshape(len(dets), -1).sum(axis=1)
-            dets = dets[(area > 0) & (area >= limit)]
+            dets = _subset(dets, (area > 0) & (area >= limit))
         if self.labeler is not None and len(dets):
             t = time.perf_counter()
             dets = self.labeler.label(image, dets, vocab)
             timings["label"] += _ms(t)
         if not self.keep_unknown and len(dets):
-            dets = dets[np.asarray(dets.class_id) >= 0]
+            dets = _subset(dets, np.asarray(dets.class_id) >= 0)
         masks = CompactMasks.from_dense(dets.mask) if len(dets) else CompactMasks([], h, w)
         return _copy(dets), masks
 
 
-def _blocks(n: int, h: int, w: int) -> list[np.ndarray]:
-    """Row blocks whose dense masks (three candidates each, at worst) fit the block budget."""
-    size = max(1, _BLOCK_BYTES // max(1, 3 * h * w))
+def _subset(dets: sv.Detections, keep: np.ndarray) -> sv.Detections:
+    """``dets[keep]``, without copying the masks when everything is kept."""
+    return dets if keep.all() else dets[keep]
+
+
+def _blocks(n: int, h: int, w: int, budget: int) -> list[np.ndarray]:
+    """Row blocks whose dense masks (three candidates each, at worst) fit ``budget`` bytes."""
+    size = max(1, budget // max(1, 3 * h * w))
     return [np.arange(s, min(n, s + size)) for s in range(0, n, size)] or [np.arange(0)]
 
 

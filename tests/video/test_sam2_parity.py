@@ -9,7 +9,6 @@ sides get the same pre-processed frames, a click and a box on frame 0, and propa
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -48,3 +48,24 @@ def test_mask_box_is_pixel_edges() -> None:
     mask[2:5, 3:7] = True
     assert mask_box(mask).tolist() == [3, 2, 7, 5]
     assert mask_box(np.zeros((4, 4), bool)) is None
+
+
+def test_a_large_crop_is_made_small_without_a_full_size_canvas() -> None:
+    import tracemalloc
+
+    image = np.zeros((6000, 8000, 3), np.uint8)
+    image[1000:5000, 2000:7000] = (200, 30, 30)
+    mask = np.zeros((6000, 8000), bool)
+    mask[1000:5000, 2000:7000] = True
+    tracemalloc.start()
+    try:
+        crop = masked_crop(image, mask, fill=(0, 0, 0), context=0.1, max_size=224)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert crop.shape == (224, 224, 3)
+    # The full-size crop would be 6000 x 6000 x 3 = 108 MB; the region is shrunk first.
+    assert peak < 80 * 2**20
+    # Red where the mask is, fill elsewhere: the same picture as the full-size path.
+    centre = crop[112, 112]
+    assert tuple(centre) == (200, 30, 30) and tuple(crop[2, 2]) == (0, 0, 0)

@@ -70,10 +70,36 @@ def masked_crop(
     size = max(1, math.ceil(side - 1e-6))  # 20 * 1.2 must give 24, not 25
     left = math.floor((x0 + x1) / 2 - size / 2)
     top = math.floor((y0 + y1) / 2 - size / 2)
-    canvas = np.empty((size, size, 3), np.uint8)
-    canvas[:] = np.clip(np.round(np.asarray(fill, dtype=np.float64)), 0, 255).astype(np.uint8)
+    colour = np.clip(np.round(np.asarray(fill, dtype=np.float64)), 0, 255).astype(np.uint8)
     ix0, iy0 = max(left, 0), max(top, 0)
     ix1, iy1 = min(left + size, width), min(top + size, height)
+    if max_size is not None and size > max_size:
+        # A large crop is made at the output size: the region is shrunk first, so a mask of a
+        # 48-megapixel photo never costs a full-resolution canvas.
+        scale = max_size / size
+        canvas = np.empty((max_size, max_size, 3), np.uint8)
+        canvas[:] = colour
+        if ix1 > ix0 and iy1 > iy0:
+            tx0, ty0 = math.floor((ix0 - left) * scale), math.floor((iy0 - top) * scale)
+            tx1 = max(tx0 + 1, min(max_size, math.ceil((ix1 - left) * scale)))
+            ty1 = max(ty0 + 1, min(max_size, math.ceil((iy1 - top) * scale)))
+            region = cv2.resize(
+                image[iy0:iy1, ix0:ix1], (tx1 - tx0, ty1 - ty0), interpolation=cv2.INTER_AREA
+            )
+            target = canvas[ty0:ty1, tx0:tx1]
+            if mask is None:
+                target[:] = region
+            else:
+                small = cv2.resize(
+                    mask[iy0:iy1, ix0:ix1].astype(np.uint8),
+                    (tx1 - tx0, ty1 - ty0),
+                    interpolation=cv2.INTER_AREA,
+                )
+                keep = small > 0
+                target[keep] = region[keep]
+        return canvas
+    canvas = np.empty((size, size, 3), np.uint8)
+    canvas[:] = colour
     if ix1 > ix0 and iy1 > iy0:
         region = image[iy0:iy1, ix0:ix1]
         target = canvas[iy0 - top : iy1 - top, ix0 - left : ix1 - left]
@@ -82,6 +108,4 @@ def masked_crop(
         else:
             keep = mask[iy0:iy1, ix0:ix1]
             target[keep] = region[keep]
-    if max_size is not None and size > max_size:
-        canvas = cv2.resize(canvas, (max_size, max_size), interpolation=cv2.INTER_AREA)
     return canvas

@@ -230,8 +230,8 @@ def test_synonyms_and_negatives_through_spans(tokenizer) -> None:
 @pytest.mark.parametrize(
     ("hw", "expected"),
     [
-        ((480, 640), (800, 1067)),
-        ((640, 480), (1067, 800)),
+        ((480, 640), (800, 1066)),  # truncated, as transformers and the official code do
+        ((640, 480), (1066, 800)),
         ((100, 1000), (133, 1333)),  # the long side caps the size
         ((800, 800), (800, 800)),
         ((1, 1), (800, 800)),
@@ -239,6 +239,18 @@ def test_synonyms_and_negatives_through_spans(tokenizer) -> None:
 )
 def test_resize_shape(hw, expected) -> None:
     assert resize_shape(*hw, 800, 1333) == expected
+
+
+def test_resize_shape_is_transformers_for_common_sizes() -> None:
+    from transformers.image_transforms import get_size_with_aspect_ratio
+
+    sizes = [
+        (h, w)
+        for h in (240, 333, 375, 427, 480, 500, 612, 720, 1080, 3000)
+        for w in (320, 427, 500, 640, 683, 1024, 1280, 1920, 4000)
+    ]
+    for h, w in sizes:
+        assert resize_shape(h, w, 800, 1333) == get_size_with_aspect_ratio((h, w), 800, 1333)
 
 
 # ---------------------------------------------------------------------- end to end (tiny model)

@@ -271,14 +271,23 @@ def prompt_scores_from_logits(
 # ---------------------------------------------------------------------- images
 def resize_shape(height: int, width: int, shortest_edge: int, longest_edge: int) -> tuple[int, int]:
     """``(height, width)`` after resizing the shorter side to ``shortest_edge``, unless that
-    makes the longer side exceed ``longest_edge``, in which case the longer side is fitted."""
+    makes the longer side exceed ``longest_edge``, in which case the longer side is fitted.
+
+    The arithmetic of transformers' (and the official) Grounding DINO pre-processing: the
+    shorter side is rounded, the longer one truncated (``int``), and an image whose shorter
+    side already has the size keeps its size.
+    """
     short, long = min(height, width), max(height, width)
-    size = float(shortest_edge)
+    size, raw = int(shortest_edge), None
     if long / short * size > longest_edge:
-        size = longest_edge * short / long
-    if height <= width:
-        return max(1, round(size)), max(1, round(size * width / height))
-    return max(1, round(size * height / width)), max(1, round(size))
+        raw = longest_edge * short / long
+        size = int(round(raw))
+    if short == size:
+        return height, width
+    scale = raw if raw is not None else size
+    if width < height:
+        return max(1, int(scale * height / width)), max(1, size)
+    return max(1, size), max(1, int(scale * width / height))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,13 @@ the same state, and handlers run one at a time under a lock.
 
 Interaction:
 
-- click on the image: a foreground or background click, by the *Click mode* radio;
+- click on the image: a foreground or background click, by the *Click mode* radio. These
+  clicks take a fast path (:data:`FAST_CLICK_JS`): the page sends the click straight to one
+  HTTP endpoint (``/gradio_api/run/textseg_click``, no queue), gets the selected mask back as
+  run-length boundaries (a few hundred numbers) and paints it over the image on a canvas
+  itself; the rest of the page (status, candidates, the server-rendered picture) follows
+  through the ordinary Gradio update right after. Without JavaScript the Gradio ``select``
+  event does the same work;
 - *box* mode: two clicks are two opposite corners of a box prompt (Gradio's image component
   cannot drag rectangles);
 - *Candidates*: the three masks of an ambiguous single click, with SAM's predicted IoU; the
@@ -20,6 +26,8 @@ Interaction:
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import threading
 import time
@@ -55,6 +63,114 @@ def _gradio() -> Any:
     return gr
 
 
+#: The page script of the fast click path. Installed once at page load; clicks in foreground
+#: or background mode on the picture are caught before Gradio's ``select`` handler, sent to
+#: ``textseg_click``, and the returned runs painted on a canvas laid over the picture (the same
+#: letterboxed geometry Gradio uses to map clicks to pixels). Then the hidden ``#sync`` button
+#: brings the Gradio components up to date; when the server's picture (which draws the same
+#: mask) arrives, the overlay is cleared. After each paint a ``textseg-painted`` event carries
+#: the click time, the paint time and the server's timings (the latency benchmark reads it).
+FAST_CLICK_JS = """
+() => {
+  if (window.__textsegFastClick) return;
+  window.__textsegFastClick = true;
+  const api = new URL('gradio_api/run/textseg_click', window.location.href).href;
+  let overlay = null, shownSrc = null, pending = 0;
+  const picture = () => document.querySelector('#canvas img');
+  function clear() {
+    if (overlay) overlay.getContext('2d').clearRect(0, 0, overlay.width, overlay.height);
+  }
+  function geometry(img) {
+    const r = img.getBoundingClientRect();
+    const s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
+    return {r, s, dx: (r.width - img.naturalWidth * s) / 2,
+            dy: (r.height - img.naturalHeight * s) / 2};
+  }
+  function place(img) {
+    const parent = img.parentElement;
+    if (!overlay || overlay.parentElement !== parent) {
+      overlay = document.createElement('canvas');
+      overlay.id = 'textseg-overlay';
+      overlay.style.position = 'absolute';
+      overlay.style.pointerEvents = 'none';
+      if (getComputedStyle(parent).position === 'static') parent.style.position = 'relative';
+      parent.appendChild(overlay);
+    }
+    const g = geometry(img), p = parent.getBoundingClientRect();
+    overlay.width = img.naturalWidth;
+    overlay.height = img.naturalHeight;
+    overlay.style.left = (g.r.left - p.left + g.dx) + 'px';
+    overlay.style.top = (g.r.top - p.top + g.dy) + 'px';
+    overlay.style.width = (img.naturalWidth * g.s) + 'px';
+    overlay.style.height = (img.naturalHeight * g.s) + 'px';
+  }
+  function paint(img, out) {
+    place(img);
+    const w = overlay.width, h = overlay.height, ctx = overlay.getContext('2d');
+    const data = ctx.createImageData(w, h);
+    const px = new Uint32Array(data.data.buffer);
+    const raw = atob(out.runs);
+    const runs = new Uint32Array(raw.length / 4);
+    const view = new DataView(runs.buffer);
+    for (let i = 0; i < raw.length; i++) view.setUint8(i, raw.charCodeAt(i));
+    const color = ((out.alpha << 24) | (out.rgb[2] << 16) | (out.rgb[1] << 8) | out.rgb[0]) >>> 0;
+    for (let i = 0; i + 1 < runs.length; i += 2) px.fill(color, runs[i], runs[i + 1]);
+    ctx.putImageData(data, 0, 0);
+    const radius = Math.max(4, Math.round(Math.max(w, h) / 120));
+    for (const [x, y, positive] of out.clicks) {
+      ctx.beginPath(); ctx.arc(x, y, radius + 2, 0, 2 * Math.PI);
+      ctx.fillStyle = '#fff'; ctx.fill();
+      ctx.beginPath(); ctx.arc(x, y, radius, 0, 2 * Math.PI);
+      ctx.fillStyle = positive ? 'rgb(0,200,0)' : 'rgb(230,20,20)'; ctx.fill();
+    }
+  }
+  function sync() {
+    const el = document.querySelector('#sync');
+    const button = el && (el.tagName === 'BUTTON' ? el : el.querySelector('button'));
+    if (button) button.click();
+  }
+  new MutationObserver(() => {
+    const img = picture();
+    if (img && img.src !== shownSrc) {
+      shownSrc = img.src;
+      if (!pending) clear();
+    }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true,
+                             attributeFilter: ['src']});
+  document.addEventListener('click', async (event) => {
+    const img = picture();
+    if (!img || !event.target.closest || !event.target.closest('#canvas')) return;
+    if (!img.naturalWidth) return;
+    const checked = document.querySelector('#mode input:checked');
+    const mode = checked ? checked.value : 'foreground';
+    if (mode !== 'foreground' && mode !== 'background') return;
+    const g = geometry(img);
+    const x = Math.round((event.clientX - g.r.left - g.dx) / g.s);
+    const y = Math.round((event.clientY - g.r.top - g.dy) / g.s);
+    if (x < 0 || y < 0 || x >= img.naturalWidth || y >= img.naturalHeight) return;
+    event.stopPropagation();
+    event.preventDefault();
+    const t0 = performance.now();
+    pending += 1;
+    try {
+      const response = await fetch(api, {method: 'POST',
+        headers: {'Content-Type': 'application/json'}, body: JSON.stringify({data: [x, y, mode]})});
+      const out = JSON.parse((await response.json()).data[0]);
+      if (!out.error) {
+        paint(img, out);
+        requestAnimationFrame(() => document.dispatchEvent(new CustomEvent('textseg-painted',
+          {detail: {t0, t1: performance.now(), decode_ms: out.decode_ms,
+                    encode_ms: out.encode_ms}})));
+      }
+    } finally {
+      pending -= 1;
+      sync();
+    }
+  }, true);
+}
+"""
+
+
 def build_app(
     folder: str | os.PathLike[str] | AnnotationSession,
     *,
@@ -64,6 +180,8 @@ def build_app(
     pretrained: bool = True,
     sam: str | None = None,
     annotation_file: str = ANNOTATION_FILE,
+    decoder: str = "auto",
+    fast_clicks: bool = True,
 ) -> Any:
     """Build the annotation app for a folder of images.
 
@@ -78,6 +196,10 @@ def build_app(
         pretrained: Load the preset's weights (False: random weights, for trials).
         sam: SAM registry name overriding the preset's.
         annotation_file: The COCO file written beside the images.
+        decoder: ``"auto"``, ``"torch"`` or ``"onnx"``: what answers clicks (see
+            :class:`AnnotationSession`).
+        fast_clicks: Install the page script of the fast click path (:data:`FAST_CLICK_JS`);
+            False leaves every click to Gradio's ``select`` event.
 
     Returns:
         A ``gradio.Blocks``; serve it with ``.launch(server_name=..., server_port=...)``.
@@ -95,6 +217,7 @@ def build_app(
             device=device,
             pretrained=pretrained,
             sam=sam,
+            decoder=decoder,
         )
     lock = threading.Lock()
 
@@ -169,6 +292,9 @@ def build_app(
                     )
                 export_btn = gr.Button("Export", elem_id="export", size="sm")
                 export_status = gr.Markdown(elem_id="export-status")
+                # Clicked by the fast click path once the mask is painted: the rest of the
+                # page follows. In the DOM, not shown.
+                sync_btn = gr.Button("sync", elem_id="sync", visible="hidden")
 
         view_outputs = [canvas, status, image_dd, candidates, class_dd, accepted_dd, counts]
 
@@ -237,6 +363,34 @@ def build_app(
         # Gradio finds the event-data parameter by its annotation; with postponed annotations
         # it would see the string "gr.SelectData", so give it the class itself.
         on_click.__annotations__["evt"] = gr.SelectData
+
+        fast_errors: list[str] = []
+
+        def fast_click(x: float, y: float, mode: str) -> str:
+            """A foreground/background click from the page script: the new draft's selected
+            mask as base64 little-endian uint32 run boundaries (see
+            ``AnnotationSession.overlay_runs``), the clicks, and the server timings (ms)."""
+            with lock:
+                try:
+                    session.add_click(float(x), float(y), positive=mode != "background")
+                except (ValueError, TypeError) as err:
+                    # Shown by the #sync update that the page sends next.
+                    fast_errors.append(f"⚠ {err}")
+                    return json.dumps({"error": str(err)})
+                start = time.perf_counter()
+                runs = session.overlay_runs().astype("<u4")
+                draft = session.draft
+                out = {
+                    "runs": base64.b64encode(runs.tobytes()).decode("ascii"),
+                    "clicks": [[c.x, c.y, c.positive] for c in draft.clicks],
+                    "rgb": [255, 0, 255],
+                    "alpha": 115,
+                    "decode_ms": draft.latency_ms,
+                    "encode_ms": (time.perf_counter() - start) * 1000.0,
+                }
+            return json.dumps(out, allow_nan=False)
+
+        gr.api(fast_click, api_name="textseg_click", queue=False, api_visibility="private")
 
         def on_open(name: str | None) -> None:
             # Leaving the dropdown without choosing sends None; the same image again would drop
@@ -318,7 +472,10 @@ def build_app(
             show_progress="full",
             show_progress_on=[export_status],
         )
+        sync_btn.click(handler(lambda: fast_errors.pop() if fast_errors else None), **quick)
         demo.load(handler(lambda: None), outputs=view_outputs)
+        if fast_clicks:
+            demo.load(None, js=FAST_CLICK_JS)
 
     demo.session = session  # type: ignore[attr-defined]
     return demo

@@ -34,7 +34,7 @@ from textseg.io.coco import coco_to_detections, detections_to_coco, load_coco
 from textseg.io.rle import decode_masks, to_rle
 from textseg.sam import SamCore
 from textseg.sam.cache import ImageEmbedding
-from textseg.sam.postprocess import masks_to_boxes
+from textseg.sam.postprocess import masks_to_boxes, remove_small_regions
 from textseg.sam.prompts import Prompts
 
 __all__ = [
@@ -165,6 +165,11 @@ class AnnotationSession:
         history: Undo steps kept for the current image.
         min_region_area: Remove islands and fill holes smaller than this many pixels in the
             masks of clicks and boxes (SAM's own clean-up; 0: off, the fastest).
+        decoder: What answers clicks and boxes: ``"torch"`` (the SAM core's decoder, any
+            backend), ``"onnx"`` (SAM's decoder exported to ONNX and run by onnxruntime;
+            segment_anything models, ``pip install 'textseg[onnx]'``), or ``"auto"``
+            (default): ONNX where the model and onnxruntime allow it, else torch; which one
+            runs is :attr:`decoder`. Both give the same masks (tested).
 
     Raises:
         FileNotFoundError: The folder does not exist.
@@ -183,6 +188,7 @@ class AnnotationSession:
         sam: str | None = None,
         history: int = 50,
         min_region_area: int = 0,
+        decoder: str = "auto",
     ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
@@ -203,6 +209,8 @@ class AnnotationSession:
         if min_region_area < 0:
             raise ValueError(f"min_region_area: expected >= 0 pixels, got {min_region_area}")
         self.min_region_area = int(min_region_area)
+        #: ``"torch"`` or ``"onnx"``: the decoder that answers clicks and boxes.
+        self.decoder, self._onnx = _click_decoder(decoder, self.sam)
         self.classes: list[str] = []
         self._category_ids: dict[str, int] = {}
         self._records: dict[str, dict[str, Any]] = {}  # file name -> COCO image record
@@ -340,24 +348,57 @@ class AnnotationSession:
         if not draft.clicks and draft.box is None:
             return replace(draft, masks=None, scores=None, selected=0, latency_ms=None)
         start = time.perf_counter()
-        dets = self.sam.predict(
-            self.embedding,
-            self._prompts(draft),
-            multimask_output="auto",
-            return_all=True,
-            min_region_area=self.min_region_area,
-        )
+        if self._onnx is not None:
+            masks, scores = self._predict_onnx(draft)
+        else:
+            dets = self.sam.predict(
+                self.embedding,
+                self._prompts(draft),
+                multimask_output="auto",
+                return_all=True,
+                min_region_area=self.min_region_area,
+            )
+            masks, scores = dets.mask, np.asarray(dets.data["sam_iou"], np.float32)
         latency = (time.perf_counter() - start) * 1000.0
-        scores = np.asarray(dets.data["sam_iou"], np.float32)
         origin = draft.origin if draft.origin == "text" else ("box" if draft.box else "click")
         return replace(
             draft,
-            masks=dets.mask,
+            masks=masks,
             scores=scores,
             selected=int(np.argmax(scores)),
             origin=origin,
             latency_ms=latency,
         )
+
+    def _predict_onnx(self, draft: Draft) -> tuple[np.ndarray, np.ndarray]:
+        """The draft's candidates from the ONNX decoder: the same rule as the torch path
+        (three masks for a lone click, else one) and the same upsampling (the core's)."""
+        prompts = self._prompts(draft)
+        low, iou = self._onnx.decode(  # type: ignore[union-attr]
+            self.embedding,
+            points=prompts.points,
+            point_labels=prompts.point_labels,
+            boxes=prompts.boxes,
+        )
+        tokens = slice(1, None) if len(draft.clicks) == 1 and draft.box is None else slice(0, 1)
+        logits = self.sam.upsample(self.embedding, low[0, tokens])  # type: ignore[arg-type]
+        masks = (logits > self.sam.backend.mask_threshold).numpy()
+        if self.min_region_area > 0:
+            for i, mask in enumerate(masks):
+                mask, _ = remove_small_regions(mask, self.min_region_area, "holes")
+                masks[i], _ = remove_small_regions(mask, self.min_region_area, "islands")
+        return masks, iou[0, tokens].numpy().astype(np.float32)
+
+    def overlay_runs(self) -> np.ndarray:
+        """The draft's selected mask as run boundaries, for the browser to paint over the
+        image without a re-rendered picture: ``[start_0, end_0, start_1, end_1, ...]`` uint32
+        indices into the row-major ``H * W`` pixels, each ``[start, end)`` a run of mask
+        pixels (a few hundred numbers for a smooth mask; empty when there is no mask)."""
+        mask = self.draft.mask
+        if mask is None:
+            return np.zeros(0, np.uint32)
+        flat = np.concatenate(([False], mask.ravel(), [False]))
+        return np.flatnonzero(flat[1:] != flat[:-1]).astype(np.uint32)
 
     def select_candidate(self, k: int) -> Draft:
         """Choose candidate ``k`` (0-based) of the draft."""
@@ -880,6 +921,33 @@ def _paint(
     kernel = np.ones((2 * thickness + 1, 2 * thickness + 1), np.uint8)
     border = (m - cv2.erode(m, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)) > 0
     out[border] = edge
+
+
+def _click_decoder(name: str, core: SamCore) -> tuple[str, Any | None]:
+    """``("torch", None)`` or ``("onnx", OnnxSamDecoder)`` for the ``decoder`` argument."""
+    if name not in ("auto", "torch", "onnx"):
+        raise ValueError(f"decoder: expected 'auto', 'torch' or 'onnx', got {name!r}")
+    if name == "torch":
+        return "torch", None
+    from segment_anything.modeling import Sam
+
+    usable = isinstance(getattr(core.backend, "model", None), Sam) and core.device.type == "cpu"
+    if name == "auto":
+        import importlib.util
+
+        have = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+        # An int8 or half-precision core keeps its own decoder: the ONNX graph is float32.
+        if not (usable and have and core.precision.name == "float32"):
+            return "torch", None
+    elif not usable:
+        raise ValueError(
+            f"decoder: 'onnx' needs a segment_anything SAM on the CPU, this core runs "
+            f"{type(getattr(core.backend, 'model', core.backend)).__name__} on {core.device}; "
+            f"use decoder='torch'"
+        )
+    from textseg.sam.onnx import OnnxSamDecoder
+
+    return "onnx", OnnxSamDecoder(core)
 
 
 def _resolve_segmenter(

@@ -53,6 +53,7 @@ bench: install
 	$(PY) benchmarks/bench_everything_clip.py
 	$(PY) benchmarks/bench_scaling.py
 	$(PY) benchmarks/bench_app_latency.py
+	$(PY) benchmarks/bench_specialist.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import supervision as sv
 
 from textseg.eval import EvalDataset, evaluate, parse_protocols
@@ -94,3 +95,42 @@ def test_default_protocols_do_not_train(synth: EvalDataset, fakes: SimpleNamespa
     seg = fakes.OracleSegmenter(synth, labeler=fakes.OracleLabeler(synth))
     report = evaluate(synth, seg, progress=False, plot=False)
     assert "specialist" not in report.protocols
+
+
+def test_labels_and_trains_both_specialists_itself(
+    synth: EvalDataset, fakes: SimpleNamespace, tmp_path: Path
+) -> None:
+    """Without a given specialist the pipeline labels the training images (timed) and both
+    specialists are trained here, on the same split; the work folder keeps them."""
+    import torch
+
+    torch.set_num_threads(1)
+    seg = fakes.OracleSegmenter(synth)
+    result = eval_specialist(
+        synth,
+        fakes.OracleSam(synth),
+        segmenter=seg,
+        tiny=True,
+        epochs=1,
+        val_fraction=0.34,
+        seed=1,  # holds out image 1 (a cat and a dog), trains on images 2 and 3
+        work_dir=tmp_path,
+        train_options={"val_fraction": 0.0, "input_size": 32},
+    )
+    assert result.metrics["miou_sam_gt_boxes"] == 1.0
+    assert result.metrics["label_s"] >= 0 and result.metrics["train_s_specialist_gt"] > 0
+    assert result.metrics["train_s_specialist_textseg"] > 0
+    assert len(seg.vocabularies) == 2  # the two training images, labelled once each
+    labels = json.loads((tmp_path / "textseg-labels" / "annotations.json").read_text())
+    assert len(labels["images"]) == 2
+    for name in ("specialist-gt", "specialist-textseg"):
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["arch"] == "segformer-tiny-test" and config["status"] == "done"
+
+
+def test_without_segmenter_or_specialist_is_an_error(
+    synth: EvalDataset, fakes: SimpleNamespace
+) -> None:
+    oracle = OraclePredictor(synth)
+    with pytest.raises(ValueError, match="give a segmenter"):
+        eval_specialist(synth, fakes.OracleSam(synth), specialist_gt=oracle, val_fraction=0.34)

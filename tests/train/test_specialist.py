@@ -350,3 +350,23 @@ def test_label_a_folder_with_the_specialist_resumes(specialist_dir, data_dir, tm
     assert len(first["images"]) == 2 and first["annotations"]
     assert main(argv) == 0  # a second run resumes: nothing labelled twice
     assert json.loads((out / "annotations.json").read_text()) == first
+
+
+def test_missing_backbone_weights_say_how_to_go_on(small, data_dir, tmp_path, capsys):
+    images = data_dir / "coco-dev" / "images"
+    argv = ["train", str(small), "--images", str(images), "--out", str(tmp_path / "M")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("textseg: error: weights for 'segformer-b0' are missing")
+    assert "nvidia/mit-b0" in err and "--no-pretrained" in err and err.count("\n") == 1
+
+
+def test_early_stopping_keeps_the_best_epoch(small, data_dir, tmp_path):
+    # A learning rate of ~0 never improves the validation mIoU: patience 1 stops after epoch 2.
+    report = train_specialist(
+        small, tmp_path / "M", tiny=True, epochs=5, patience=1, lr=1e-12, progress=False,
+        images=data_dir / "coco-dev" / "images",
+    )  # fmt: skip
+    assert report.stopped_early and report.epochs == 2 and report.best_epoch == 1
+    config = json.loads((tmp_path / "M" / "config.json").read_text())
+    assert config["stopped_early"] is True and config["epochs_done"] == 2

@@ -303,9 +303,14 @@ def train_specialist(
         else:
             backbone = None
             if settings["pretrained"]:
-                from textseg._hub import create_model
+                from textseg._hub import WeightsNotFoundError, create_model
 
-                backbone = create_model(cfg, checkpoint=backbone_checkpoint)
+                try:
+                    backbone = create_model(cfg, checkpoint=backbone_checkpoint)
+                except WeightsNotFoundError as err:
+                    raise WeightsNotFoundError(
+                        f"{err}; or train from random weights: pretrained=False (--no-pretrained)"
+                    ) from None
             net = build_specialist(
                 name,
                 train_data.classes,

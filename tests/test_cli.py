@@ -161,3 +161,96 @@ def test_offline_default_preset_names_missing_files(images, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert "sam_vit_b_01ec64.pth" in proc.stderr and "TEXTSEG_WEIGHTS" in proc.stderr
+
+
+# ---------------------------------------------------------------------- re-runs, names, modes
+def _segment(images, out, *extra: str) -> int:
+    argv = ["segment", *map(str, images), "-c", "bowl", "--tiny", "--box-threshold", "0"]
+    return main([*argv, "--out", str(out), *extra])
+
+
+def test_append_replaces_an_image_and_overwrite_starts_again(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _segment(images[:1], out) == 0
+    assert _segment(images[:1], out) == 1  # neither --append nor --overwrite: refused
+    assert "--overwrite" in capsys.readouterr().err
+    assert _segment(images, out, "--append") == 0  # the first image again, and a second one
+    coco = COCO(str(out / "annotations.json"))
+    names = [im["file_name"] for im in coco.dataset["images"]]
+    assert sorted(names) == sorted(p.name for p in images)  # replaced, never doubled
+    ids = {a["id"] for a in coco.dataset["annotations"]}
+    assert len(ids) == len(coco.dataset["annotations"])
+    counts = (out / "counts.csv").read_text()
+    assert all(p.name in counts for p in images)  # counts follow the COCO file, not the run
+    coco.loadRes(str(out / "results.json"))
+    assert _segment(images[1:], out, "--overwrite") == 0
+    coco = COCO(str(out / "annotations.json"))
+    assert [im["file_name"] for im in coco.dataset["images"]] == [images[1].name]
+
+
+def test_images_sharing_a_stem_keep_their_own_files(images, tmp_path):
+    from PIL import Image
+
+    png = images[0].with_suffix(".png")
+    Image.open(images[0]).save(png)
+    out = tmp_path / "out"
+    assert _segment([images[0], png], out, "--format", "png", "--format", "yolo") == 0
+    annotated = sorted(p.name for p in (out / "annotated").iterdir())
+    assert annotated == sorted([images[0].name, png.name])
+    labels = sorted(p.name for p in (out / "yolo" / "labels" / "train").iterdir())
+    assert len(labels) == 2 and len(set(labels)) == 2
+    index = sorted(p.name for p in (out / "masks" / "index").iterdir())
+    assert len(index) == 2
+
+
+def test_count_reports_a_bad_image_and_counts_the_others(images, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    argv = ["count", str(images[0]), str(bad), str(images[1]), "-c", "bowl", "--tiny", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    table = json.loads(captured.out)
+    assert set(table["images"]) == {str(images[0]), str(images[1])}
+    assert str(bad) in table["errors"] and f"skipped {bad}" in captured.err
+
+
+def test_tiny_runs_are_the_same_every_time(images, capsys):
+    argv = ["count", str(images[0]), "-c", "bowl", "-c", "person", "--tiny", "--json"]
+    argv += ["--box-threshold", "0.2"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == first
+
+
+def test_output_files_get_the_usual_mode(images, tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert _segment(images[:1], out) == 0
+    finally:
+        os.umask(old)
+    for name in ("annotations.json", "results.json", "counts.csv", "errors.csv"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+
+
+def test_sam_checkpoint_loads_fine_tuned_weights_strictly(images, tmp_path, capsys):
+    import torch
+
+    from textseg._hub import create_model
+
+    torch.manual_seed(5)
+    tuned = create_model("sam-vit-tiny-test", pretrained=False)
+    path = tmp_path / "medsam-like.pt"
+    torch.save(tuned.state_dict(), path)
+    argv = ["--sam", "sam-vit-tiny-test", "--sam-checkpoint", str(path)]
+    assert _segment(images[:1], tmp_path / "a", *argv) == 0
+    broken = {k: v for k, v in tuned.state_dict().items() if "mask_decoder" not in k}
+    torch.save(broken, tmp_path / "broken.pt")
+    argv = ["--sam", "sam-vit-tiny-test", "--sam-checkpoint", str(tmp_path / "broken.pt")]
+    assert _segment(images[:1], tmp_path / "b", *argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing keys: mask_decoder" in err[0]

@@ -217,3 +217,15 @@ def test_prompt_class_is_read_only() -> None:
     vocab = Vocabulary(["a", "b"])
     with pytest.raises(ValueError, match="read-only"):
         vocab.prompt_class[0] = 5
+
+
+@pytest.mark.parametrize("other", ["dog.", "Dog?", " dog! ", "dog ;"])
+def test_punctuation_does_not_make_another_class(other):
+    with pytest.raises(ValueError, match=r"duplicates classes\[0\] 'dog'"):
+        Vocabulary(["dog", other])
+    assert Vocabulary([other]).names == ["dog" if other.strip()[0] == "d" else "Dog"]
+
+
+def test_unknown_is_reserved():
+    with pytest.raises(ValueError, match=r"classes\[1\]: 'Unknown' is reserved"):
+        Vocabulary(["dog", "Unknown"])

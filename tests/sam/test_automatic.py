@@ -71,7 +71,17 @@ def test_mask_dedup_removes_more_than_box_nms(sam):
     mask = AutomaticMaskGenerator(SamCore(sam), dedup="mask", mask_nms_thresh=0.5, **kw).generate(
         _image()
     )
-    assert len(mask) <= len(box)
+    # Box NMS at 1.0 keeps every candidate; mask NMS removes the overlapping ones.
+    assert 0 < len(mask) < len(box)
+    from textseg.sam.postprocess import mask_iou_matrix
+
+    iou, _ = mask_iou_matrix(mask.mask)
+    np.fill_diagonal(iou, 0.0)
+    assert iou.max() <= 0.5  # no two kept masks overlap beyond the threshold
+    kept = {m.tobytes() for m in mask.mask}
+    for dropped in (m for m in box.mask if m.tobytes() not in kept):
+        both = np.concatenate([dropped[None], mask.mask])
+        assert mask_iou_matrix(both)[0][0, 1:].max() > 0.5  # dropped for an overlap
 
 
 def test_thresholds_filter_everything_gives_empty(sam):

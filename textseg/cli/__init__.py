@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from textseg.cli import app, label, models, segment, train
+from textseg.cli import app, label, models, segment, track, train
 from textseg.cli import eval as eval_
 from textseg.cli._common import CliError
 
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     models.add_parser(sub)
     segment.add_parsers(sub)
+    track.add_parser(sub)
     label.add_parser(sub)
     eval_.add_parser(sub)
     app.add_parser(sub)

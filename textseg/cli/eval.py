@@ -49,7 +49,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--protocols",
         default=None,
-        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default all), or specialist: "
+        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default all); video on a "
+        "DAVIS-layout DATASET (J&F from first-frame masks, counts and ID switches from "
+        "meta.json categories, see textseg.eval.video); or specialist: "
         "SAM with the ground-truth boxes vs specialists trained on the ground truth and on "
         "textseg's labels, on held-out images (the default with --specialist)",
     )
@@ -101,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from textseg.eval.dataset import load_dataset
     from textseg.pipelines import TextSegmenter
 
+    if args.protocols and "video" in args.protocols.split(","):
+        from textseg.cli.track import run_video_eval
+
+        return run_video_eval(args)
     if "," in args.preset:  # several presets: one comparison report
         return _compare(args)
     default = "specialist" if args.specialist_dir else ",".join(PROTOCOLS)

@@ -257,6 +257,9 @@ def _video_file(path: Path, start: int, end: int | None) -> VideoSource:
         num_frames = int(stream.frames) if stream.frames else None
         if num_frames is None and fps and stream.duration and stream.time_base:
             num_frames = round(float(stream.duration * stream.time_base) * fps)
+        if num_frames is None and fps and container.duration:
+            # WebM/Matroska store no frame count: estimate it from the container's duration.
+            num_frames = round(container.duration / 1_000_000 * fps)
     finally:
         container.close()
 

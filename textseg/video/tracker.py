@@ -34,7 +34,7 @@ import supervision as sv
 
 from textseg.io.rle import CompactMasks
 from textseg.video.propagator import MaskPropagator, Sam2Propagator
-from textseg.video.sources import Frame, VideoInput, open_video
+from textseg.video.sources import Frame, VideoInput, VideoSource, open_video
 from textseg.vocab import UNKNOWN, ClassesInput, Vocabulary
 
 __all__ = ["FrameResult", "KeyframeSegmenter", "SceneCutDetector", "Tracker", "track"]
@@ -314,6 +314,21 @@ class Tracker:
         """
         vocab = Vocabulary.coerce(classes)
         source = open_video(video, start=start, end=end)
+        cache = getattr(getattr(self.segmenter, "sam", None), "cache", None)
+        budget = getattr(cache, "max_bytes", None)
+        if cache is not None:
+            # Each frame is seen once: keep the latest keyframe's embedding (for the
+            # propagator), not a cache that fills up with a whole video's frames.
+            cache.max_bytes = min(budget, 2 * _embedding_bytes(self.segmenter.sam))
+        try:
+            yield from self._track(source, vocab, with_images)
+        finally:
+            if cache is not None:
+                cache.max_bytes = budget
+
+    def _track(
+        self, source: VideoSource, vocab: Vocabulary, with_images: bool
+    ) -> Iterator[FrameResult]:
         self.propagator.reset()
         if self.cuts is not None:
             self.cuts.reset()
@@ -323,11 +338,21 @@ class Tracker:
         since_key = 0
         good = 0
         errors: list[str] = []
+        size: tuple[int, int] | None = None
         for frame in source:
+            if frame.image is not None and size is not None and frame.image.shape[:2] != size:
+                got = frame.image.shape[:2]
+                frame = Frame(
+                    frame.index,
+                    None,
+                    frame.time,
+                    f"frame {frame.index} is {got[0]}x{got[1]}, the video is {size[0]}x{size[1]}",
+                )
             if frame.image is None:
                 errors.append(frame.error or f"frame {frame.index}: not decoded")
                 yield FrameResult(frame.index, frame.time, (0, 0), error=frame.error)
                 continue
+            size = size or frame.image.shape[:2]
             result, next_id = self._step(frame, step, since_key, vocab, tracks, next_id)
             if with_images:
                 result.image = frame.image
@@ -541,14 +566,12 @@ def track(
     segmenter = TextSegmenter.from_preset(
         preset, sam=sam, tiny=tiny, device=device, **preset_options
     )
-    # Each frame is encoded once: keep the embedding of the latest keyframe for the
-    # propagator, not a cache of a whole video's frames.
-    segmenter.sam.cache.max_bytes = 2 * _embedding_bytes(segmenter.sam)
     tracker = Tracker(segmenter, every=every, scene_cut=scene_cut, **(tracker_options or {}))
     yield from tracker.track(video, classes, start=start, end=end, with_images=with_images)
 
 
 def _embedding_bytes(sam: Any) -> int:
+    """Bytes of one packed SAM 2 embedding (plus slack for its decoder state)."""
     backend = sam.backend
     grid = backend.low_res_size // 4
     channels = 4 * getattr(backend, "hidden_size", 64)

@@ -438,3 +438,16 @@ def test_end_to_end_on_coco_with_tiny_clip(name: str, data_dir: Path) -> None:
     probs = torch.softmax(encoder.logit_scale * encoder.encode_images([crop]) @ text.T, dim=-1)[0]
     ref = out.class_id[0] if out.class_id[0] >= 0 else int(torch.argmax(probs[: len(classes)]))
     assert out.data["clip_score"][0] == pytest.approx(float(probs[ref]), abs=1e-5)
+
+
+def test_a_class_too_long_for_clip_names_it_without_unsafe_advice(oc_clip) -> None:
+    long_name = " ".join(["cat"] * 100)  # ~100 tokens, more than CLIP's 77
+    labeler = ClipLabeler(oc_clip, mode="name")
+    image = np.zeros((32, 32, 3), np.uint8)
+    mask = np.zeros((1, 32, 32), bool)
+    mask[0, 4:20, 4:20] = True
+    dets = sv.Detections(xyxy=np.array([[4, 4, 19, 19]], np.float32), mask=mask)
+    with pytest.raises(ValueError) as info:
+        labeler.label(image, dets, ["cat", long_name])
+    message = str(info.value)
+    assert "is too long for the CLIP text encoder" in message and "truncate" not in message

@@ -303,6 +303,9 @@ def test_lite_text_variant_runs(image) -> None:
 
 def test_sam3_preset_runs_tiny_without_sam_encoding(image) -> None:
     seg = TextSegmenter.from_preset("sam3", tiny=True, box_threshold=0.0, min_area=1)
+    # One ViT for the concept model and the tracker, as in SAM 3's checkpoint.
+    tracker = seg.sam.backend.model.vision_encoder.backbone
+    assert tracker is seg.prompter.net.model.vision_encoder.backbone
     result = seg.segment(image, ["dog", "red car"])
     assert seg.sam.cache.stats().misses == 0  # SAM 3 cut the masks; the tracker was not run
     dets = result.detections

@@ -432,6 +432,13 @@ def build_components(
         if preset.prompter not in PROMPTERS:
             raise ValueError(f"preset {preset.name!r}: unknown prompter {preset.prompter!r}")
         prompter = PROMPTERS[preset.prompter](parts)
+        same_weights = (
+            sam_checkpoint is None
+            and names["detector"] is not None
+            and get_model_cfg(names["detector"]).weights == get_model_cfg(names["sam"]).weights
+        )
+        if same_weights and hasattr(prompter, "share_backbone"):
+            prompter.share_backbone(core)  # SAM 3: one ViT for the concepts and the clicks
     return {
         "prompter": prompter,
         "sam": core,

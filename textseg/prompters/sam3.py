@@ -263,6 +263,33 @@ class Sam3Prompter:
     def dtype(self) -> torch.dtype:
         return next(self.net.model.parameters()).dtype
 
+    def share_backbone(self, sam: Any) -> bool:
+        """Let a SAM 3 tracker core use this model's ViT backbone instead of its own copy.
+
+        SAM 3's checkpoint holds one backbone for the concept model and the tracker (each with
+        its own FPN neck); loaded as two models it would be two identical copies (~1.8 GB in
+        float32). Called by the presets when both come from the same weights.
+
+        Returns:
+            True when shared; False when ``sam`` is not a SAM 3 tracker core or the backbones
+            differ in shape.
+        """
+        from textseg.sam.backends.sam3 import Sam3TrackerBackend
+
+        backend = getattr(sam, "backend", None)
+        if not isinstance(backend, Sam3TrackerBackend):
+            return False
+        mine = self.net.model.vision_encoder.backbone
+        theirs = backend.model.vision_encoder.backbone
+        shapes = {k: v.shape for k, v in mine.state_dict().items()}
+        if shapes != {k: v.shape for k, v in theirs.state_dict().items()}:
+            return False
+        a, b = next(mine.parameters()), next(theirs.parameters())
+        if (a.device, a.dtype) != (b.device, b.dtype):
+            return False
+        backend.model.vision_encoder.backbone = mine
+        return True
+
     # ------------------------------------------------------------------ model stages
     @torch.inference_mode()
     def encode_image(self, image: np.ndarray) -> Any:

@@ -22,7 +22,6 @@ What differs from SegFormer and Mask R-CNN, because ultralytics owns the loop:
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +35,7 @@ import torch
 from textseg._registry import get_model_cfg
 from textseg.train.data import TrainingSet, open_dataset, split_indices
 
-__all__ = ["build_segmentation_model", "load_yolo_specialist", "train_yolo"]
+__all__ = ["YoloNet", "build_segmentation_model", "load_yolo_specialist", "train_yolo"]
 
 _INSTALL = (
     "YOLO-seg specialists need ultralytics (AGPL-3.0): pip install 'textseg[yolo]'; or pick "
@@ -45,10 +44,15 @@ _INSTALL = (
 
 
 def _ultralytics() -> Any:
+    """Import ultralytics, keeping torch's thread count: ultralytics sets it globally on import
+    (to cores - 1), which would slow every other model of the process."""
+    threads = torch.get_num_threads()
     try:
         import ultralytics
     except ImportError as err:
         raise ImportError(_INSTALL) from err
+    finally:
+        torch.set_num_threads(threads)
     return ultralytics
 
 
@@ -343,11 +347,3 @@ def load_yolo_specialist(path: Path, config: Mapping[str, Any], device: str) -> 
     return YoloNet(
         model, classes, int(settings.get("input_size", 640)), settings.get("score_threshold", 0.25)
     )
-
-
-def _json_ready(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=float))
-
-
-__all__ += ["YoloNet"]
-_ = torch  # torch is ultralytics' runtime; imported here so a missing torch fails early

@@ -351,12 +351,9 @@ def train_specialist(
 
     from tqdm.auto import tqdm
 
-    stopped = False
-    epoch = first_epoch
     net.train()
     for epoch in range(first_epoch, epochs):
-        if bad_epochs >= patience:
-            stopped = True
+        if bad_epochs >= patience:  # early stopping (also when a stopped run is resumed)
             break
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 100_003 + epoch)
@@ -428,10 +425,7 @@ def train_specialist(
             "-" if history["train_loss"][-1] is None else f"{history['train_loss'][-1]:.4f}",
             "-" if miou is None else f"{miou:.4f}",
         )
-    else:
-        epoch = epochs
-    if bad_epochs >= patience and len(history["train_loss"]) < epochs:
-        stopped = True
+    stopped = bad_epochs >= patience and len(history["train_loss"]) < epochs
     seconds = seconds_before + time.perf_counter() - start_time
     config.update(
         status="done",

@@ -9,6 +9,7 @@ line names each completed action (``1 fg, 1 bg clicks``, ``accepted #1 as lunchb
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -166,6 +167,28 @@ def open_app(page: Any, server: AppServer, n_images: int) -> None:
     expect(page.locator("#canvas img")).to_be_visible()
 
 
+#: Records each ``textseg-painted`` event of the fast click path: the painted overlay's size
+#: and the number of pixels it covers, read at the moment of painting.
+_RECORD_PAINT = """() => {
+  window.__painted = [];
+  document.addEventListener('textseg-painted', (event) => {
+    const c = document.querySelector('#textseg-overlay');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    // Which pixels the overlay covers, as a '0'/'1' string (row-major).
+    const alpha = new Array(c.width * c.height);
+    for (let i = 0; i < alpha.length; i++) alpha[i] = d[4 * i + 3] ? '1' : '0';
+    window.__painted.push({w: c.width, h: c.height, alpha: alpha.join(''),
+                           runs: event.detail.runs, ms: event.detail.t1 - event.detail.t0});
+  });
+}"""
+_OVERLAY_EMPTY = """() => {
+  const c = document.querySelector('#textseg-overlay');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  for (let i = 3; i < d.length; i += 4) if (d[i]) return false;
+  return true;
+}"""
+
+
 # ---------------------------------------------------------------------- tests
 def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) -> None:
     server = servers["flow"]
@@ -212,7 +235,12 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
     page.locator("#image-select input").click()
     expect(page.locator("[data-testid=dropdown-option]")).to_have_count(len(FLOW_IMAGES))
     page.keyboard.press("Escape")
+    page.evaluate(_RECORD_PAINT)
     click_image(page, 320, 240)
+    # The fast click path paints the mask in the page first (its own event), then the
+    # Gradio components follow.
+    page.wait_for_function("window.__painted.length >= 1", timeout=60_000)
+    painted = page.evaluate("window.__painted[0]")
     text = wait_status(page, r"1 fg, 0 bg clicks · candidate \d/3 · mask in \d+ ms")
     assert "⚠" not in text, text
     src = wait_new_canvas(page, src)
@@ -223,6 +251,23 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
     overlay = changed(picture, before)
     overlay[225:256, 305:336] = False  # the marker itself
     assert overlay.sum() > 500, f"no mask overlay on screen ({overlay.sum()} changed pixels)"
+    # The page painted the same mask the server then drew (up to its outline and JPEG).
+    assert (painted["w"], painted["h"]) == (640, 480)
+    # The page painted exactly the runs the server sent (the state tests check that the runs
+    # are the draft's selected mask), plus the click marker, at the image's pixel size.
+    assert (painted["w"], painted["h"]) == (640, 480)
+    runs = np.frombuffer(base64.b64decode(painted["runs"]), "<u4").astype(np.int64)
+    expected = np.zeros(640 * 480, bool)
+    for start, end in runs.reshape(-1, 2):
+        expected[start:end] = True
+    expected = expected.reshape(480, 640)
+    shown = np.frombuffer(painted["alpha"].encode(), np.uint8).reshape(480, 640) == ord("1")
+    marker = np.zeros_like(shown)
+    marker[225:256, 305:336] = True
+    assert expected.sum() > 500
+    np.testing.assert_array_equal(shown[~marker], expected[~marker])
+    # ... and its overlay is cleared once the server's picture (with the mask) is shown.
+    page.wait_for_function(_OVERLAY_EMPTY, timeout=60_000)
 
     # Another candidate mask, chosen in the radio, is the one shown.
     choice = page.locator("#candidates label:not(.selected)").first

@@ -479,3 +479,56 @@ def test_render_shows_draft_clicks_and_accepted(session: AnnotationSession):
     session.accept("dog")
     accepted = session.render()
     assert (accepted != session.image).any() and session.draft.empty
+
+
+# ---------------------------------------------------------------------- click decoders
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def test_onnx_and_torch_decoders_give_the_same_masks(folder: Path, tiny: TextSegmenter):
+    """The click path through onnxruntime and through the torch decoder (the parity
+    reference): same candidates, same masks (IoU >= 0.999), same predicted IoU."""
+    pytest.importorskip("onnxruntime")
+    torch_s = AnnotationSession(folder, segmenter=tiny.sam, decoder="torch")
+    onnx_s = AnnotationSession(folder, segmenter=tiny.sam, decoder="onnx", annotation_file="b.json")
+    assert (torch_s.decoder, onnx_s.decoder) == ("torch", "onnx")
+    steps = [
+        lambda s: s.add_click(320, 240),
+        lambda s: s.add_click(40, 40, positive=False),
+        lambda s: s.add_box(100, 80, 500, 400),
+        lambda s: s.reject(),
+        lambda s: s.add_box(10, 10, 200, 300),
+    ]
+    for step in steps:
+        a, b = step(torch_s), step(onnx_s)
+        assert a.n == b.n
+        if a.n:
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+            assert all(_iou(x, y) >= 0.999 for x, y in zip(a.masks, b.masks))
+
+
+def test_auto_decoder_and_bad_decoder(folder: Path, tiny: TextSegmenter):
+    pytest.importorskip("onnxruntime")
+    assert AnnotationSession(folder, segmenter=tiny.sam).decoder == "onnx"
+    with pytest.raises(ValueError, match="decoder: expected 'auto', 'torch' or 'onnx'"):
+        AnnotationSession(folder, segmenter=tiny.sam, decoder="tensorrt")
+    from textseg.sam import SamCore
+
+    hf = SamCore("hf-sam-tiny-test", pretrained=False)
+    assert AnnotationSession(folder, segmenter=hf).decoder == "torch"  # no ONNX graph for it
+    with pytest.raises(ValueError, match="'onnx' needs a segment_anything SAM"):
+        AnnotationSession(folder, segmenter=hf, decoder="onnx")
+
+
+def test_overlay_runs_paint_the_selected_mask(session: AnnotationSession):
+    assert session.overlay_runs().size == 0
+    session.add_click(320, 240)
+    session.select_candidate((session.draft.selected + 1) % 3)
+    runs = session.overlay_runs().astype(np.int64)
+    h, w = session.image_size
+    painted = np.zeros(h * w, bool)
+    for start, end in runs.reshape(-1, 2):
+        painted[start:end] = True  # what the page script does with Uint32Array.fill
+    np.testing.assert_array_equal(painted.reshape(h, w), session.draft.mask)

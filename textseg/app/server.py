@@ -160,7 +160,7 @@ FAST_CLICK_JS = """
         paint(img, out);
         requestAnimationFrame(() => document.dispatchEvent(new CustomEvent('textseg-painted',
           {detail: {t0, t1: performance.now(), decode_ms: out.decode_ms,
-                    encode_ms: out.encode_ms}})));
+                    encode_ms: out.encode_ms, runs: out.runs}})));
       }
     } finally {
       pending -= 1;

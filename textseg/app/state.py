@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -923,6 +924,10 @@ def _paint(
     out[border] = edge
 
 
+#: One exported ONNX decoder per SAM core (an export takes seconds; sessions share it).
+_ONNX_DECODERS: weakref.WeakKeyDictionary[SamCore, Any] = weakref.WeakKeyDictionary()
+
+
 def _click_decoder(name: str, core: SamCore) -> tuple[str, Any | None]:
     """``("torch", None)`` or ``("onnx", OnnxSamDecoder)`` for the ``decoder`` argument."""
     if name not in ("auto", "torch", "onnx"):
@@ -945,9 +950,12 @@ def _click_decoder(name: str, core: SamCore) -> tuple[str, Any | None]:
             f"{type(getattr(core.backend, 'model', core.backend)).__name__} on {core.device}; "
             f"use decoder='torch'"
         )
-    from textseg.sam.onnx import OnnxSamDecoder
+    decoder = _ONNX_DECODERS.get(core)
+    if decoder is None:
+        from textseg.sam.onnx import OnnxSamDecoder
 
-    return "onnx", OnnxSamDecoder(core)
+        decoder = _ONNX_DECODERS[core] = OnnxSamDecoder(core)
+    return "onnx", decoder
 
 
 def _resolve_segmenter(

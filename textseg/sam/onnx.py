@@ -228,7 +228,9 @@ class OnnxSamDecoder:
     ) -> None:
         ort = _onnxruntime()
         _sam_model(core)
-        self.core = core
+        #: The core whose embeddings this decoder takes (no reference to the core is kept).
+        self.model_id: str = core.model_id
+        self.low_res_size: int = int(core.backend.low_res_size)
         if path is None:
             import tempfile
 
@@ -247,10 +249,10 @@ class OnnxSamDecoder:
 
     def _embedding_array(self, emb: Any) -> np.ndarray:
         """The embedding as a float32 array, kept for the next click on the same image."""
-        if emb.model_id != self.core.model_id:
+        if emb.model_id != self.model_id:
             raise ValueError(
                 f"embedding: made by {emb.model_id!r}, not by this decoder's core "
-                f"({self.core.model_id!r}); encode the image with the decoder's core"
+                f"({self.model_id!r}); encode the image with the decoder's core"
             )
         cached = self._embedding
         if cached is None or cached[0] != emb.key:
@@ -270,7 +272,8 @@ class OnnxSamDecoder:
         """Low-res logits and predicted IoU of N prompts on one image.
 
         Args:
-            emb: An :class:`~textseg.sam.cache.ImageEmbedding` of :attr:`core`.
+            emb: An :class:`~textseg.sam.cache.ImageEmbedding` of the core this decoder was
+                made for.
             points: ``(N, P, 2)`` XY in original image pixels, or None.
             point_labels: ``(N, P)`` 1 foreground, 0 background, or None.
             boxes: ``(N, 4)`` XYXY in original image pixels, or None.
@@ -289,7 +292,7 @@ class OnnxSamDecoder:
             bxs = np.asarray(boxes, np.float64).reshape(-1, 2, 2) * scale
         coords, labels = onnx_prompts(pts, point_labels, bxs)
         n = coords.shape[0]
-        size = self.core.backend.low_res_size
+        size = self.low_res_size
         if mask_input is None:
             masks = np.zeros((n, 1, size, size), np.float32)
             has = np.zeros(1, np.float32)

@@ -12,9 +12,11 @@ Every prompter has one method, ``prompts(image, classes) -> ClassPrompts`` (the
   :class:`textseg.pipelines.ClipMaskSelector`).
 - :class:`ClipTokenPrompter`: the SAM paper's text prompt through a trained
   :class:`TextPromptAdapter` (EXPERIMENTAL; train with :mod:`textseg.train.text_prompt`).
+- :class:`Sam3Prompter`: SAM 3's concept segmentation; its prompts carry SAM 3's own masks
+  (:class:`PromptMasks`), with :class:`Exemplar` boxes.
 """
 
-from textseg.prompters.base import ClassPrompts, MultimaskAdvice, Prompter
+from textseg.prompters.base import ClassPrompts, MultimaskAdvice, Prompter, PromptMasks
 from textseg.prompters.box import BoxPrompter
 from textseg.prompters.clip_points import (
     ClipPointPrompter,
@@ -29,18 +31,22 @@ from textseg.prompters.clip_tokens import (
     text_adapter_for,
 )
 from textseg.prompters.grid import GridPrompter
+from textseg.prompters.sam3 import Exemplar, Sam3Prompter
 
 __all__ = [
     "BoxPrompter",
     "ClassPrompts",
     "ClipPointPrompter",
     "ClipTokenPrompter",
+    "Exemplar",
     "ExperimentalWarning",
     "GridGeometry",
     "GridPrompter",
     "InstancePoints",
     "MultimaskAdvice",
+    "PromptMasks",
     "Prompter",
+    "Sam3Prompter",
     "TextPromptAdapter",
     "similarity_to_points",
     "text_adapter_for",

@@ -73,7 +73,21 @@ FIELDS: dict[str, Field] = {
             None,
             "pipeline (decode_prompts), labeler",
         ),
-        Field("tracker_id", "the track an instance belongs to (video)", 0, None, "tracker"),
+        Field(
+            "tracker_id",
+            "the track an instance belongs to (video; one id per object for the whole video)",
+            1,
+            None,
+            "Tracker (textseg.video)",
+        ),
+        Field(
+            "object_score",
+            "SAM 2's probability that the tracked object is visible in the frame (video); "
+            "`confidence` stays the score of the detection that last matched the track",
+            0.0,
+            1.0,
+            "Tracker (textseg.video)",
+        ),
         Field(
             "sam_iou",
             "SAM's predicted IoU of the chosen mask (a regression output, nominally [0, 1])",

@@ -218,3 +218,28 @@ def test_core_stretches_the_image(core: SamCore) -> None:
 def test_backend_rejects_other_models() -> None:
     with pytest.raises(TypeError, match="expected a transformers SAM 2 model"):
         Sam2Backend(torch.nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------------------------- EdgeTAM
+def test_edgetam_entry_and_backend():
+    cfg = get_model_cfg("edgetam", "sam")
+    assert cfg.weights.hf_repo == "yonigozlan/EdgeTAM-hf"
+    assert cfg.weights.hf_files == ("model.safetensors",) and cfg.license == "Apache-2.0"
+    assert get_model_cfg(cfg.test_variant).arch["family"] == "edgetam"
+    torch.manual_seed(0)
+    core = SamCore("edgetam-tiny-test")
+    assert type(core.backend.model).__name__ == "EdgeTamVideoModel"
+    image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    dets = core.predict(image, boxes=[[10, 10, 80, 70]])
+    assert dets.mask.shape == (1, 90, 120)
+
+
+def test_official_edgetam_layout_is_refused(tmp_path):
+    hf = create_model("edgetam-tiny-test", pretrained=False)
+    state = {
+        k.replace("vision_encoder.backbone.", "image_encoder.trunk.body."): v
+        for k, v in hf.state_dict().items()
+    }
+    torch.save({"model": state}, tmp_path / "edgetam.pt")
+    with pytest.raises(ValueError, match="official EdgeTAM checkpoint"):
+        create_model("edgetam-tiny-test", checkpoint=tmp_path / "edgetam.pt")

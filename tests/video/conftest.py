@@ -142,17 +142,27 @@ class OraclePropagator:
             self.removed.append(int(i))
 
 
-@pytest.fixture(scope="session")
-def sam2_core():
-    """The tiny SAM 2.1 core (seeded), with an object-score bias so masks are not all empty."""
+def _biased_core(name: str) -> Any:
     from textseg.sam import SamCore
 
     torch.manual_seed(0)
-    core = SamCore("sam2.1-tiny-test")
+    core = SamCore(name)
     with torch.no_grad():
-        head = core.backend.model.mask_decoder.pred_obj_score_head
-        head.proj_out.bias.fill_(10.0)
+        # Random weights predict "no object"; a positive object-score bias keeps it visible.
+        core.backend.model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
     return core
+
+
+@pytest.fixture(scope="session")
+def sam2_core():
+    """The tiny SAM 2.1 core (seeded), with an object-score bias so masks are not all empty."""
+    return _biased_core("sam2.1-tiny-test")
+
+
+@pytest.fixture(scope="session")
+def edgetam_core():
+    """The tiny EdgeTAM core (seeded, object-score bias)."""
+    return _biased_core("edgetam-tiny-test")
 
 
 @pytest.fixture()

@@ -248,20 +248,29 @@ class _OnePrompt:
         )
 
 
-def test_tracker_with_one_prompt_equals_the_bare_predictor(sam2_core):
+@pytest.mark.parametrize(
+    "which", ["sam2_core", pytest.param("edgetam_core", marks=pytest.mark.slow)]
+)
+def test_tracker_with_one_prompt_equals_the_bare_predictor(which, request):
     """The tracker (keyframe embedding reused, memory window, pruning, its own step) gives the
-    masks transformers' Sam2VideoModel gives when streamed the same frames by hand."""
-    from transformers import Sam2VideoInferenceSession
+    masks transformers' video model (Sam2VideoModel, EdgeTamVideoModel) gives when streamed the
+    same frames by hand."""
+    import importlib
 
+    sam2_core = request.getfixturevalue(which)
+    model = sam2_core.backend.model
+    module = importlib.import_module(type(model).__module__)
+    session_class = next(
+        getattr(module, n) for n in dir(module) if n.endswith("VideoInferenceSession")
+    )
     frames = _frames(20)
     mask = np.zeros(frames[0].shape[:2], bool)
     mask[30:90, 40:110] = True
     tracker = Tracker(_OnePrompt(sam2_core, mask), every=0, scene_cut=None, patience=100)
     results = list(tracker.track(frames, ["thing"]))
 
-    model = sam2_core.backend.model
     h, w = mask.shape
-    session = Sam2VideoInferenceSession(video_height=h, video_width=w, dtype=torch.float32)
+    session = session_class(video_height=h, video_width=w, dtype=torch.float32)
     size = model.config.image_size
     m = F.interpolate(
         torch.from_numpy(mask)[None, None].float(),

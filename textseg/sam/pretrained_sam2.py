@@ -10,6 +10,10 @@ transformers' layout on load (:mod:`textseg.sam.modeling.convert_sam2`); a trans
 ``model.safetensors`` of the same model (the ``*-hf`` repos) also loads, from
 ``TEXTSEG_WEIGHTS`` or ``checkpoint=``. Meta publishes no checksums for these files; the Hub
 client verifies its downloads.
+
+EdgeTAM loads from the transformers-layout port its transformers integration uses
+(``yonigozlan/EdgeTAM-hf``, converted by the transformers maintainers from Meta's
+``edgetam.pt``); the official file's RepViT trunk and spatial perceiver are not converted here.
 """
 
 from __future__ import annotations
@@ -124,3 +128,28 @@ for _version, _prefix in (("2.1", "sam2.1"), ("2", "sam2")):
         **{**_KW, "input_size": 256},
         **TINY_SAM2,
     )(_build)
+
+register_model(
+    "edgetam",
+    weights=Weights(
+        filename="EdgeTAM-hf",
+        hf_repo="yonigozlan/EdgeTAM-hf",
+        hf_files=("model.safetensors",),
+        license="Apache-2.0",
+    ),
+    converter=_convert,
+    test_variant="edgetam-tiny-test",
+    description="EdgeTAM (RepViT-M1, 2D spatial perceiver memory; 13.9M), images and video",
+    family="edgetam",
+    version="2",
+    **_KW,
+)(_build)
+register_model(
+    "edgetam-tiny-test",
+    test=True,
+    converter=_convert,
+    description="random-init EdgeTAM at a 256 input for tests (the real sizes otherwise)",
+    family="edgetam",
+    version="2",
+    **{**_KW, "input_size": 256},
+)(_build)

@@ -163,7 +163,17 @@ def to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
     transformers' ``save_pretrained`` may keep only one of the two names of the prompt
     encoder's positional matrix; the other is filled in from it.
+
+    Raises:
+        ValueError: An official EdgeTAM checkpoint (``edgetam.pt``): its RepViT trunk and
+            spatial perceiver are not converted here; use the transformers-layout file.
     """
+    if any(k.startswith("spatial_perceiver.") or ".trunk.body." in k for k in state_dict):
+        raise ValueError(
+            "state dict: an official EdgeTAM checkpoint (edgetam.pt); textseg loads EdgeTAM "
+            "in transformers' layout only: use model.safetensors of the 'edgetam' entry "
+            "(textseg models shows where it comes from)"
+        )
     if is_official_sam2(state_dict):
         return official_to_hf_state_dict(state_dict)
     out = dict(state_dict)

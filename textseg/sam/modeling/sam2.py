@@ -101,9 +101,31 @@ def sam2_config(cfg: ModelCfg) -> Any:
         "iou_head_hidden_dim": _IOU_HIDDEN,
     }
     if arch["family"] == "edgetam":
-        from transformers import EdgeTamVideoConfig
+        from transformers import EdgeTamVideoConfig, EdgeTamVisionConfig, TimmWrapperConfig
 
-        return EdgeTamVideoConfig(prompt_encoder_config=prompt, mask_decoder_config=decoder)
+        # RepViT-M1 through timm (random init: no download), the official EdgeTAM sizes;
+        # the spatial perceiver pools the memory into a (S/64)^2 grid of 2D latents.
+        backbone = TimmWrapperConfig(
+            architecture=str(arch.get("backbone", "repvit_m1")),
+            model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]},
+        )
+        vision = EdgeTamVisionConfig(
+            backbone_config=backbone,
+            backbone_feature_sizes=_grids(size),
+            fpn_hidden_size=hidden,
+        )
+        grid = size // (4 * _STRIDE)
+        return EdgeTamVideoConfig(
+            vision_config=vision,
+            prompt_encoder_config=prompt,
+            mask_decoder_config=decoder,
+            image_size=size,
+            enable_temporal_pos_encoding_for_object_pointers=sam21,
+            enable_occlusion_spatial_embedding=sam21,
+            memory_attention_rope_feat_sizes=[size // _STRIDE] * 2,
+            memory_attention_rope_k_sizes=[grid, grid],
+            perceiver_resampler_num_latents_2d=grid * grid,
+        )
     from transformers import Sam2HieraDetConfig, Sam2VideoConfig, Sam2VisionConfig
 
     embed, heads = int(arch["embed_dim"]), int(arch["num_heads"])

@@ -1,0 +1,450 @@
+"""Video: textseg's tracker vs the Grounded-SAM-2 way, propagation cost vs objects, memory.
+
+    python benchmarks/bench_video.py [--parts a,b,c] [--frames 10] [--objects 4] [--every 5]
+        [--sam sam2.1-hiera-tiny] [--scaling 1,8,32] [--scaling-frames 3]
+        [--rss 100,1000,5000] [--rss-bare 100,1000]
+
+All in one run, on the same random weights (the published checkpoints cannot be downloaded
+here) and the same clip, a camera panning over a coco-dev photo
+(:mod:`textseg.video.synthetic`):
+
+(a) **Tracking throughput.** The Grounded-SAM-2 way, written with the public APIs as its demos
+    do: on every frame one Grounding DINO call (transformers, one caption for all classes),
+    ``SAM2ImagePredictor.set_image`` and one batched ``predict`` of the top boxes (the official
+    ``sam2`` package). textseg: ``Tracker`` with the ``grounded-sam`` preset on the same SAM 2
+    weights (official checkpoint, converted): the pipeline on keyframes (every ``--every``
+    frames), SAM 2 propagation on every frame. Random weights make detections arbitrary, so
+    both sides track the same number of objects: the ``--objects`` best boxes of each frame
+    (reference) or of the first keyframe (textseg; later keyframes run the whole pipeline, and
+    are timed, but their random detections are not handed on). The object-score head is biased
+    so that random-weight SAM 2 keeps its objects visible (as trained weights do).
+(b) **Propagation cost per frame vs the number of objects** (``--scaling``): textseg's
+    ``Sam2Propagator`` and the official ``SAM2VideoPredictor.propagate_in_video``, same
+    weights, same frames, objects added on frame 0 from random boxes.
+(c) **Peak RSS over long videos** (``--rss``, synthetic 256x256 frames, the tiny SAM 2 so that
+    5,000 frames run in minutes; the memory logic is the same at every size): each length in a
+    fresh process; textseg's tracker (one object) vs transformers' own streaming loop
+    (``Sam2VideoModel(session, frame=...)``), which keeps every frame and every output.
+
+Prints Markdown tables with the ratios measured in this run and the machine line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from _common import DATA, RssSampler, machine, table
+
+CLASSES = ["truck", "person", "car"]
+PHOTO = "000000000257.jpg"
+
+
+def _clip(frames: int) -> Any:
+    from textseg.video.synthetic import from_coco
+
+    return from_coco(
+        DATA / "coco-dev" / "annotations.json", PHOTO, num_frames=frames, size=(360, 320)
+    )
+
+
+def _official_checkpoint(name: str, folder: Path) -> tuple[Any, Path]:
+    """A random official SAM 2 (object score biased) and its checkpoint file."""
+    from textseg._registry import get_model_cfg
+    from textseg.sam.modeling.sam2 import build_official_sam2
+
+    torch.manual_seed(0)
+    model = build_official_sam2(get_model_cfg(name), video=True)
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    path = folder / f"{name}.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return model, path
+
+
+# ---------------------------------------------------------------------- (a)
+class TopBoxes:
+    """The prompter's ``k`` best boxes (the reference decodes its ``k`` best too)."""
+
+    def __init__(self, inner: Any, k: int) -> None:
+        self.inner, self.k = inner, k
+
+    def prompts(self, image: Any, classes: Any) -> Any:
+        out = self.inner.prompts(image, classes)
+        order = np.argsort(-np.asarray(out.confidence), kind="stable")[: self.k]
+        return out.select(order)
+
+
+class FirstKeyframeOnly:
+    """Runs the whole pipeline on every keyframe (timed), hands on the ``k`` best detections
+    of the first one only (see the module docstring)."""
+
+    def __init__(self, segmenter: Any, k: int) -> None:
+        self.inner, self.k, self.sam, self.calls = segmenter, k, segmenter.sam, 0
+
+    def segment(self, image: np.ndarray, classes: Any) -> Any:
+        result = self.inner.segment(image, classes)
+        self.calls += 1
+        dets = result.detections
+        if self.calls > 1:
+            return SimpleNamespace(detections=dets[np.zeros(len(dets), bool)])
+        order = np.argsort(-np.asarray(dets.confidence), kind="stable")[: self.k]
+        return SimpleNamespace(detections=dets[order])
+
+
+class GroundedSam2Reference:
+    """Detector + SAM 2 image predictor on every frame, as Grounded-SAM-2's demos."""
+
+    def __init__(self, net: Any, official: Any, box_threshold: float) -> None:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+        from transformers import GroundingDinoImageProcessor, GroundingDinoProcessor
+
+        size = {
+            "shortest_edge": net.options["shortest_edge"],
+            "longest_edge": net.options["longest_edge"],
+        }
+        self.processor = GroundingDinoProcessor(
+            image_processor=GroundingDinoImageProcessor(size=size), tokenizer=net.tokenizer
+        )
+        self.model = net.model
+        self.predictor = SAM2ImagePredictor(official)
+        self.box_threshold = box_threshold
+
+    @torch.inference_mode()
+    def frame(self, image: np.ndarray, classes: list[str], k: int) -> tuple[int, dict[str, float]]:
+        h, w = image.shape[:2]
+        times = {}
+        t = time.perf_counter()
+        caption = " ".join(f"{c}." for c in classes)
+        inputs = self.processor(images=image, text=caption, return_tensors="pt")
+        out = self.model(**inputs)
+        result = self.processor.post_process_grounded_object_detection(
+            out, inputs["input_ids"], threshold=0.0, text_threshold=0.0, target_sizes=[(h, w)]
+        )[0]
+        boxes = result["boxes"].numpy()[np.argsort(-result["scores"].numpy(), kind="stable")[:k]]
+        times["detect"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self.predictor.set_image(image)
+        times["encode"] = time.perf_counter() - t
+        t = time.perf_counter()
+        masks = []
+        if len(boxes):
+            masks, _, _ = self.predictor.predict(box=boxes, multimask_output=False)
+        times["decode"] = time.perf_counter() - t
+        return len(masks), times
+
+
+def part_a(args: argparse.Namespace, folder: Path) -> str:
+    from textseg.pipelines import TextSegmenter
+    from textseg.video import Tracker
+
+    clip = _clip(args.frames)
+    frames = list(clip)
+    official, checkpoint = _official_checkpoint(args.sam, folder)
+    torch.manual_seed(0)
+    seg = TextSegmenter.from_preset("grounded-sam", pretrained=False, sam=args.sam)
+    # Random detector weights (pretrained=False); the official SAM 2 weights into the core.
+    from textseg._hub import load_state_dict, load_strict
+    from textseg.sam.modeling.convert_sam2 import to_hf_state_dict
+
+    load_strict(seg.sam.backend.model, to_hf_state_dict(load_state_dict(checkpoint)), args.sam)
+    net = seg.prompter.detector.net
+    seg.prompter = TopBoxes(seg.prompter, args.objects)
+    reference = GroundedSam2Reference(net, official, 0.0)
+
+    # Warm-up (not counted): one frame each.
+    reference.frame(frames[0], CLASSES, args.objects)
+    list(Tracker(FirstKeyframeOnly(seg, args.objects), every=0).track(frames[:2], CLASSES))
+
+    ref_times = {"detect": 0.0, "encode": 0.0, "decode": 0.0}
+    ref_objects = []
+    start = time.perf_counter()
+    for image in frames:
+        n, times = reference.frame(image, CLASSES, args.objects)
+        ref_objects.append(n)
+        for key, value in times.items():
+            ref_times[key] += value
+    ref_total = time.perf_counter() - start
+
+    tracker = Tracker(
+        FirstKeyframeOnly(seg, args.objects), every=args.every, scene_cut=None, patience=10**6
+    )
+    ours = {"detect": 0.0, "propagate": 0.0, "match": 0.0}
+    live = []
+    start = time.perf_counter()
+    for result in tracker.track(frames, CLASSES):
+        for key in ours:
+            ours[key] += result.timings[key] / 1e3
+        live.append(len(result))
+    ours_total = time.perf_counter() - start
+    n = len(frames)
+    rows = [
+        ("detector (s, all frames)", f"{ref_times['detect']:.2f}", f"{ours['detect']:.2f}"),
+        ("SAM 2 encode + decode (s)", f"{ref_times['encode'] + ref_times['decode']:.2f}", "-"),
+        ("SAM 2 propagation incl. encode (s)", "-", f"{ours['propagate']:.2f}"),
+        ("matching, bookkeeping (s)", "-", f"{ours['match']:.2f}"),
+        ("**total (s)**", f"{ref_total:.2f}", f"{ours_total:.2f}"),
+        ("frames per second", f"{n / ref_total:.3f}", f"{n / ours_total:.3f}"),
+        ("objects per frame (mean)", f"{np.mean(ref_objects):.1f}", f"{np.mean(live):.1f}"),
+    ]
+    ratio = ref_total / ours_total
+    return (
+        f"(a) {n} frames {clip.size[0]}x{clip.size[1]}, {args.sam}, grounding-dino-tiny, "
+        f"{args.objects} objects, textseg keyframes every {args.every}\n\n"
+        + table(("", "Grounded-SAM-2 way (every frame)", "textseg (keyframes + propagation)"), rows)
+        + f"\n\nspeed-up (reference / textseg): **{ratio:.2f}x**\n"
+    )
+
+
+# ---------------------------------------------------------------------- (b)
+def part_b(args: argparse.Namespace, folder: Path) -> str:
+    from PIL import Image
+
+    from textseg.sam import SamCore
+    from textseg.video import Sam2Propagator
+
+    clip = _clip(args.scaling_frames + 1)
+    frames = list(clip)
+    official, checkpoint = _official_checkpoint(args.sam, folder)
+    core = SamCore(args.sam, checkpoint=str(checkpoint))
+    h, w = clip.size
+    frame_dir = folder / "frames"
+    frame_dir.mkdir(exist_ok=True)
+    for t, image in enumerate(frames):
+        Image.fromarray(image).save(frame_dir / f"{t:05d}.jpg", quality=95)
+    rng = np.random.default_rng(0)
+    rows = []
+    base = {}
+    for n in args.scaling:
+        boxes = []
+        for _ in range(n):
+            x0, y0 = rng.uniform(0, w * 0.7), rng.uniform(0, h * 0.7)
+            boxes.append(
+                [
+                    x0,
+                    y0,
+                    min(w - 1, x0 + rng.uniform(20, w * 0.3)),
+                    min(h - 1, y0 + rng.uniform(20, h * 0.3)),
+                ]
+            )
+        masks = np.zeros((n, h, w), bool)
+        for k, (x0, y0, x1, y1) in enumerate(boxes):
+            masks[k, int(y0) : int(y1), int(x0) : int(x1)] = True
+        # textseg
+        prop = Sam2Propagator(core)
+        prop.propagate(0, frames[0])
+        prop.add(0, list(range(1, n + 1)), masks)
+        start = time.perf_counter()
+        for t in range(1, len(frames)):
+            prop.propagate(t, frames[t])
+        ours = (time.perf_counter() - start) / (len(frames) - 1)
+        del prop
+        gc.collect()
+        # official
+        with torch.inference_mode():
+            state = official.init_state(str(frame_dir))
+            for k in range(n):
+                official.add_new_mask(state, 0, k + 1, masks[k])
+            times = []
+            last = time.perf_counter()
+            for t, _, _ in official.propagate_in_video(state):
+                now = time.perf_counter()
+                if t > 0:
+                    times.append(now - last)
+                last = now
+            theirs = float(np.mean(times))
+            del state
+        gc.collect()
+        base.setdefault("ours", ours)
+        base.setdefault("theirs", theirs)
+        rows.append(
+            (
+                n,
+                f"{theirs * 1e3:.0f}",
+                f"{ours * 1e3:.0f}",
+                f"{theirs / ours:.2f}x",
+                f"{ours * 1e3 / n:.0f}",
+                f"{ours / base['ours']:.1f}x",
+            )
+        )
+    return (
+        f"(b) propagation per frame, {args.sam} at {core.image_size}x{core.image_size}, "
+        f"{len(frames) - 1} frames after the prompt\n\n"
+        + table(
+            (
+                "objects",
+                "official SAM2VideoPredictor (ms/frame)",
+                "textseg Sam2Propagator (ms/frame)",
+                "speed-up",
+                "textseg ms per object",
+                "textseg growth vs 1 object",
+            ),
+            rows,
+        )
+        + "\n"
+    )
+
+
+# ---------------------------------------------------------------------- (c)
+def rss_child(frames: int, mode: str) -> None:
+    """One long synthetic video in this (fresh) process; prints JSON with peak RSS (MiB)."""
+    import torch.nn.functional as F
+
+    from textseg.sam import SamCore
+    from textseg.video import Tracker
+
+    torch.manual_seed(0)
+    core = SamCore("sam2.1-tiny-test")
+    with torch.no_grad():
+        core.backend.model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+
+    def video():
+        for t in range(frames):
+            yield np.roll(base, t % 256, axis=1)
+
+    mask = np.zeros((256, 256), bool)
+    mask[64:160, 64:192] = True
+    start_rss = RssSampler.current()
+    start = time.perf_counter()
+    with RssSampler() as rss:
+        if mode == "textseg":
+
+            class One:
+                sam, n = core, 0
+
+                def segment(self, image, classes):
+                    import supervision as sv
+
+                    core.encode(image)
+                    self.n += 1
+                    m = mask[None] if self.n == 1 else np.zeros((0, 256, 256), bool)
+                    return SimpleNamespace(
+                        detections=sv.Detections(
+                            xyxy=sv.mask_to_xyxy(m).astype(np.float32),
+                            mask=m,
+                            confidence=np.ones(len(m), np.float32),
+                            class_id=np.zeros(len(m), int),
+                            data={"class_name": np.array(["x"] * len(m), object)},
+                        )
+                    )
+
+            tracker = Tracker(One(), every=0, scene_cut=None, patience=10**6)
+            for _ in tracker.track(video(), ["x"]):
+                pass
+        else:
+            from transformers import Sam2VideoInferenceSession
+
+            model = core.backend.model
+            session = Sam2VideoInferenceSession(video_height=256, video_width=256)
+            size = model.config.image_size
+            m = torch.from_numpy(mask)[None, None].float()
+            m = F.interpolate(m, (size, size), mode="bilinear", antialias=True) >= 0.5
+            with torch.inference_mode():
+                for t, image in enumerate(video()):
+                    pixels = core.preprocess(image)[0][0]
+                    if t == 0:
+                        session.add_new_frame(pixels, frame_idx=0)
+                        session.add_mask_inputs(session.obj_id_to_idx(1), 0, m.float())
+                        session.obj_with_new_inputs = [1]
+                        model(session, frame_idx=0)
+                    else:
+                        model(session, frame=pixels)
+    print(
+        json.dumps(
+            {
+                "peak": rss.peak,
+                "growth": rss.peak - start_rss,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    )
+
+
+def part_c(args: argparse.Namespace) -> str:
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for mode, lengths in (("textseg", args.rss), ("bare", args.rss_bare)):
+        for n in lengths:
+            out = subprocess.run(
+                [sys.executable, __file__, "--rss-child", str(n), "--rss-mode", mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results[(mode, n)] = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = []
+    for n in sorted(set(args.rss) | set(args.rss_bare)):
+        ours, bare = results.get(("textseg", n)), results.get(("bare", n))
+        rows.append(
+            (
+                n,
+                f"{ours['peak']:.0f} (+{ours['growth']:.0f})" if ours else "-",
+                f"{ours['seconds']:.0f}" if ours else "-",
+                f"{bare['peak']:.0f} (+{bare['growth']:.0f})" if bare else "-",
+                f"{bare['seconds']:.0f}" if bare else "-",
+            )
+        )
+    return (
+        "(c) peak RSS in MiB (growth during the run), one object, sam2.1-tiny-test, 256x256 "
+        "synthetic frames, each length in a fresh process\n\n"
+        + table(
+            (
+                "frames",
+                "textseg Tracker peak RSS",
+                "textseg s",
+                "transformers streaming loop peak RSS",
+                "transformers s",
+            ),
+            rows,
+        )
+        + "\n"
+    )
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", default="a,b,c")
+    p.add_argument("--frames", type=int, default=10)
+    p.add_argument("--objects", type=int, default=4)
+    p.add_argument("--every", type=int, default=5)
+    p.add_argument("--sam", default="sam2.1-hiera-tiny")
+    p.add_argument("--scaling", type=_ints, default=[1, 8, 32])
+    p.add_argument("--scaling-frames", type=int, default=3)
+    p.add_argument("--rss", type=_ints, default=[100, 1000, 5000])
+    p.add_argument("--rss-bare", type=_ints, default=[100, 1000])
+    p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rss-mode", default="textseg", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.rss_child is not None:
+        rss_child(args.rss_child, args.rss_mode)
+        return
+    import tempfile
+
+    print(machine())
+    parts = args.parts.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if "a" in parts:
+            print(part_a(args, folder), flush=True)
+        if "b" in parts:
+            print(part_b(args, folder), flush=True)
+    if "c" in parts:
+        print(part_c(args), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -102,7 +102,10 @@ def test_loss_falls_on_coco_dev(arch, images, epochs, data_dir, tmp_path):
     assert config["settings"]["val_files"] and config["settings"]["train_files"]
     # The weights load back strictly and predict on an image of any size.
     spec = load_specialist(tmp_path / "out")
+    torch.set_num_threads(3)  # ultralytics resets torch's threads: textseg puts them back
     dets = spec.predict(np.zeros((37, 53, 3), np.uint8))
+    assert torch.get_num_threads() == 3
+    torch.set_num_threads(1)
     assert dets.mask is not None and dets.mask.shape[1:] == (37, 53)
 
 

@@ -21,10 +21,11 @@ What differs from SegFormer and Mask R-CNN, because ultralytics owns the loop:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +44,24 @@ _INSTALL = (
 )
 
 
-def _ultralytics() -> Any:
-    """Import ultralytics, keeping torch's thread count: ultralytics sets it globally on import
-    (to cores - 1), which would slow every other model of the process."""
+@contextlib.contextmanager
+def _keep_threads() -> Iterator[None]:
+    """ultralytics sets torch's global thread count (to cores - 1) on import and in every
+    ``select_device`` (each train and predict call); put the caller's back afterwards, so the
+    other models of the process keep theirs."""
     threads = torch.get_num_threads()
     try:
-        import ultralytics
-    except ImportError as err:
-        raise ImportError(_INSTALL) from err
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _ultralytics() -> Any:
+    with _keep_threads():
+        try:
+            import ultralytics
+        except ImportError as err:
+            raise ImportError(_INSTALL) from err
     return ultralytics
 
 
@@ -179,33 +188,35 @@ def train_yolo(
     start = time.perf_counter()
     if resume:
         model = YOLO(str(last))
-        model.train(resume=True)
+        with _keep_threads():
+            model.train(resume=True)
     else:
         yaml_path, _, n_val = _write_yolo_dataset(train_data, val_data, out / "yolo-data")
         if n_val == 0:  # ultralytics needs a validation split; reuse the training images
             text = yaml_path.read_text(encoding="utf-8")
             yaml_path.write_text(text + "val: images/train\n", encoding="utf-8")
         model = YOLO(_yaml_name(cfg.arch["yaml"], cfg.arch.get("scale")), task="segment")
-        model.train(
-            data=str(yaml_path),
-            epochs=int(epochs),
-            imgsz=imgsz,
-            batch=int(batch_size or 8),
-            lr0=float(lr if lr is not None else 1e-3),
-            optimizer="AdamW",
-            patience=int(patience),
-            seed=int(seed),
-            deterministic=True,
-            device=device,
-            project=str(out),
-            name="ultralytics",
-            exist_ok=True,
-            pretrained=False,
-            plots=False,
-            amp=False,
-            workers=0,
-            verbose=False,
-        )
+        with _keep_threads():
+            model.train(
+                data=str(yaml_path),
+                epochs=int(epochs),
+                imgsz=imgsz,
+                batch=int(batch_size or 8),
+                lr0=float(lr if lr is not None else 1e-3),
+                optimizer="AdamW",
+                patience=int(patience),
+                seed=int(seed),
+                deterministic=True,
+                device=device,
+                project=str(out),
+                name="ultralytics",
+                exist_ok=True,
+                pretrained=False,
+                plots=False,
+                amp=False,
+                workers=0,
+                verbose=False,
+            )
     seconds = time.perf_counter() - start
     best = run_dir / "weights" / "best.pt"
     trained = YOLO(str(best if best.is_file() else last)).model
@@ -299,14 +310,15 @@ class YoloNet:
         for image in images:
             h, w = image.shape[:2]
             # ultralytics reads numpy images as BGR (OpenCV's order).
-            result = self._yolo.predict(
-                np.ascontiguousarray(image[:, :, ::-1]),
-                imgsz=self.imgsz,
-                conf=self.conf,
-                retina_masks=True,
-                verbose=False,
-                device=str(next(self._yolo.model.parameters()).device),
-            )[0]
+            with _keep_threads():
+                result = self._yolo.predict(
+                    np.ascontiguousarray(image[:, :, ::-1]),
+                    imgsz=self.imgsz,
+                    conf=self.conf,
+                    retina_masks=True,
+                    verbose=False,
+                    device=str(next(self._yolo.model.parameters()).device),
+                )[0]
             if result.masks is None or len(result.boxes) == 0:
                 out.append(
                     sv.Detections(

@@ -373,3 +373,11 @@ def test_early_stopping_keeps_the_best_epoch(small, data_dir, tmp_path):
     assert report.stopped_early and report.epochs == 2 and report.best_epoch == 1
     config = json.loads((tmp_path / "M" / "config.json").read_text())
     assert config["stopped_early"] is True and config["epochs_done"] == 2
+
+
+def test_yolo_can_only_keep_or_leave_out_by_provenance(small, data_dir, tmp_path):
+    with pytest.raises(ValueError, match="YOLO training can only keep"):
+        train_specialist(
+            small, tmp_path / "M", arch="yolo11n-seg", tiny=True, epochs=1,
+            images=data_dir / "coco-dev" / "images", source_weights={"proposal": 0.5},
+        )  # fmt: skip

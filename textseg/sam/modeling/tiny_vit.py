@@ -51,6 +51,8 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
+from textseg.sam.modeling.kernels import linear, linear_packed, pack_weight
+
 __all__ = ["Attention", "TinyViT", "TinyViTBlock"]
 
 _NUM_STAGES = 4
@@ -97,7 +99,7 @@ class ConvBN(nn.Sequential):
             nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False),
         )
         self.add_module("bn", nn.BatchNorm2d(out_chans))
-        self._fused: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+        self._fused: tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
     def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The convolution's weight and bias with the eval-mode BatchNorm folded in.
@@ -114,22 +116,27 @@ class ConvBN(nn.Sequential):
                 scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
                 weight = conv.weight * scale.view(-1, 1, 1, 1)
                 bias = bn.bias - bn.running_mean * scale
-            self._fused = (key, weight, bias)
+            packed = None
+            if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1:
+                packed = pack_weight(weight.flatten(1), 4096)
+            self._fused = (key, weight, bias, packed)
         return self._fused[1], self._fused[2]
 
-    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_nhwc(self, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
         """Eval-mode convolution + BatchNorm on channels-last ``(B, H, W, C_in)`` ->
-        ``(B, H', W', C_out)``."""
+        ``(B, H', W', C_out)``; ``activation="gelu"`` applies an exact GELU after it (fused
+        into 1x1 convolutions)."""
         weight, bias = self.fused()
         conv = self.c
         if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1:
-            return F.linear(x, weight.flatten(1), bias)
+            packed = self._fused[3] if self._fused is not None else None
+            return linear_packed(x, weight.flatten(1), bias, packed, activation)
         # A permuted contiguous NHWC tensor is an NCHW tensor in channels_last memory, which
         # oneDNN convolves without reordering; the result is channels_last again.
         out = F.conv2d(
             x.permute(0, 3, 1, 2), weight, bias, conv.stride, conv.padding, 1, conv.groups
-        )
-        return out.permute(0, 2, 3, 1)
+        ).permute(0, 2, 3, 1)
+        return F.gelu(out) if activation == "gelu" else out
 
 
 class PatchEmbed(nn.Module):
@@ -177,8 +184,8 @@ class MBConv(nn.Module):
 
     def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, H, W, dim)`` -> same shape, eval mode."""
-        y = self.act1(self.conv1.forward_nhwc(x))
-        y = self.act2(self.conv2.forward_nhwc(y))
+        y = self.conv1.forward_nhwc(x, "gelu")
+        y = self.conv2.forward_nhwc(y, "gelu")
         return self.act3(x + self.conv3.forward_nhwc(y))
 
 
@@ -204,8 +211,8 @@ class PatchMerging(nn.Module):
 
     def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, H, W, dim)`` -> ``(B, H', W', out_dim)``, eval mode."""
-        x = self.act(self.conv1.forward_nhwc(x))
-        x = self.act(self.conv2.forward_nhwc(x))
+        x = self.conv1.forward_nhwc(x, "gelu")
+        x = self.conv2.forward_nhwc(x, "gelu")
         return self.conv3.forward_nhwc(x)
 
 
@@ -244,6 +251,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fast(self):
+            return linear(self.fc2, linear(self.fc1, self.norm(x), "gelu"))
         return self.fc2(self.act(self.fc1(self.norm(x))))
 
 
@@ -311,7 +320,7 @@ class Attention(nn.Module):
         Returns:
             ``(N, window_size**2, dim)``.
         """
-        return self.attend(self.qkv(self.norm(x)))
+        return self.attend(linear(self.qkv, self.norm(x)))
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """Attention and output projection from projected tokens.
@@ -333,7 +342,7 @@ class Attention(nn.Module):
         scores = torch.matmul(q * d**-0.5, k.transpose(-2, -1))  # (N, heads, L, L)
         scores += bias
         out = torch.matmul(torch.softmax(scores, dim=-1), v)
-        return self.proj(out.transpose(1, 2).reshape(n, length, heads * d))
+        return linear(self.proj, out.transpose(1, 2).reshape(n, length, heads * d))
 
 
 class TinyViTBlock(nn.Module):
@@ -369,7 +378,7 @@ class TinyViTBlock(nn.Module):
             qkv = attn.qkv(attn.norm(x))
         else:
             # Project the real tokens only; a zero padding token projects to one constant row.
-            qkv = attn.qkv(attn.norm(x))
+            qkv = linear(attn.qkv, attn.norm(x))
             if pad_b or pad_r:
                 pad_row = attn.qkv(attn.norm(x.new_zeros(1, c)))[0]
                 full = pad_row.expand(b, h + pad_b, w + pad_r, -1).clone()
@@ -562,7 +571,9 @@ class TinyViT(nn.Module):
                 x = layer(x)
             return self.neck(x)
         # Eval: channels-last from the first convolution to the neck (see the module notes).
-        x = self.patch_embed.forward_nhwc(x.permute(0, 2, 3, 1))
+        # One small copy of the 3-channel image into channels-last memory keeps every
+        # convolution after it channels-last.
+        x = self.patch_embed.forward_nhwc(x.permute(0, 2, 3, 1).contiguous())
         for layer in self.layers:
             x = layer.forward_nhwc(x)
         return self.neck(x.permute(0, 3, 1, 2).contiguous())

@@ -54,6 +54,7 @@ bench: install
 	$(PY) benchmarks/bench_scaling.py
 	$(PY) benchmarks/bench_app_latency.py
 	$(PY) benchmarks/bench_specialist.py
+	$(PY) benchmarks/bench_video.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -302,6 +302,8 @@ def rss_child(frames: int, mode: str) -> None:
     from textseg.sam import SamCore
     from textseg.video import Tracker
 
+    # Memory, not speed, is measured here: one thread keeps long runs short on a shared CPU.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     core = SamCore("sam2.1-tiny-test")
     with torch.no_grad():

@@ -326,3 +326,30 @@ def test_clip_tokens_with_an_unpaired_clip_lists_the_pairs():
         TextSegmenter.from_preset(
             "clip-tokens", sam="sam-vit-tiny-test", clip="clip-vit-b-32", pretrained=False
         )
+
+
+def test_batched_images_give_the_same_results(tiny: TextSegmenter, data_dir):
+    # Images of one size: a detector batch pads images of different sizes to a common one,
+    # which changes what its backbone sees (as in the reference implementations).
+    same_size = ["000000000009.jpg", "000000000133.jpg", "000000000194.jpg"]
+    paths = [str(data_dir / "coco-dev" / "images" / f) for f in same_size]
+    one = tiny.segment(paths, ["bowl", "person"])
+    calls: list[int] = []
+    encode_many = tiny.sam.encode_many
+
+    def spy(images, batch_size=1):
+        if any(isinstance(image, np.ndarray) for image in images):  # not a cached embedding
+            calls.append(len(images))
+        return encode_many(images, batch_size=batch_size)
+
+    tiny.sam.cache.clear()
+    tiny.sam.encode_many = spy
+    try:
+        batched = tiny.segment(paths, ["bowl", "person"], batch_size=2)
+    finally:
+        del tiny.sam.encode_many
+    assert calls == [2, 1]  # two images encoded together, then the last one
+    for a, b in zip(one, batched):
+        assert a.counts == b.counts and a.source == b.source
+        assert a.masks == b.masks
+        np.testing.assert_allclose(a.detections.confidence, b.detections.confidence, rtol=1e-5)

@@ -515,7 +515,8 @@ def _segment_each(
     image at a time, so that one bad image (any error: an extreme aspect ratio, a decoder
     failure) is named, recorded and skipped, and the others are labelled."""
     try:
-        results = segmenter.segment([image for _, image in ready], vocab)
+        images = [image for _, image in ready]
+        results = segmenter.segment(images, vocab, batch_size=len(images))
     except Exception as err:
         if len(ready) == 1:
             yield ready[0][0], _error_line(err)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,17 @@ import supervision as sv
 
 from textseg.eval import EvalDataset, evaluate, parse_protocols
 from textseg.eval.specialist import ROWS, eval_specialist
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models train much faster on one thread than on two contended ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _key(image: np.ndarray) -> str:
@@ -98,13 +110,10 @@ def test_default_protocols_do_not_train(synth: EvalDataset, fakes: SimpleNamespa
 
 
 def test_labels_and_trains_both_specialists_itself(
-    synth: EvalDataset, fakes: SimpleNamespace, tmp_path: Path
+    synth: EvalDataset, fakes: SimpleNamespace, tmp_path: Path, one_thread: None
 ) -> None:
     """Without a given specialist the pipeline labels the training images (timed) and both
     specialists are trained here, on the same split; the work folder keeps them."""
-    import torch
-
-    torch.set_num_threads(1)
     seg = fakes.OracleSegmenter(synth)
     result = eval_specialist(
         synth,

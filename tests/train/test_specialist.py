@@ -61,11 +61,16 @@ def small(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def specialist_dir(small: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SegFormer trained one epoch, then biased to paint class 'person' everywhere it
     is not background, so that its predictions are never empty."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("spec") / "M"
-    report = train_specialist(
-        small, out, tiny=True, epochs=1, images=data_dir / "coco-dev" / "images", progress=False
-    )
+    try:
+        report = train_specialist(
+            small, out, tiny=True, epochs=1, images=data_dir / "coco-dev" / "images",
+            progress=False,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
     assert report.arch == "segformer-tiny-test" and (out / "model.safetensors").is_file()
     state = load_file(out / "model.safetensors")
     key = "net.decode_head.classifier.bias"

@@ -212,7 +212,7 @@ class AutomaticMaskGenerator:
         self, emb, points: np.ndarray, box: list[int], image_size: tuple[int, int]
     ) -> _Candidates:
         prompts = Prompts.from_points(points)
-        low, iou, emb = self.core.decode(emb, prompts, multimask_output=True)
+        low, iou, emb = self.core.decode(emb, prompts, multimask_output=True, full=False)
         n, k = iou.shape
         low = low.reshape(n * k, *low.shape[2:])
         iou = iou.reshape(-1)

@@ -273,6 +273,7 @@ class SamCore:
         *,
         multimask_output: bool = False,
         pad_points: bool = False,
+        full: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, ImageEmbedding]:
         """Low-resolution decoder outputs for N prompts, decoded in chunks.
 
@@ -281,9 +282,15 @@ class SamCore:
         is dropped, because SAM attends to padding tokens (a padded prompt gives another
         mask). ``pad_points=True`` decodes the padded arrays as they are.
 
+        ``full=False`` returns only the top-left low-res rows and columns that
+        :meth:`upsample` reads for this image (the rest covers the padding of the model input,
+        and backends that can skip it do: a quarter of the upscaling for a 4:3 image); those
+        logits are not valid ``mask_inputs``.
+
         Returns:
-            ``(N, K, 256, 256)`` float32 mask logits, ``(N, K)`` float32 predicted IoU (K = 3
-            with ``multimask_output``, else 1), and the image's embedding.
+            ``(N, K, 256, 256)`` float32 mask logits (``(N, K, r, c)``, r, c <= 256, with
+            ``full=False``), ``(N, K)`` float32 predicted IoU (K = 3 with
+            ``multimask_output``, else 1), and the image's embedding.
         """
         emb = self.encode(image)
         if not isinstance(prompts, Prompts):
@@ -293,7 +300,9 @@ class SamCore:
         n = len(prompts)
         k = 3 if multimask_output else 1
         size = self.backend.low_res_size
-        logits = torch.zeros((n, k, size, size), device=self.device)
+        region = None if full else self._region(emb)
+        out_h, out_w = (size, size) if region is None else (4 * region[0], 4 * region[1])
+        logits = torch.zeros((n, k, out_h, out_w), device=self.device)
         ious = torch.zeros((n, k), device=self.device)
         if n == 0:
             return logits, ious, emb
@@ -303,11 +312,24 @@ class SamCore:
             for start in range(0, len(rows), self.chunk_size):
                 part = group.select(slice(start, start + self.chunk_size))
                 with autocast(self.device, self.precision):
-                    low, iou = self._decode_part(emb, state, part, width, multimask_output)
+                    low, iou = self._decode_part(emb, state, part, width, multimask_output, region)
+                low = low[..., :out_h, :out_w]
                 index = torch.from_numpy(rows[start : start + self.chunk_size]).to(self.device)
                 logits[index] = low.float()
                 ious[index] = iou.float()
         return logits, ious, emb
+
+    def _region(self, emb: ImageEmbedding) -> tuple[int, int] | None:
+        """Embedding ``(rows, cols)`` whose low-res logits :meth:`upsample` reads (None: all,
+        for backends that stretch the image over the whole input)."""
+        size = self.backend.low_res_size
+        if self.backend.resize_mode == "stretch" or self.image_size % size:
+            return None
+        factor = self.image_size // size
+        in_h, in_w = emb.input_size
+        need_h = min(size, math.ceil(in_h / factor) + 1)
+        need_w = min(size, math.ceil(in_w / factor) + 1)
+        return math.ceil(need_h / 4), math.ceil(need_w / 4)
 
     @staticmethod
     def _point_groups(prompts: Prompts, pad_points: bool) -> list[tuple[np.ndarray, int | None]]:
@@ -325,6 +347,7 @@ class SamCore:
         part: Prompts,
         width: int | None,
         multimask_output: bool,
+        region: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         points = labels = boxes = masks = None
         if part.points is not None and width != 0:
@@ -354,13 +377,16 @@ class SamCore:
                 "prompts: a prompt has no point (all labels -1), no box, no mask input and no "
                 "token; give each prompt at least one of them"
             )
+        if region is not None and self.backend.supports_region:
+            extra["region"] = region
         return self.backend.decode(
             emb.embedding, points, labels, boxes, masks, multimask_output, state=state, **extra
         )
 
     @torch.inference_mode()
     def upsample(self, emb: ImageEmbedding, low_res: torch.Tensor) -> torch.Tensor:
-        """Low-res logits ``(M, 256, 256)`` -> ``(M, H, W)`` float32 logits at original size.
+        """Low-res logits ``(M, 256, 256)`` -> ``(M, H, W)`` float32 logits at original size
+        (also the top-left corner that ``decode(..., full=False)`` returns).
 
         Same arithmetic as segment_anything's ``postprocess_masks`` (bilinear to the padded
         input size, crop, bilinear to the original size), but only the rows and columns that
@@ -376,7 +402,8 @@ class SamCore:
                 low_res[:, None], emb.original_size, mode="bilinear", align_corners=False
             )
             return x[:, 0]
-        factor = s // low_res.shape[-1]
+        # The backend's size, not the tensor's: decode(..., full=False) returns a corner.
+        factor = s // self.backend.low_res_size
         in_h, in_w = emb.input_size
         # Low-res rows needed for output rows < in_h (bilinear reads one row beyond).
         need_h = min(low_res.shape[-2], math.ceil(in_h / factor) + 1)
@@ -524,6 +551,7 @@ class SamCore:
                 prompts.select(slice(start, stop)),
                 multimask_output=multimask,
                 pad_points=options.pad_points,
+                full=options.return_logits,
             )
             m = stop - start
             if k == iou.shape[1]:  # every output (return_all, or single-mask decoding)

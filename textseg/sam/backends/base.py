@@ -36,6 +36,9 @@ class SamBackend(abc.ABC):
     resize_mode: str = "longest"
     #: Whether :meth:`decode` accepts extra sparse token embeddings (``embeddings=``).
     supports_token_prompts: bool = False
+    #: Whether :meth:`decode` accepts ``region=(rows, cols)``: only the top-left
+    #: ``rows x cols`` embedding cells are upscaled (low-res logits ``(N, K, 4 rows, 4 cols)``).
+    supports_region: bool = False
 
     @property
     @abc.abstractmethod

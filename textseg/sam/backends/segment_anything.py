@@ -17,6 +17,7 @@ class SegmentAnythingBackend(SamBackend):
     """
 
     supports_token_prompts = True
+    supports_region = True
 
     def __init__(self, model: torch.nn.Module) -> None:
         from segment_anything.modeling import Sam
@@ -68,7 +69,7 @@ class SegmentAnythingBackend(SamBackend):
 
         decoder = self.model.mask_decoder
         up = self._upscaling
-        if not isinstance(up, UpscalingWeights) or up.w1.device != self.device:
+        if not isinstance(up, UpscalingWeights) or not up.is_current(decoder):
             up = self._upscaling = UpscalingWeights.from_decoder(decoder)
         no_mask = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         no_mask = no_mask.to(self.dtype)
@@ -84,6 +85,7 @@ class SegmentAnythingBackend(SamBackend):
         multimask_output: bool,
         state: object | None = None,
         embeddings: torch.Tensor | None = None,
+        region: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         from textseg.sam.decoder import DecoderContext, decode_masks
 
@@ -109,4 +111,5 @@ class SegmentAnythingBackend(SamBackend):
             sparse,
             None if mask_inputs is None else dense,
             tokens,
+            region,
         )

@@ -348,7 +348,9 @@ def rss_child(frames: int, mode: str) -> None:
             from transformers import Sam2VideoInferenceSession
 
             model = core.backend.model
-            session = Sam2VideoInferenceSession(video_height=256, video_width=256)
+            session = Sam2VideoInferenceSession(
+                video_height=256, video_width=256, dtype=torch.float32
+            )
             size = model.config.image_size
             m = torch.from_numpy(mask)[None, None].float()
             m = F.interpolate(m, (size, size), mode="bilinear", antialias=True) >= 0.5
@@ -384,6 +386,7 @@ def part_c(args: argparse.Namespace) -> str:
                 check=True,
             )
             results[(mode, n)] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"  {mode} {n} frames: {results[(mode, n)]}", file=sys.stderr, flush=True)
     rows = []
     for n in sorted(set(args.rss) | set(args.rss_bare)):
         ours, bare = results.get(("textseg", n)), results.get(("bare", n))

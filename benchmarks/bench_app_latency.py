@@ -1,16 +1,25 @@
-"""Click-to-mask latency of the annotation app, in a real browser, per SAM size.
+"""Click-to-mask latency of the annotation app, in a real browser, per SAM size and decoder.
 
     python benchmarks/bench_app_latency.py [--sam sam-vit-b mobile-sam] [--clicks 20]
+                                           [--decoders onnx torch gradio]
 
-For each SAM model the app runs as a user would start it (``textseg app DIR --preset tiny-test
---sam NAME --random-weights``: the real architecture with random weights, since checkpoints
-cannot be downloaded here) on one COCO image, and headless Chromium (Playwright) clicks on it.
-The image is encoded when the app opens it, and one warm-up click runs the decoder once; then
-each measured click is a first click on an object (three candidate masks), timed in the page
-from the browser's ``click`` event to the new canvas picture decoded and painted (next
-animation frame), and the draft is rejected before the next one. The server-side share (SAM
-prompt encoder + mask decoder + upsampling, and drawing the overlay) is read from the app's
-status line. Prints a Markdown table and the machine's load average before and after.
+For each SAM model and click path the app runs (``build_app`` on the ``tiny-test`` preset with
+that SAM at its real size and random weights, since checkpoints cannot be downloaded here; in
+its own process, served as ``textseg app`` serves it) on one COCO image, and headless Chromium
+(Playwright) clicks on it. The image is encoded when the app opens it, and one warm-up click
+runs the decoder once; then each measured click is a first click on an object (three candidate
+masks), and the draft is rejected before the next one. Click paths:
+
+- ``onnx`` / ``torch``: the fast click path (the page sends the click to one un-queued endpoint
+  and paints the returned mask runs on a canvas over the picture), with SAM's decoder run by
+  onnxruntime or by textseg's torch decoder. Timed in the page from the browser's ``click``
+  event to the animation frame after the mask is painted (the app's ``textseg-painted``
+  event); the server's share (decode + upsampling, and encoding the runs) comes with it;
+- ``gradio``: the page script off, every click a Gradio ``select`` event whose answer is the
+  whole picture re-rendered on the server (the app before this path existed); timed from the
+  click to the new picture decoded and painted, the server share read from the status line.
+
+Prints a Markdown table and the machine's load average before and after.
 """
 
 from __future__ import annotations
@@ -66,6 +75,18 @@ _PROBE = """
   }).observe(root, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
 }
 """
+#: In the page: the fast click path's paint events (click time, paint time, server timings).
+_FAST_PROBE = """
+() => {
+  window.__latency = [];
+  window.__server = [];
+  document.addEventListener('textseg-painted', (event) => {
+    const d = event.detail;
+    window.__latency.push(d.t1 - d.t0);
+    window.__server.push([d.decode_ms, d.encode_ms]);
+  });
+}
+"""
 _SERVER = re.compile(r"mask in (\d+) ms \+ render (\d+) ms")
 _EMBEDDING = re.compile(r"embedding in (\d+) ms")
 
@@ -76,9 +97,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(folder: Path, work: Path, sam: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+_SERVE = """
+import sys
+from textseg.app.server import build_app
+from textseg.pipelines import TextSegmenter
+folder, sam, decoder, port = sys.argv[1:5]
+segmenter = TextSegmenter.from_preset("tiny-test", sam=sam, pretrained=False)
+fast = decoder != "gradio"
+demo = build_app(folder, preset=segmenter, decoder="torch" if not fast else decoder,
+                 fast_clicks=fast)
+print("decoder:", demo.session.decoder, flush=True)
+demo.queue(default_concurrency_limit=1).launch(
+    server_name="127.0.0.1", server_port=int(port), share=False, inbrowser=False,
+    ssr_mode=False, show_error=True, footer_links=[])
+"""
+
+
+def _start(
+    folder: Path, work: Path, sam: str, decoder: str
+) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = _free_port()
-    log = work / f"server-{sam}.log"
+    log = work / f"server-{sam}-{decoder}.log"
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -86,8 +125,7 @@ def _start(folder: Path, work: Path, sam: str) -> tuple[subprocess.Popen[bytes],
         "GRADIO_TEMP_DIR": str(work / "gradio"),
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
-    cmd = [sys.executable, "-m", "textseg.cli", "app", str(folder), "--preset", "tiny-test"]
-    cmd += ["--sam", sam, "--random-weights", "--port", str(port)]
+    cmd = [sys.executable, "-c", _SERVE, str(folder), sam, decoder, str(port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
@@ -104,7 +142,9 @@ def _start(folder: Path, work: Path, sam: str) -> tuple[subprocess.Popen[bytes],
     raise TimeoutError(f"the app did not start in 600 s:\n{log.read_text()[-3000:]}")
 
 
-def _measure(browser, url: str, clicks: int, size: tuple[int, int]) -> dict[str, object]:
+def _measure(
+    browser, url: str, clicks: int, size: tuple[int, int], fast: bool
+) -> dict[str, object]:
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -113,7 +153,7 @@ def _measure(browser, url: str, clicks: int, size: tuple[int, int]) -> dict[str,
     status = page.locator("#status")
     expect(status).to_have_text(re.compile(r"embedding in \d+ ms"), timeout=120_000)
     encode_ms = float(_EMBEDDING.search(status.inner_text()).group(1))
-    page.evaluate(_PROBE)
+    page.evaluate(_FAST_PROBE if fast else _PROBE)
     img = page.locator("#canvas img")
     box = img.bounding_box()
     w, h = size
@@ -127,7 +167,10 @@ def _measure(browser, url: str, clicks: int, size: tuple[int, int]) -> dict[str,
         img.click(position={"x": left, "y": top})
         page.wait_for_function("n => window.__latency.length >= n", arg=i + 1)
         expect(status).to_have_text(re.compile(r"1 fg, 0 bg clicks"))
-        decode, render = (float(v) for v in _SERVER.search(status.inner_text()).groups())
+        if fast:
+            decode, render = page.evaluate("i => window.__server[i]", i)
+        else:
+            decode, render = (float(v) for v in _SERVER.search(status.inner_text()).groups())
         if i:  # the first click warms the decoder up
             browser_ms.append(page.evaluate("i => window.__latency[i]", i))
             server_ms.append(decode)
@@ -148,6 +191,13 @@ def main() -> int:
     parser.add_argument("--sam", nargs="+", default=["sam-vit-b", "mobile-sam"])
     parser.add_argument("--clicks", type=int, default=20, help="measured clicks per model")
     parser.add_argument(
+        "--decoders",
+        nargs="+",
+        default=["onnx", "torch", "gradio"],
+        choices=["onnx", "torch", "gradio"],
+        help="click paths (see the module notes)",
+    )
+    parser.add_argument(
         "--image", type=Path, default=DATA / "coco-dev" / "images" / "000000000009.jpg"
     )
     args = parser.parse_args()
@@ -167,14 +217,16 @@ def main() -> int:
         shutil.copy(args.image, folder / args.image.name)
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for sam in args.sam:
-            for stale in folder.glob("textseg_*"):
-                stale.unlink()
-            proc, url, _ = _start(folder, work, sam)
-            try:
-                rows.append((sam, _measure(browser, url, args.clicks, size)))
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=30)
+            for decoder in args.decoders:
+                for stale in folder.glob("textseg_*"):
+                    stale.unlink()
+                proc, url, _ = _start(folder, work, sam, decoder)
+                fast = decoder != "gradio"
+                try:
+                    rows.append((sam, decoder, _measure(browser, url, args.clicks, size, fast)))
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=30)
         browser.close()
     load_after = os.getloadavg()
 
@@ -185,15 +237,16 @@ def main() -> int:
         f"torch {torch.__version__} ({torch.get_num_threads()} threads); random weights.\n"
     )
     print(
-        "| SAM | click -> on screen median ms | p90 ms | server: SAM decode median ms "
-        "| server: overlay render median ms | image encode ms (once per image) |"
+        "| SAM | click path | click -> on screen median ms | p90 ms | server: SAM decode "
+        "median ms | server: mask runs / picture render median ms | image encode ms (once) |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
-    for sam, r in rows:
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for sam, decoder, r in rows:
         b, s, d = r["browser"], r["server"], r["render"]
+        path = {"gradio": "Gradio event, picture re-rendered"}.get(decoder, f"fast, {decoder}")
         print(
-            f"| {sam} | {np.median(b):.0f} | {np.percentile(b, 90):.0f} | {np.median(s):.0f} "
-            f"| {np.median(d):.0f} | {r['encode_ms']:.0f} |"
+            f"| {sam} | {path} | {np.median(b):.0f} | {np.percentile(b, 90):.0f} "
+            f"| {np.median(s):.0f} | {np.median(d):.1f} | {r['encode_ms']:.0f} |"
         )
     print(
         f"\nload average (1/5/15 min) before {'/'.join(f'{v:.2f}' for v in load_before)}, "

@@ -48,6 +48,9 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_sam_core.py
+	$(PY) benchmarks/bench_encoders.py
+	$(PY) benchmarks/bench_amg.py
+	$(PY) benchmarks/bench_precision.py
 	$(PY) benchmarks/bench_detector_classes.py
 	$(PY) benchmarks/bench_grounded.py
 	$(PY) benchmarks/bench_everything_clip.py

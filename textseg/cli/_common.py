@@ -40,7 +40,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "meaningless (trials, tests)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (SAM)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help="SAM precision: float32, bfloat16 or float16 (autocast on CUDA), or int8 (CPU: "
+        "dynamic quantization of the image encoder; opt-in, masks close to float32's)",
+    )
     p.add_argument("--sam", default=None, help="override the preset's SAM model (registry name)")
     p.add_argument(
         "--sam-checkpoint",

@@ -3,9 +3,9 @@
     python benchmarks/bench_app_latency.py [--sam sam-vit-b mobile-sam] [--clicks 20]
                                            [--decoders onnx torch gradio]
 
-For each SAM model and click path the app runs (``build_app`` on the ``tiny-test`` preset with
-that SAM at its real size and random weights, since checkpoints cannot be downloaded here; in
-its own process, served as ``textseg app`` serves it) on one COCO image, and headless Chromium
+For each SAM model and click path the app runs (``build_app`` on a ``SamCore`` of that model
+at its real size with random weights, since checkpoints cannot be downloaded here; in its own
+process, served as ``textseg app`` serves it) on one COCO image, and headless Chromium
 (Playwright) clicks on it. The image is encoded when the app opens it, and one warm-up click
 runs the decoder once; then each measured click is a first click on an object (three candidate
 masks), and the draft is rejected before the next one. Click paths:
@@ -100,11 +100,11 @@ def _free_port() -> int:
 _SERVE = """
 import sys
 from textseg.app.server import build_app
-from textseg.pipelines import TextSegmenter
+from textseg.sam import SamCore
 folder, sam, decoder, port = sys.argv[1:5]
-segmenter = TextSegmenter.from_preset("tiny-test", sam=sam, pretrained=False)
+core = SamCore(sam, pretrained=False)  # the real architecture, random weights
 fast = decoder != "gradio"
-demo = build_app(folder, preset=segmenter, decoder="torch" if not fast else decoder,
+demo = build_app(folder, preset=core, decoder="torch" if not fast else decoder,
                  fast_clicks=fast)
 print("decoder:", demo.session.decoder, flush=True)
 demo.queue(default_concurrency_limit=1).launch(

@@ -49,7 +49,8 @@ def test_label_train_eval(data_dir: Path, tmp_path: Path, capsys: pytest.Capture
     scored = [float(r["uncertainty"]) for r in queue if r["uncertainty"]]
     assert scored == sorted(scored, reverse=True)
 
-    assert main(["train", str(labels), "--images", str(folder), "--arch", "segformer-b0",
+    # No --images: the label run recorded the folder it labelled (info.image_root).
+    assert main(["train", str(labels), "--arch", "segformer-b0",
                  "--tiny", "--epochs", "2", "--val-fraction", "0.34", "--out", str(model),
                  "--quiet"]) == 0  # fmt: skip
     config = json.loads((model / "config.json").read_text())

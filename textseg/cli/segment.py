@@ -177,6 +177,8 @@ def run_segment(args: argparse.Namespace) -> int:
         vocab.names,
         segmentation="polygon" if "coco-polygons" in formats else "rle",
         category_ids=category_ids,
+        info={"description": "written by textseg segment"}
+        | ({"image_root": str(root)} if gt is None else {}),
     )
     with writer:
         for path, name in zip(images, names):

@@ -272,6 +272,8 @@ def label_folder(
         flush_every=1 if save_every == 0 else 1 << 30,
         category_ids=category_ids,
         segmentation=segmentation,  # type: ignore[arg-type]
+        info={"description": "written by textseg label"}
+        | ({"image_root": str(folder.resolve())} if gt is None else {}),
     )
     counts = previous
     todo = [item for item in items if item.file_name not in writer]

@@ -283,8 +283,10 @@ def open_dataset(
     Args:
         dataset: A folder holding ``annotations.json`` (textseg's label output, a COCO folder)
             or the COCO JSON itself.
-        images: The folder the ``file_name`` s are relative to. Default: ``images/`` beside
-            the JSON when it exists, else the JSON's folder.
+        images: The folder the ``file_name`` s are relative to. Default: the folder the file
+            records it labelled (``info.image_root``, written by ``textseg label`` and
+            ``textseg segment``), else ``images/`` beside the JSON when it exists, else the
+            JSON's folder.
         source_weights: Loss weight per provenance (:func:`parse_source_weights`).
 
     Raises:
@@ -300,8 +302,15 @@ def open_dataset(
             f"{path} has no annotations.json; give the COCO file itself or a folder holding it"
         )
     if images is None:
+        import json
+
+        info = json.loads(annotations.read_text(encoding="utf-8")).get("info") or {}
+        recorded = Path(str(info.get("image_root", ""))) if info.get("image_root") else None
         beside = annotations.parent / "images"
-        images = beside if beside.is_dir() else annotations.parent
+        if recorded is not None and recorded.is_dir():
+            images = recorded
+        else:
+            images = beside if beside.is_dir() else annotations.parent
     return TrainingSet(annotations, images, source_weights=source_weights)
 
 

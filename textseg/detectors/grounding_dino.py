@@ -281,7 +281,7 @@ def resize_shape(height: int, width: int, shortest_edge: int, longest_edge: int)
     size, raw = int(shortest_edge), None
     if long / short * size > longest_edge:
         raw = longest_edge * short / long
-        size = int(round(raw))
+        size = round(raw)
     if short == size:
         return height, width
     scale = raw if raw is not None else size

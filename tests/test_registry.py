@@ -73,3 +73,16 @@ def test_every_model_has_a_tiny_variant_of_its_task():
         cfg = get_model_cfg(name)
         tiny = get_model_cfg(test_variant(name))
         assert tiny.is_test and tiny.task == cfg.task, name
+
+
+def test_public_surface():
+    import textseg
+
+    model = textseg.create_model("sam-vit-tiny-test")
+    assert not model.training
+    assert issubclass(textseg.WeightsNotFoundError, FileNotFoundError)
+    assert issubclass(textseg.ChecksumError, ValueError)
+    assert issubclass(textseg.StateDictError, ValueError)
+    assert textseg.get_model_cfg("sam-vit-b").status == "published"
+    with pytest.raises(textseg.WeightsNotFoundError, match="no published weights"):
+        textseg.create_model("sam-vit-b+clip-vit-b-32-text-adapter")

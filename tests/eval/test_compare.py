@@ -62,7 +62,7 @@ def test_cli_compares_real_presets_with_refinement(synth_dir, tmp_path, capsys) 
             "--refine",
             "1",
             "--max-images",
-            "2",
+            "1",
             "--protocols",
             "box,text,count",
             "--no-progress",
@@ -90,3 +90,21 @@ def test_cli_unknown_preset_in_the_list(synth_dir, tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert "unknown preset 'grounded-som'. Did you mean 'grounded-sam'?" in err[0]
+
+
+def test_a_preset_that_cannot_be_built_is_reported_and_the_others_run(synth, tmp_path) -> None:
+    """Missing weights for one preset: it is named with the reason, the others are evaluated."""
+    from textseg._hub import WeightsNotFoundError
+
+    def build(name: str):
+        if name == "sam3":
+            raise WeightsNotFoundError("weights for 'sam3' are missing (offline)")
+        return OracleSegmenter(synth)
+
+    comparison = compare_presets(
+        synth, "sam3,fast", "count", build=build, out_dir=tmp_path, plot=False, progress=False
+    )
+    assert comparison.errors == {"sam3": "weights for 'sam3' are missing (offline)"}
+    assert comparison.metrics["fast"]["count"]["mae"] == 0.0 and "sam3" not in comparison.metrics
+    assert comparison.lines()[0] == "sam3: failed: weights for 'sam3' are missing (offline)"
+    assert "- sam3: failed: weights for 'sam3' are missing" in (tmp_path / "compare.md").read_text()

@@ -312,6 +312,8 @@ def test_sam3_preset_runs_tiny_without_sam_encoding(image) -> None:
     assert len(dets) > 0 and set(result.counts) == {"dog", "red car"}
     assert {"presence_score", "box", "prompt"} <= set(dets.data) and "sam_iou" not in dets.data
     check_fields({"confidence": dets.confidence, "class_id": dets.class_id, **dets.data})
+    lite = TextSegmenter.from_preset("sam3", tiny=True, detector="sam3-litetext-s0")
+    assert type(lite.prompter.net.model).__name__ == "Sam3LiteTextModel"
     with pytest.raises(ValueError, match="cuts its masks itself"):
         TextSegmenter.from_preset("sam3", tiny=True, refine=1)
     with pytest.raises(ValueError, match="box exemplars are a SAM 3 prompt"):

@@ -211,7 +211,8 @@ def fetch_all(names: list[str]) -> None:
     why = "offline: HF_HUB_OFFLINE is set" if is_offline() else "download failed"
     raise WeightsNotFoundError(
         f"weights missing ({why}) for {', '.join(c.name for c, _ in missing)}: get "
-        + "; ".join(missing_files(cfg) for cfg, _ in missing)
+        # One file may hold several models (SAM 3's concept model and tracker): named once.
+        + "; ".join(dict.fromkeys(missing_files(cfg) for cfg, _ in missing))
         + "; put them in a folder and set TEXTSEG_WEIGHTS to that folder"
     )
 

@@ -511,13 +511,15 @@ def test_onnx_and_torch_decoders_give_the_same_masks(folder: Path, tiny: TextSeg
 
 def test_auto_decoder_and_bad_decoder(folder: Path, tiny: TextSegmenter):
     pytest.importorskip("onnxruntime")
-    assert AnnotationSession(folder, segmenter=tiny.sam).decoder == "onnx"
+    assert AnnotationSession(folder, segmenter=tiny.sam).decoder == "torch"  # the default
+    assert AnnotationSession(folder, segmenter=tiny.sam, decoder="auto").decoder == "onnx"
     with pytest.raises(ValueError, match="decoder: expected 'auto', 'torch' or 'onnx'"):
         AnnotationSession(folder, segmenter=tiny.sam, decoder="tensorrt")
     from textseg.sam import SamCore
 
     hf = SamCore("hf-sam-tiny-test", pretrained=False)
-    assert AnnotationSession(folder, segmenter=hf).decoder == "torch"  # no ONNX graph for it
+    # No ONNX graph for transformers' SamModel: auto stays on torch.
+    assert AnnotationSession(folder, segmenter=hf, decoder="auto").decoder == "torch"
     with pytest.raises(ValueError, match="'onnx' needs a segment_anything SAM"):
         AnnotationSession(folder, segmenter=hf, decoder="onnx")
 

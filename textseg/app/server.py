@@ -180,7 +180,7 @@ def build_app(
     pretrained: bool = True,
     sam: str | None = None,
     annotation_file: str = ANNOTATION_FILE,
-    decoder: str = "auto",
+    decoder: str = "torch",
     fast_clicks: bool = True,
 ) -> Any:
     """Build the annotation app for a folder of images.
@@ -196,7 +196,7 @@ def build_app(
         pretrained: Load the preset's weights (False: random weights, for trials).
         sam: SAM registry name overriding the preset's.
         annotation_file: The COCO file written beside the images.
-        decoder: ``"auto"``, ``"torch"`` or ``"onnx"``: what answers clicks (see
+        decoder: ``"torch"`` (default), ``"onnx"`` or ``"auto"``: what answers clicks (see
             :class:`AnnotationSession`).
         fast_clicks: Install the page script of the fast click path (:data:`FAST_CLICK_JS`);
             False leaves every click to Gradio's ``select`` event.

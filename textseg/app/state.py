@@ -166,11 +166,13 @@ class AnnotationSession:
         history: Undo steps kept for the current image.
         min_region_area: Remove islands and fill holes smaller than this many pixels in the
             masks of clicks and boxes (SAM's own clean-up; 0: off, the fastest).
-        decoder: What answers clicks and boxes: ``"torch"`` (the SAM core's decoder, any
-            backend), ``"onnx"`` (SAM's decoder exported to ONNX and run by onnxruntime;
-            segment_anything models, ``pip install 'textseg[onnx]'``), or ``"auto"``
-            (default): ONNX where the model and onnxruntime allow it, else torch; which one
-            runs is :attr:`decoder`. Both give the same masks (tested).
+        decoder: What answers clicks and boxes: ``"torch"`` (default: the SAM core's decoder,
+            any backend; it reuses the image's precomputed decoder projections, and answered
+            clicks faster than the ONNX graph in ``benchmarks/bench_app_latency.py``),
+            ``"onnx"`` (SAM's decoder exported to ONNX and run by onnxruntime;
+            segment_anything models, ``pip install 'textseg[onnx]'``), or ``"auto"``: ONNX
+            where the model and onnxruntime allow it, else torch; which one runs is
+            :attr:`decoder`. Both give the same masks (tested).
 
     Raises:
         FileNotFoundError: The folder does not exist.
@@ -189,7 +191,7 @@ class AnnotationSession:
         sam: str | None = None,
         history: int = 50,
         min_region_area: int = 0,
-        decoder: str = "auto",
+        decoder: str = "torch",
     ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():

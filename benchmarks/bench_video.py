@@ -159,6 +159,9 @@ def part_a(args: argparse.Namespace, folder: Path) -> str:
     load_strict(seg.sam.backend.model, to_hf_state_dict(load_state_dict(checkpoint)), args.sam)
     net = seg.prompter.detector.net
     seg.prompter = TopBoxes(seg.prompter, args.objects)
+    # Random-weight masks all look alike: de-duplication would fold the objects into one and
+    # leave textseg less work than the reference. Keep every object on both sides.
+    seg.dedup_iou, seg.dedup_containment = 1.0, None
     reference = GroundedSam2Reference(net, official, 0.0)
 
     # Warm-up (not counted): one frame each.
@@ -176,7 +179,11 @@ def part_a(args: argparse.Namespace, folder: Path) -> str:
     ref_total = time.perf_counter() - start
 
     tracker = Tracker(
-        FirstKeyframeOnly(seg, args.objects), every=args.every, scene_cut=None, patience=10**6
+        FirstKeyframeOnly(seg, args.objects),
+        every=args.every,
+        scene_cut=None,
+        patience=10**6,
+        duplicate_iou=1.0,
     )
     ours = {"detect": 0.0, "propagate": 0.0, "match": 0.0}
     live = []
@@ -184,7 +191,7 @@ def part_a(args: argparse.Namespace, folder: Path) -> str:
     for result in tracker.track(frames, CLASSES):
         for key in ours:
             ours[key] += result.timings[key] / 1e3
-        live.append(len(result))
+        live.append(len(tracker.propagator.ids))  # tracked, visible or not
     ours_total = time.perf_counter() - start
     n = len(frames)
     rows = [
@@ -194,7 +201,11 @@ def part_a(args: argparse.Namespace, folder: Path) -> str:
         ("matching, bookkeeping (s)", "-", f"{ours['match']:.2f}"),
         ("**total (s)**", f"{ref_total:.2f}", f"{ours_total:.2f}"),
         ("frames per second", f"{n / ref_total:.3f}", f"{n / ours_total:.3f}"),
-        ("objects per frame (mean)", f"{np.mean(ref_objects):.1f}", f"{np.mean(live):.1f}"),
+        (
+            "objects segmented / tracked per frame",
+            f"{np.mean(ref_objects):.1f}",
+            f"{np.mean(live):.1f}",
+        ),
     ]
     ratio = ref_total / ours_total
     return (

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +30,17 @@ def data_dir() -> Path:
 def coco_dev(data_dir: Path) -> dict:
     """The coco-dev annotations as a dict (COCO JSON)."""
     return json.loads((data_dir / "coco-dev" / "annotations.json").read_text())
+
+
+_IMAGE_OPEN = Image.open
+
+
+@pytest.fixture(autouse=True)
+def _pil_unpatched() -> Iterator[None]:
+    """A client library a test imports (ultralytics) may replace ``PIL.Image.open`` for the
+    whole process; the next test gets Pillow's own back."""
+    yield
+    Image.open = _IMAGE_OPEN
 
 
 @pytest.fixture(autouse=True)

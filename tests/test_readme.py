@@ -26,7 +26,7 @@ def test_every_command_is_shown():
     from textseg.cli import _parser
 
     parser = _parser()
-    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no API
+    commands = parser._subparsers._group_actions[0].choices
     for name in commands:
         assert f"textseg {name}" in README, name
 
@@ -35,6 +35,6 @@ def test_two_setup_commands():
     block = re.search(r"## Set up and run\n(.*?)\n## ", README, re.S).group(1)
     commands = re.search(r"```bash\n(.*?)```", block, re.S).group(1).strip().splitlines()
     assert commands == [
-        "make run IMAGE=../shared/data/demo/dog.jpg CLASSES=\"-c dog -c frisbee\"",
+        'make run IMAGE=../shared/data/demo/dog.jpg CLASSES="-c dog -c frisbee"',
         "make test",
     ]

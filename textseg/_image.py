@@ -85,7 +85,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
             im.load()  # decode now so a truncated file fails here, not later
             im = ImageOps.exif_transpose(im)
             return to_rgb_uint8(im, name=str(path))
-    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+    except (OSError, SyntaxError, ValueError, ImportError, Image.DecompressionBombError) as err:
+        # ImportError: a decoder plugin another library registered is missing
         raise ValueError(f"cannot read image {path}: {err}") from None
 
 

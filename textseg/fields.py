@@ -180,12 +180,13 @@ FIELDS: dict[str, Field] = {
         Field(
             "source",
             "provenance of a reviewed annotation: `proposal` (a pipeline proposal accepted "
-            "unchanged), `corrected` (a proposal fixed by hand) or `manual` (drawn by hand); "
+            "unchanged), `corrected` (a proposal whose mask or class was changed by hand) or "
+            "`manual` (drawn by hand); "
             "absent on machine labels nobody reviewed. `textseg train --source-weight` weights "
             "or filters by it",
             None,
             None,
-            "annotation app (assisted labelling, to come); read by textseg train",
+            "annotation app (AnnotationSession, `textseg app --prefill`); read by textseg train",
         ),
     )
 }

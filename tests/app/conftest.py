@@ -52,8 +52,10 @@ class FixedBoxes:
 
     def prompts(self, image: np.ndarray, vocab: object) -> ClassPrompts:
         names = tuple(vocab.names)  # type: ignore[attr-defined]
+        h, w = image.shape[:2]
+        boxes = np.clip(np.asarray(self.boxes, np.float32), 0, [w - 1, h - 1, w, h])
         return ClassPrompts(
-            prompts=Prompts.from_boxes(self.boxes),
+            prompts=Prompts.from_boxes(boxes),
             class_id=np.array([0, len(names) - 1]),
             confidence=np.array([0.6, 0.9], np.float32),
             multimask=False,

@@ -56,3 +56,44 @@ def test_missing_folder_is_one_line(tmp_path: Path, capsys, no_launch):
     assert cli.main(["app", str(tmp_path / "nope"), "--preset", "tiny-test"]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == f"textseg: error: image folder not found: {tmp_path / 'nope'}"
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch) -> list:
+    """``textseg app`` builds the app and returns instead of serving; the apps built."""
+    import gradio as gr
+
+    apps: list = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: apps.append(self))
+    return apps
+
+
+def test_prefill_from_the_command_line(folder: Path, launched: list):
+    argv = ["app", str(folder), "--preset", "tiny-test", "--classes", "dog", "--prefill"]
+    assert cli.main(argv) == 0
+    session = launched[0].session
+    assert session.prefill and session.classes == ["dog"]
+    # tiny random models find something on a photo: proposals wait when the image opens
+    waiting = [d for d in (session.draft, *session.proposals) if not d.empty]
+    assert waiting and all(d.origin == "text" for d in waiting)
+
+
+def test_file_names_stay_plain_text_in_the_status_line(folder: Path, tiny):
+    """A backtick, link or tag in a file name is shown as it is, never as Markdown."""
+    from markdown_it import MarkdownIt
+
+    from textseg.app.server import _status
+    from textseg.app.state import AnnotationSession
+
+    from .conftest import IMAGES
+
+    name = "x`[click](e.invalid)`<b>*y*<b>.jpg"
+    (folder / name).write_bytes((folder / IMAGES[0]).read_bytes())
+    session = AnnotationSession(folder, segmenter=tiny)
+    session.open(name)
+    html = MarkdownIt().render(_status(session, 0.0, ""))
+    assert "<code>" not in html and "<a " not in html and "<em>" not in html
+    assert "<b>" not in html
+    text = MarkdownIt().parseInline(_status(session, 0.0, ""))[0].children
+    shown = "".join(t.content for t in text if t.type == "text")
+    assert name in shown

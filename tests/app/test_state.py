@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -534,3 +535,76 @@ def test_overlay_runs_paint_the_selected_mask(session: AnnotationSession):
     for start, end in runs.reshape(-1, 2):
         painted[start:end] = True  # what the page script does with Uint32Array.fill
     np.testing.assert_array_equal(painted.reshape(h, w), session.draft.mask)
+
+
+# ---------------------------------------------------------------------- assisted labelling
+def test_assisted_labelling_records_who_made_each_mask(folder: Path, fixed: TextSegmenter):
+    """prefill: every image opens with the pipeline's proposals; the file records which masks
+    were accepted unchanged, corrected, or drawn by hand, and training reads that."""
+    from textseg.train.data import open_dataset
+
+    session = AnnotationSession(folder, classes="dog, frisbee", segmenter=fixed, prefill=True)
+    assert (session.draft.class_name, len(session.proposals)) == ("frisbee", 1)
+    assert session.accept()["source"] == "proposal"
+    _click_to_a_mask(session, 100, 100)  # the dog proposal, fixed with a click
+    assert session.accept()["source"] == "corrected"
+    _click_to_a_mask(session, 400, 300)  # something the pipeline missed
+    assert session.accept("dog")["source"] == "manual"
+    session.next()  # the next image opens with its own proposals waiting
+    assert session.file_name == IMAGES[1] and session.draft.class_name == "frisbee"
+    session.select_candidate(0)
+    first = session.accept()
+    assert first["source"] == "proposal"  # choosing the only candidate changes nothing
+    assert session.accept("frisbee")["source"] == "corrected"  # the dog proposal, re-classed
+    assert session.set_class(first["id"], "dog")["source"] == "corrected"
+
+    on_disk = {a["id"]: a["source"] for a in _on_disk(session)["annotations"]}
+    assert sorted(on_disk.values()) == ["corrected"] * 3 + ["manual", "proposal"]
+    data = open_dataset(session.path)  # the app's file trains as it is: images found
+    assert data.provenance() == {"proposal": 1, "corrected": 3, "manual": 1}
+    # Opened again, an image does not propose what was accepted (mask IoU > 0.8) again.
+    again = AnnotationSession(folder, classes="dog, frisbee", segmenter=fixed, prefill=True)
+    waiting = [d.class_name for d in (again.draft, *again.proposals) if not d.empty]
+    assert again.file_name == IMAGES[0] and "frisbee" not in waiting
+
+
+def _click_to_a_mask(session: AnnotationSession, x: float, y: float) -> None:
+    """A click, then a non-empty candidate (random weights may rank an empty one first)."""
+    draft = session.add_click(x, y)
+    session.select_candidate(next(k for k in range(draft.n) if draft.masks[k].any()))
+
+
+def test_prefill_needs_a_pipeline(folder: Path, tiny: TextSegmenter):
+    with pytest.raises(ValueError, match="prefill: proposals need a text pipeline"):
+        AnnotationSession(folder, segmenter=tiny.sam, prefill=True)
+
+
+def test_find_all_without_sam_scores(folder: Path, fixed: TextSegmenter):
+    """SAM 3 and specialists give masks without SAM's predicted IoU; their score stands in."""
+
+    class NoIou:
+        def segment(self, image, names):
+            dets = fixed.segment(image, names).detections
+            del dets.data["sam_iou"]
+            return SimpleNamespace(detections=dets)
+
+    session = AnnotationSession(folder, segmenter=fixed, proposer=NoIou())
+    assert session.find_all("dog") == 2
+    assert session.draft.scores.tolist() == [pytest.approx(session.draft.confidence)]
+
+
+def test_an_unreadable_first_image_is_skipped(folder: Path, tiny: TextSegmenter):
+    (folder / "-broken.jpg").write_bytes(b"not a jpeg")
+    session = AnnotationSession(folder, segmenter=tiny)
+    assert session.file_name == IMAGES[0]
+    assert list(session.unreadable) == ["-broken.jpg"]
+    session.prev()  # nothing readable before: stays
+    assert session.file_name == IMAGES[0]
+    with pytest.raises(ValueError, match=r"cannot open -broken\.jpg: cannot read image"):
+        session.open("-broken.jpg")
+    assert session.file_name == IMAGES[0]
+    for name in IMAGES:
+        (folder / name).write_bytes(b"")
+    (folder / ANNOTATION_FILE).unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="no readable image in"):
+        AnnotationSession(folder, segmenter=tiny)

@@ -56,8 +56,7 @@ def vit_b() -> tuple[SamCore, SamPredictor, np.ndarray]:
     return core, predictor, image
 
 
-@pytest.mark.slow
-class TestParityVitB:
+class TestParityVitB:  # the representative real-size parity test: not marked slow
     def test_one_point_multimask(self, vit_b):
         core, predictor, image = vit_b
         pt, lab = np.array([[300.0, 200.0]]), np.array([1])
@@ -440,7 +439,6 @@ def test_token_embeddings_are_extra_sparse_tokens(tiny: SamCore):
         Prompts(embeddings=np.zeros((1, 1, 1, 32)))
 
 
-@pytest.mark.slow
 def test_automatic_generator_matches_official_vit_b(vit_b):
     """Same settings, small grid: the same masks as SamAutomaticMaskGenerator."""
     from segment_anything import SamAutomaticMaskGenerator

@@ -281,8 +281,13 @@ def test_real_encoder_parameter_count(mobile_sam: nn.Module) -> None:
 
 def test_trunk_parameter_count_matches_timm() -> None:
     """timm's TinyViT-5M is an independent implementation of the same trunk."""
-    timm = pytest.importorskip("timm")
-    reference = timm.create_model("tiny_vit_5m_224", pretrained=False, num_classes=0)
+    pytest.importorskip("timm")
+    from timm.models.tiny_vit import TinyVit, tiny_vit_5m_224
+
+    # timm's own builder, not timm.create_model: segment_anything_hq, once imported,
+    # registers its SAM TinyViT under timm's model names.
+    reference = tiny_vit_5m_224(pretrained=False, num_classes=0)
+    assert type(reference) is TinyVit
     trunk = sum(p.numel() for n, p in reference.named_parameters() if not n.startswith("head."))
     encoder = TinyViT(**REAL)
     ours = sum(

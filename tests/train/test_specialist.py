@@ -386,3 +386,46 @@ def test_yolo_can_only_keep_or_leave_out_by_provenance(small, data_dir, tmp_path
             small, tmp_path / "M", arch="yolo11n-seg", tiny=True, epochs=1,
             images=data_dir / "coco-dev" / "images", source_weights={"proposal": 0.5},
         )  # fmt: skip
+
+
+def test_ultralytics_leaves_pillow_alone(tmp_path):
+    """ultralytics replaces PIL.Image.open on import (a wrapper that pip-installs pi-heif when
+    Pillow cannot identify a file); after textseg imports it, an unreadable image is still
+    textseg's one "cannot read image" error, not an install attempt."""
+    from PIL import Image
+
+    from textseg._image import load_image
+    from textseg.train.yolo import _ultralytics
+
+    before = Image.open
+    _ultralytics()
+    assert Image.open is before
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="cannot read image"):
+        load_image(bad)
+
+
+def test_app_prefills_the_specialists_masks(specialist_dir, data_dir, tmp_path, monkeypatch):
+    """`textseg app DIR --specialist M --prefill`: SAM answers clicks, the specialist proposes,
+    and accepted proposals train the next specialist with their provenance."""
+    import shutil
+
+    import gradio as gr
+
+    from textseg.train.data import open_dataset
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(data_dir / "coco-dev" / "images" / "000000000009.jpg", folder)
+    apps: list = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: apps.append(self))
+    argv = ["app", str(folder), "--preset", "tiny-test", "--specialist", str(specialist_dir),
+            "--prefill"]  # fmt: skip
+    assert main(argv) == 0
+    session = apps[0].session
+    assert session.proposer.masker is not None and session.sam is not None
+    assert "person" in session.classes  # the specialist's classes, no --classes given
+    assert session.draft.origin == "text" and session.draft.class_name == "person"
+    session.accept_all()
+    assert open_dataset(session.path).provenance() == {"proposal": len(session.annotations())}

@@ -27,8 +27,10 @@ Interaction:
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -182,6 +184,8 @@ def build_app(
     annotation_file: str = ANNOTATION_FILE,
     decoder: str = "torch",
     fast_clicks: bool = True,
+    prefill: bool = False,
+    proposer: Any = None,
 ) -> Any:
     """Build the annotation app for a folder of images.
 
@@ -200,6 +204,10 @@ def build_app(
             :class:`AnnotationSession`).
         fast_clicks: Install the page script of the fast click path (:data:`FAST_CLICK_JS`);
             False leaves every click to Gradio's ``select`` event.
+        prefill: Assisted labelling: each image opens with the pipeline's masks as proposals
+            to accept, fix with clicks or reject (see :class:`AnnotationSession`).
+        proposer: What makes the proposals (default: the preset's pipeline), e.g. a
+            ``TextSegmenter`` built with a trained specialist.
 
     Returns:
         A ``gradio.Blocks``; serve it with ``.launch(server_name=..., server_port=...)``.
@@ -218,6 +226,8 @@ def build_app(
             pretrained=pretrained,
             sam=sam,
             decoder=decoder,
+            prefill=prefill,
+            proposer=proposer,
         )
     lock = threading.Lock()
 
@@ -375,7 +385,7 @@ def build_app(
                     session.add_click(float(x), float(y), positive=mode != "background")
                 except (ValueError, TypeError) as err:
                     # Shown by the #sync update that the page sends next.
-                    fast_errors.append(f"⚠ {err}")
+                    fast_errors.append(f"⚠ {_plain(str(err))}")
                     return json.dumps({"error": str(err)})
                 start = time.perf_counter()
                 runs = session.overlay_runs().astype("<u4")
@@ -441,7 +451,7 @@ def build_app(
                     return _warn(gr, err)
             files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
             shown = ", ".join(files[:6]) + (" ..." if len(files) > 6 else "")
-            return f"exported {fmt} to `{path}` ({len(files)} files: {shown})"
+            return f"exported {fmt} to {_plain(str(path))} ({len(files)} files: {_plain(shown)})"
 
         # Gradio's "full" progress puts an overlay on every output, and an overlay on the image
         # swallows the clicks made while it is up: quick events show no progress, the text
@@ -484,13 +494,14 @@ def build_app(
 def _warn(gr: Any, err: Exception) -> str:
     """Show ``err`` as a warning toast; returns the status-line note."""
     gr.Warning(str(err))
-    return f"⚠ {err}"
+    return f"⚠ {_plain(str(err))}"
 
 
 def _status(session: AnnotationSession, render_ms: float, note: str) -> str:
     h, w = session.image_size
     draft = session.draft
-    parts = [f"**{session.index + 1}/{len(session.images)}** `{session.file_name}` ({w}x{h})"]
+    name = _plain(session.file_name)
+    parts = [f"**{session.index + 1}/{len(session.images)}** {name} ({w}x{h})"]
     if draft.clicks or draft.box or draft.corner:
         pos = sum(c.positive for c in draft.clicks)
         what = f"{pos} fg, {len(draft.clicks) - pos} bg clicks"
@@ -501,7 +512,8 @@ def _status(session: AnnotationSession, render_ms: float, note: str) -> str:
         parts.append(what)
     if draft.class_name:
         parts.append(
-            f"proposal: {draft.class_name} ({draft.confidence:.2f}), {len(session.proposals)} more"
+            f"proposal: {_plain(draft.class_name)} ({draft.confidence:.2f}), "
+            f"{len(session.proposals)} more"
         )
     if draft.n > 1:
         parts.append(f"candidate {draft.selected + 1}/{draft.n}")
@@ -514,12 +526,18 @@ def _status(session: AnnotationSession, render_ms: float, note: str) -> str:
     return " · ".join(parts)
 
 
+def _plain(text: str) -> str:
+    """``text`` shown literally in Markdown: file and class names may hold backticks,
+    asterisks, brackets or HTML, which must not become code, emphasis, links or tags."""
+    return html.escape(re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", text), quote=False)
+
+
 def _counts(session: AnnotationSession) -> str:
     here = dict.fromkeys(session.classes, 0)
     for ann in session.annotations():
         here[session.class_of(ann)] += 1
     total = session.totals()
     rows = ["| class | this image | all images |", "|---|---:|---:|"]
-    rows += [f"| {c} | {here[c]} | {total[c]} |" for c in session.classes]
+    rows += [f"| {_plain(c)} | {here[c]} | {total[c]} |" for c in session.classes]
     rows.append(f"| **all** | {sum(here.values())} | {sum(total.values())} |")
     return "\n".join(rows)

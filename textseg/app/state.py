@@ -6,6 +6,13 @@ review, and the accepted masks, which are written to a COCO JSON file beside the
 (``DIR/textseg_annotations.json``, RLE masks) after every change, atomically (temp file +
 ``os.replace``): killing the process loses nothing, and opening the folder again restores them.
 
+Assisted labelling (``prefill=True``): opening an image runs the text pipeline (or a trained
+specialist) on it and its masks wait as proposals; the person accepts them, fixes them with
+clicks, or adds what was missed. Every accepted annotation records who made it in
+``"source"``: ``"proposal"`` (a proposal accepted unchanged), ``"corrected"`` (a proposal
+whose mask or class was changed) or ``"manual"`` (drawn with clicks or a box), which
+``textseg train --source-weight`` weights or filters by.
+
 The Gradio layer (:mod:`textseg.app.server`) only turns browser events into these calls, so the
 whole behaviour is testable without a browser.
 
@@ -44,6 +51,7 @@ __all__ = [
     "AnnotationSession",
     "Click",
     "Draft",
+    "UnreadableImage",
     "parse_classes",
 ]
 
@@ -61,6 +69,10 @@ _DRAFT_RGB = np.array([255, 0, 255], np.float32)
 _POSITIVE_RGB = (0, 200, 0)
 _NEGATIVE_RGB = (230, 20, 20)
 _BOX_RGB = (255, 215, 0)
+
+
+class UnreadableImage(ValueError):
+    """An image of the folder that cannot be read (the session skips it when moving on)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,7 @@ class Draft:
         class_name: Class proposed by the text pipeline (None for clicks).
         confidence: Detector/CLIP score of a text proposal (None for clicks).
         origin: ``"click"``, ``"box"`` or ``"text"``.
+        edited: A text proposal changed by hand (clicks, a box or another candidate).
         latency_ms: Milliseconds SAM took to answer the last prompt (decode + upsample).
     """
 
@@ -100,6 +113,7 @@ class Draft:
     class_name: str | None = None
     confidence: float | None = None
     origin: str = "click"
+    edited: bool = False
     latency_ms: float | None = None
 
     @property
@@ -173,10 +187,20 @@ class AnnotationSession:
             segment_anything models, ``pip install 'textseg[onnx]'``), or ``"auto"``: ONNX
             where the model and onnxruntime allow it, else torch; which one runs is
             :attr:`decoder`. Both give the same masks (tested).
+        prefill: Assisted labelling: every image opened runs the proposer for
+            :attr:`classes`, and its masks wait as proposals (those overlapping an accepted
+            annotation are left out).
+        proposer: What makes the proposals of :meth:`find_all` and ``prefill``: anything with
+            ``segment(image, classes)`` returning a result with ``detections``, e.g. a
+            ``TextSegmenter`` built with a trained specialist
+            (``TextSegmenter.from_preset(name, specialist=DIR)``). Default: the segmenter.
+
+    Images that cannot be read are skipped when moving through the folder (listed in
+    :attr:`unreadable` with the reason); opening one by name raises ``ValueError``.
 
     Raises:
         FileNotFoundError: The folder does not exist.
-        ValueError: No images in the folder, or an annotation file that is not COCO.
+        ValueError: No readable image in the folder, or an annotation file that is not COCO.
     """
 
     def __init__(
@@ -192,6 +216,8 @@ class AnnotationSession:
         history: int = 50,
         min_region_area: int = 0,
         decoder: str = "torch",
+        prefill: bool = False,
+        proposer: Any = None,
     ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
@@ -208,6 +234,13 @@ class AnnotationSession:
         if history < 1:
             raise ValueError(f"history: expected a positive number of undo steps, got {history}")
         self.segmenter, self.sam = _resolve_segmenter(segmenter, device, pretrained, sam)
+        if self.sam is None:
+            raise ValueError(
+                "segmenter: the app needs a SAM core for clicks and boxes, this segmenter has "
+                "none (a specialist replaces SAM); pass the specialist as proposer= instead"
+            )
+        #: What makes the proposals (``find_all``, ``prefill``); None: clicks and boxes only.
+        self.proposer = proposer if proposer is not None else self.segmenter
         self.history = int(history)
         if min_region_area < 0:
             raise ValueError(f"min_region_area: expected >= 0 pixels, got {min_region_area}")
@@ -234,7 +267,18 @@ class AnnotationSession:
         self._mask_cache: dict[int, np.ndarray] = {}
         self._base: tuple[tuple[Any, ...], np.ndarray] | None = None
         self.encode_ms = 0.0
-        self.open(0)
+        self.prefill = bool(prefill)
+        if self.prefill and self.proposer is None:
+            raise ValueError(
+                "prefill: proposals need a text pipeline or a specialist, this session has "
+                "only a SAM core; give a preset"
+            )
+        #: ``{file name: reason}`` of images that could not be read.
+        self.unreadable: dict[str, str] = {}
+        self._open_readable(0, 1)
+        if self.index < 0:
+            reasons = "; ".join(list(self.unreadable.values())[:3])
+            raise ValueError(f"no readable image in {self.folder}: {reasons}")
 
     # ------------------------------------------------------------------ images
     @property
@@ -265,7 +309,11 @@ class AnnotationSession:
             index = int(image)
         else:
             raise TypeError(f"image: expected an index or a file name, got {type(image).__name__}")
-        array = to_rgb_uint8(self.folder / self.images[index], name=self.images[index])
+        try:
+            array = to_rgb_uint8(self.folder / self.images[index], name=self.images[index])
+        except (ValueError, OSError) as err:
+            self.unreadable[self.images[index]] = str(err)
+            raise UnreadableImage(f"cannot open {self.images[index]}: {err}") from None
         start = time.perf_counter()
         embedding = self.sam.encode(array)
         self.encode_ms = (time.perf_counter() - start) * 1000.0
@@ -276,14 +324,31 @@ class AnnotationSession:
         self._undo = []
         self._mask_cache = {}
         self._base = None
+        if self.prefill and self.classes:
+            found = self._propose(self.classes)
+            self.draft, self.proposals = (found[0], found[1:]) if found else (Draft(), ())
+
+    def _open_readable(self, start: int, step: int) -> bool:
+        """Open the first readable image from ``start`` in direction ``step``; False (the
+        current image stays) when there is none."""
+        i = start
+        while 0 <= i < len(self.images):
+            if self.images[i] not in self.unreadable:
+                try:
+                    self.open(i)
+                    return True
+                except UnreadableImage:
+                    pass
+            i += step
+        return False
 
     def next(self) -> None:
-        """Open the next image (stays on the last)."""
-        self.open(min(self.index + 1, len(self.images) - 1))
+        """Open the next readable image (stays on the last)."""
+        self._open_readable(self.index + 1, 1)
 
     def prev(self) -> None:
-        """Open the previous image (stays on the first)."""
-        self.open(max(self.index - 1, 0))
+        """Open the previous readable image (stays on the first)."""
+        self._open_readable(self.index - 1, -1)
 
     # ------------------------------------------------------------------ prompting
     def _check_point(self, x: float, y: float) -> tuple[float, float]:
@@ -363,13 +428,14 @@ class AnnotationSession:
             )
             masks, scores = dets.mask, np.asarray(dets.data["sam_iou"], np.float32)
         latency = (time.perf_counter() - start) * 1000.0
-        origin = draft.origin if draft.origin == "text" else ("box" if draft.box else "click")
+        text = draft.origin == "text"
         return replace(
             draft,
             masks=masks,
             scores=scores,
             selected=int(np.argmax(scores)),
-            origin=origin,
+            origin="text" if text else ("box" if draft.box else "click"),
+            edited=text,
             latency_ms=latency,
         )
 
@@ -413,7 +479,9 @@ class AnnotationSession:
             )
         if int(k) != self.draft.selected:
             self._push()
-            self.draft = replace(self.draft, selected=int(k))
+            self.draft = replace(
+                self.draft, selected=int(k), edited=self.draft.edited or self.draft.origin == "text"
+            )
         return self.draft
 
     # ------------------------------------------------------------------ undo / reject
@@ -461,7 +529,9 @@ class AnnotationSession:
 
         Returns:
             The COCO annotation written (``id``, ``category_id``, ``segmentation`` RLE,
-            ``bbox``, ``area``, ``score``, ``sam_iou``, ``origin``).
+            ``bbox``, ``area``, ``score``, ``sam_iou``, ``origin``, ``source``: ``"proposal"``
+            for a text proposal accepted unchanged, ``"corrected"`` when its mask or class was
+            changed, ``"manual"`` for clicks and boxes).
 
         Raises:
             ValueError: No mask to accept, an empty mask, or no class.
@@ -518,6 +588,7 @@ class AnnotationSession:
                 "class_name": np.array([class_name]),
                 "sam_iou": np.array([sam_iou], np.float32),
                 "origin": np.array([draft.origin]),
+                "source": np.array([_source(draft, class_name)]),
             },
         )
         ann = detections_to_coco(
@@ -572,7 +643,10 @@ class AnnotationSession:
         i = self._find(annotation_id)
         self._ensure_class(name[0])
         anns = list(self._annotations[self.file_name])
+        changed = self._category_ids[name[0]] != int(anns[i]["category_id"])
         anns[i] = {**anns[i], "category_id": self._category_ids[name[0]]}
+        if changed and anns[i].get("source") == "proposal":
+            anns[i]["source"] = "corrected"
         self._push()
         self._commit(tuple(anns))
         return anns[i]
@@ -602,23 +676,32 @@ class AnnotationSession:
         names = parse_classes(classes)
         if not names:
             raise ValueError("find all: expected class names like 'dog, frisbee', got none")
-        if self.segmenter is None:
+        if self.proposer is None:
             raise ValueError(
                 "find all: this session has only a SAM core, no text pipeline; start it with a "
                 "preset (e.g. --preset grounded-sam)"
             )
+        found = self._propose(names)
+        self._push()
+        self.draft, self.proposals = (found[0], found[1:]) if found else (Draft(), ())
+        return len(found)
+
+    def _propose(self, names: Sequence[str]) -> tuple[Draft, ...]:
+        """The pipeline's masks for ``names`` on the current image, best score first, less
+        those an accepted annotation already covers."""
         start = time.perf_counter()
-        result = self.segmenter.segment(self.image, names)
+        result = self.proposer.segment(self.image, list(names))
         latency = (time.perf_counter() - start) * 1000.0
         dets = result.detections
         if len(dets):
-            keep = _novel(dets.mask, self._masks())
-            dets = dets[keep]
+            dets = dets[_novel(dets.mask, self._masks())]
+        # SAM 3 and specialist masks come without SAM's predicted IoU: their score stands in.
+        ious = dets.data.get("sam_iou", dets.confidence)
         order = np.argsort(-np.asarray(dets.confidence, np.float64), kind="stable")
-        found = tuple(
+        return tuple(
             Draft(
                 masks=dets.mask[i : i + 1],
-                scores=np.asarray(dets.data["sam_iou"][i : i + 1], np.float32),
+                scores=np.asarray(ious[i : i + 1], np.float32),
                 class_name=str(dets.data["class_name"][i]),
                 confidence=float(dets.confidence[i]),
                 origin="text",
@@ -626,12 +709,6 @@ class AnnotationSession:
             )
             for i in order
         )
-        self._push()
-        if found:
-            self.draft, self.proposals = found[0], found[1:]
-        else:
-            self.draft, self.proposals = Draft(), ()
-        return len(found)
 
     # ------------------------------------------------------------------ reading
     def annotations(self, file_name: str | None = None) -> list[dict[str, Any]]:
@@ -646,7 +723,8 @@ class AnnotationSession:
     def detections(self, file_name: str | None = None) -> sv.Detections:
         """The accepted annotations of an image as ``supervision.Detections`` (``mask``
         (N, H, W) bool, ``xyxy``, ``class_id`` indexing :attr:`classes`,
-        ``data["class_name"]``, ``confidence``, ``data["sam_iou"]``, ``data["origin"]``)."""
+        ``data["class_name"]``, ``confidence``, ``data["sam_iou"]``, ``data["origin"]``,
+        ``data["source"]``)."""
         name = file_name or self.file_name
         if name == self.file_name:
             h, w = self.image_size
@@ -703,7 +781,10 @@ class AnnotationSession:
         ]
         categories.sort(key=lambda c: c["id"])
         return {
-            "info": {"description": "written by textseg app"},
+            "info": {
+                "description": "written by textseg app",
+                "image_root": str(self.folder.resolve()),
+            },
             "licenses": [],
             "images": images,
             "annotations": [*annotations, *self._extra_annotations],
@@ -978,6 +1059,13 @@ def _resolve_segmenter(
         f"segmenter: expected a TextSegmenter, a SamCore or a preset name, got "
         f"{type(segmenter).__name__}"
     )
+
+
+def _source(draft: Draft, class_name: str) -> str:
+    """Who made an annotation (the ``"source"`` field, :data:`textseg.train.data.SOURCES`)."""
+    if draft.origin != "text":
+        return "manual"
+    return "corrected" if draft.edited or class_name != draft.class_name else "proposal"
 
 
 def _annotation_mask(ann: dict[str, Any], h: int, w: int) -> np.ndarray:

@@ -24,6 +24,20 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     add_model_args(parser)
     parser.add_argument(
+        "--specialist",
+        default=None,
+        metavar="DIR",
+        help="a specialist trained by `textseg train` makes the proposals (its classes are "
+        "offered when --classes is not given)",
+    )
+    parser.add_argument(
+        "--prefill",
+        action="store_true",
+        help="assisted labelling: each image opens with the pipeline's (or the specialist's) "
+        "masks as proposals to accept, fix with clicks or reject; the COCO file records "
+        "source proposal / corrected / manual",
+    )
+    parser.add_argument(
         "--random-weights",
         action="store_true",
         help="build the models with random weights (trials, speed checks)",
@@ -64,17 +78,28 @@ def run(args: argparse.Namespace) -> int:
     from textseg.app.server import build_app
     from textseg.pipelines import TextSegmenter
 
+    options = preset_options(args)
+    specialist = options.pop("specialist", None)
+    pretrained = not args.random_weights
     segmenter = TextSegmenter.from_preset(
-        args.preset,
-        device=args.device,
-        pretrained=not args.random_weights,
-        **preset_options(args),
+        args.preset, device=args.device, pretrained=pretrained, **options
     )
+    proposer = None
+    classes = parse_classes(args.classes)
+    if specialist:
+        from textseg.train.specialist import specialist_classes
+
+        proposer = TextSegmenter.from_preset(
+            args.preset, device=args.device, tiny=args.tiny, specialist=specialist
+        )
+        classes = classes or specialist_classes(specialist)
     demo = build_app(
         folder,
-        classes=parse_classes(args.classes),
+        classes=classes,
         preset=segmenter,
         annotation_file=args.annotations,
+        prefill=args.prefill,
+        proposer=proposer,
     )
     print(
         f"textseg app: {len(demo.session.images)} images in {folder}, "

@@ -30,7 +30,6 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,16 @@ from textseg._registry import get_model_cfg, test_variant
 from textseg.train.data import TrainingSet, open_dataset, split_indices
 from textseg.train.metrics import SemanticIoU
 from textseg.train.models import SpecialistNet, build_specialist
+from textseg.train.output import (
+    CHECKPOINT,
+    CONFIG,
+    CONFIG_FORMAT,
+    WEIGHTS,
+    TrainReport,
+    _atomic_json,
+    _atomic_safetensors,
+    _atomic_torch,
+)
 from textseg.vocab import Vocabulary, normalize_name
 
 __all__ = [
@@ -58,84 +67,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FORMAT = "textseg-specialist"
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-CHECKPOINT = "checkpoints/last.pt"
-
 #: Learning rate (AdamW) per family; tiny test variants train at :data:`TINY_LR`.
 DEFAULT_LR = {"segformer": 6e-5, "maskrcnn": 1e-4, "yolo": 1e-3}
 TINY_LR = 1e-3
 #: Images per optimiser step per family.
 DEFAULT_BATCH = {"segformer": 8, "maskrcnn": 2, "yolo": 8}
-
-
-@dataclass
-class TrainReport:
-    """What :func:`train_specialist` did.
-
-    Attributes:
-        out: The output folder.
-        arch: Registry name of the architecture trained (the tiny variant with ``tiny``).
-        kind: ``"semantic"`` or ``"instance"``.
-        classes: The class names learnt.
-        epochs: Epochs finished (all runs together).
-        best_epoch: 1-based epoch whose weights are in ``model.safetensors``.
-        best_miou: Its validation mIoU (None without validation images).
-        train_loss: Mean training loss per epoch.
-        val_miou: Validation mIoU per epoch (None entries without validation images).
-        stopped_early: Early stopping ended the run.
-        resumed_from: Epochs already done when this call started (0: a fresh run).
-        seconds: Training time, all runs together.
-        train_images: Training images; val_images: validation images.
-    """
-
-    out: Path
-    arch: str
-    kind: str
-    classes: list[str]
-    epochs: int
-    best_epoch: int
-    best_miou: float | None
-    train_loss: list[float] = field(repr=False)
-    val_miou: list[float | None] = field(repr=False)
-    stopped_early: bool = False
-    resumed_from: int = 0
-    seconds: float = 0.0
-    train_images: int = 0
-    val_images: int = 0
-
-    def __str__(self) -> str:
-        miou = "-" if self.best_miou is None else f"{self.best_miou:.4f}"
-        first = self.train_loss[0] if self.train_loss else float("nan")
-        last = self.train_loss[-1] if self.train_loss else float("nan")
-        stop = ", stopped early" if self.stopped_early else ""
-        return (
-            f"{self.arch}: {self.epochs} epochs on {self.train_images} images ({self.val_images} "
-            f"held out){stop}; loss {first:.4f} -> {last:.4f}; best epoch {self.best_epoch}, "
-            f"val mIoU {miou}; {self.seconds:.1f} s; saved {self.out / WEIGHTS}"
-        )
-
-
-def _atomic_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _atomic_torch(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(dict(data), tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_safetensors(path: Path, state: Mapping[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
 
 
 def _positive(value: Any, name: str) -> int:

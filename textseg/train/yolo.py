@@ -32,9 +32,18 @@ from typing import Any
 import numpy as np
 import supervision as sv
 import torch
+from PIL import Image
 
 from textseg._registry import get_model_cfg
 from textseg.train.data import TrainingSet, open_dataset, split_indices
+from textseg.train.output import (
+    CONFIG,
+    CONFIG_FORMAT,
+    WEIGHTS,
+    TrainReport,
+    _atomic_json,
+    _atomic_safetensors,
+)
 
 __all__ = ["YoloNet", "build_segmentation_model", "load_yolo_specialist", "train_yolo"]
 
@@ -57,11 +66,18 @@ def _keep_threads() -> Iterator[None]:
 
 
 def _ultralytics() -> Any:
+    """Import ultralytics, undoing its one process-wide patch: on import it replaces
+    ``PIL.Image.open`` by a wrapper that tries to pip-install ``pi-heif`` whenever Pillow cannot
+    identify a file, which turned textseg's "cannot read image" into an install attempt and a
+    ``ModuleNotFoundError`` for every later image read of the process."""
     with _keep_threads():
         try:
             import ultralytics
+            from ultralytics.utils import patches
         except ImportError as err:
             raise ImportError(_INSTALL) from err
+    if Image.open is getattr(patches, "image_open", None):
+        Image.open = patches._image_open
     return ultralytics
 
 
@@ -152,15 +168,6 @@ def train_yolo(
         ValueError: Provenance weights other than 0 and 1; ``out`` holds a run and ``resume``
             is False, or ``resume`` with no run.
     """
-    from textseg.train.specialist import (
-        CONFIG,
-        CONFIG_FORMAT,
-        WEIGHTS,
-        TrainReport,
-        _atomic_json,
-        _atomic_safetensors,
-    )
-
     _ultralytics()
     from ultralytics import YOLO
 

@@ -129,3 +129,62 @@ class SamBackend(abc.ABC):
             ``(N, K, 256, 256)`` float32 low-res mask logits and ``(N, K)`` predicted IoU, with
             K = 3 for multimask output, else 1.
         """
+
+
+def _rows(name: str, tensor: torch.Tensor | None, shape: tuple[int | None, ...]) -> int | None:
+    """Check ``tensor`` against ``shape`` (None: any size) and return its first dimension."""
+    if tensor is None:
+        return None
+    sizes = tuple(tensor.shape)
+    if len(sizes) != len(shape) or any(
+        want is not None and got != want for got, want in zip(sizes, shape, strict=False)
+    ):
+        wanted = ", ".join(
+            str(want) if want is not None else "N" if i == 0 else "*"
+            for i, want in enumerate(shape)
+        )
+        raise ValueError(f"{name}: expected shape ({wanted}), got {sizes}")
+    return sizes[0]
+
+
+def check_prompts(
+    embedding: torch.Tensor,
+    points: torch.Tensor | None,
+    point_labels: torch.Tensor | None,
+    boxes: torch.Tensor | None,
+    mask_inputs: torch.Tensor | None,
+    *,
+    channels: int | None,
+    grid: int,
+    low_res_size: int,
+) -> int:
+    """Validate the inputs of :meth:`SamBackend.decode` for backends that call a model's own
+    prompt encoder: ``embedding`` ``(1, channels, grid, grid)`` (None: any channels), then the
+    prompt fields' documented shapes and one common N.
+
+    Returns:
+        N, the number of prompts.
+
+    Raises:
+        ValueError: No prompt, a shape other than the documented one, ``points`` without
+            ``point_labels`` (or the reverse), or fields with different numbers of prompts.
+    """
+    _rows("embedding", embedding, (1, channels, grid, grid))
+    if (points is None) != (point_labels is None):
+        raise ValueError("points and point_labels must be given together (or both None)")
+    counts = {
+        "points": _rows("points", points, (None, None, 2)),
+        "point_labels": _rows(
+            "point_labels", point_labels, (None, None if points is None else points.shape[1])
+        ),
+        "boxes": _rows("boxes", boxes, (None, 4)),
+        "mask_inputs": _rows("mask_inputs", mask_inputs, (None, 1, low_res_size, low_res_size)),
+    }
+    given = {name: n for name, n in counts.items() if n is not None}
+    if not given:
+        raise ValueError("decode: no prompt; give points, boxes or mask_inputs")
+    if len(set(given.values())) > 1:
+        raise ValueError(
+            f"decode: every prompt field needs the same number of prompts N, got {given}"
+        )
+    return next(iter(given.values()))

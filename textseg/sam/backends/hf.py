@@ -13,25 +13,9 @@ from typing import Any
 
 import torch
 
-from textseg.sam.backends.base import SamBackend
+from textseg.sam.backends.base import SamBackend, check_prompts
 
 __all__ = ["TransformersSamBackend"]
-
-
-def _rows(name: str, tensor: torch.Tensor | None, shape: tuple[int | None, ...]) -> int | None:
-    """Check ``tensor`` against ``shape`` (None: any size) and return its first dimension."""
-    if tensor is None:
-        return None
-    sizes = tuple(tensor.shape)
-    if len(sizes) != len(shape) or any(
-        want is not None and got != want for got, want in zip(sizes, shape, strict=False)
-    ):
-        wanted = ", ".join(
-            str(want) if want is not None else "N" if i == 0 else "*"
-            for i, want in enumerate(shape)
-        )
-        raise ValueError(f"{name}: expected shape ({wanted}), got {sizes}")
-    return sizes[0]
 
 
 class TransformersSamBackend(SamBackend):
@@ -129,27 +113,10 @@ class TransformersSamBackend(SamBackend):
                 with different numbers of prompts.
         """
         grid = self.low_res_size // 4
-        _rows("embedding", embedding, (1, None, grid, grid))
-        if (points is None) != (point_labels is None):
-            raise ValueError("points and point_labels must be given together (or both None)")
-        counts = {
-            "points": _rows("points", points, (None, None, 2)),
-            "point_labels": _rows(
-                "point_labels", point_labels, (None, None if points is None else points.shape[1])
-            ),
-            "boxes": _rows("boxes", boxes, (None, 4)),
-            "mask_inputs": _rows(
-                "mask_inputs", mask_inputs, (None, 1, self.low_res_size, self.low_res_size)
-            ),
-        }
-        given = {name: n for name, n in counts.items() if n is not None}
-        if not given:
-            raise ValueError("decode: no prompt; give points, boxes or mask_inputs")
-        if len(set(given.values())) > 1:
-            raise ValueError(
-                f"decode: every prompt field needs the same number of prompts N, got {given}"
-            )
-        n = next(iter(given.values()))
+        n = check_prompts(
+            embedding, points, point_labels, boxes, mask_inputs,
+            channels=None, grid=grid, low_res_size=self.low_res_size,
+        )  # fmt: skip
 
         device, dtype = self.device, self.dtype
         model = self.model

@@ -27,8 +27,7 @@ from typing import Any
 
 import torch
 
-from textseg.sam.backends.base import SamBackend
-from textseg.sam.backends.hf import _rows
+from textseg.sam.backends.base import SamBackend, check_prompts
 
 __all__ = ["SamHQBackend"]
 
@@ -156,27 +155,10 @@ class SamHQBackend(SamBackend):
                 different numbers of prompts.
         """
         grid = self.grid
-        _rows("embedding", embedding, (1, self.embed_dim + self.vit_dim, grid, grid))
-        if (points is None) != (point_labels is None):
-            raise ValueError("points and point_labels must be given together (or both None)")
-        counts = {
-            "points": _rows("points", points, (None, None, 2)),
-            "point_labels": _rows(
-                "point_labels", point_labels, (None, None if points is None else points.shape[1])
-            ),
-            "boxes": _rows("boxes", boxes, (None, 4)),
-            "mask_inputs": _rows(
-                "mask_inputs", mask_inputs, (None, 1, self.low_res_size, self.low_res_size)
-            ),
-        }
-        given = {name: n for name, n in counts.items() if n is not None}
-        if not given:
-            raise ValueError("decode: no prompt; give points, boxes or mask_inputs")
-        if len(set(given.values())) > 1:
-            raise ValueError(
-                f"decode: every prompt field needs the same number of prompts N, got {given}"
-            )
-        n = next(iter(given.values()))
+        n = check_prompts(
+            embedding, points, point_labels, boxes, mask_inputs,
+            channels=self.embed_dim + self.vit_dim, grid=grid, low_res_size=self.low_res_size,
+        )  # fmt: skip
         hq = state if isinstance(state, _HQState) else self.prepare(embedding)
 
         device, dtype = self.device, self.dtype

@@ -44,6 +44,7 @@ def test_missing_weights_is_one_line(folder: Path, capsys, no_launch):
     [
         (["--port", "0"], "--port: expected 1..65535, got 0"),
         (["--preset", "nope"], "nope"),
+        (["--prefill", "--tiny"], "--prefill: expected --classes or --specialist"),
     ],
 )
 def test_bad_arguments_are_one_line(argv, message, folder: Path, capsys, no_launch):

@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from textseg.app.server import build_app
     from textseg.pipelines import TextSegmenter
 
+    if args.prefill and not (args.classes or args.specialist):
+        raise ValueError("--prefill: expected --classes or --specialist to propose, got neither")
     options = preset_options(args)
     specialist = options.pop("specialist", None)
     pretrained = not args.random_weights

@@ -11,7 +11,7 @@ import abc
 
 import torch
 
-__all__ = ["SamBackend"]
+__all__ = ["SamBackend", "TransformersBackend", "check_prompts"]
 
 
 class SamBackend(abc.ABC):
@@ -129,6 +129,35 @@ class SamBackend(abc.ABC):
             ``(N, K, 256, 256)`` float32 low-res mask logits and ``(N, K)`` predicted IoU, with
             K = 3 for multimask output, else 1.
         """
+
+
+class TransformersBackend(SamBackend):
+    """The part shared by backends over a transformers SAM-family model (``SamModel``,
+    ``SamHQModel``, SAM 2): device and dtype from its parameters, and the dense positional
+    encoding of the embedding grid, computed once per device and dtype.
+
+    Subclasses set ``self.model``.
+    """
+
+    model: torch.nn.Module
+    _image_pe: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def image_pe(self) -> torch.Tensor:
+        """``(1, C, h, w)`` dense positional encoding of the embedding grid, computed once."""
+        pe = self._image_pe
+        if pe is None or pe.device != self.device or pe.dtype != self.dtype:
+            with torch.inference_mode():
+                pe = self.model.get_image_wide_positional_embeddings().to(self.dtype)
+            self._image_pe = pe
+        return pe
 
 
 def _rows(name: str, tensor: torch.Tensor | None, shape: tuple[int | None, ...]) -> int | None:

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from textseg.sam.backends.base import SamBackend, check_prompts
+from textseg.sam.backends.base import TransformersBackend, check_prompts
 
 __all__ = ["TransformersSamBackend"]
 
 
-class TransformersSamBackend(SamBackend):
+class TransformersSamBackend(TransformersBackend):
     """Backend over a transformers ``SamModel``.
 
     Encoding is the model's vision encoder (``get_image_embeddings``); decoding runs the model's
@@ -46,15 +46,6 @@ class TransformersSamBackend(SamBackend):
         self.image_size = int(config.vision_config.image_size)
         grid = int(config.prompt_encoder_config.image_embedding_size)
         self.low_res_size = 4 * grid
-        self._image_pe: torch.Tensor | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -78,15 +69,6 @@ class TransformersSamBackend(SamBackend):
     @property
     def image_encoder(self) -> torch.nn.Module:
         return self.model.vision_encoder
-
-    def image_pe(self) -> torch.Tensor:
-        """``(1, C, h, w)`` dense positional encoding of the embedding grid, computed once."""
-        pe = self._image_pe
-        if pe is None or pe.device != self.device or pe.dtype != self.dtype:
-            with torch.inference_mode():
-                pe = self.model.get_image_wide_positional_embeddings().to(self.dtype)
-            self._image_pe = pe
-        return pe
 
     @torch.inference_mode()
     def decode(

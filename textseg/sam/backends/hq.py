@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from textseg.sam.backends.base import SamBackend, check_prompts
+from textseg.sam.backends.base import TransformersBackend, check_prompts
 
 __all__ = ["SamHQBackend"]
 
@@ -43,7 +43,7 @@ class _HQState:
         return self.hq_features.numel() * self.hq_features.element_size()
 
 
-class SamHQBackend(SamBackend):
+class SamHQBackend(TransformersBackend):
     """Backend over a transformers ``SamHQModel``.
 
     Args:
@@ -69,15 +69,6 @@ class SamHQBackend(SamBackend):
         self.embed_dim = int(config.mask_decoder_config.hidden_size)
         self.vit_dim = int(config.mask_decoder_config.vit_dim)
         self.hq_token_only = bool(hq_token_only)
-        self._image_pe: torch.Tensor | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -111,15 +102,6 @@ class SamHQBackend(SamBackend):
                 f"ViT features of SamHQBackend.encode), got {tuple(embedding.shape)}"
             )
         return embedding[:, : self.embed_dim], embedding[:, self.embed_dim :]
-
-    def image_pe(self) -> torch.Tensor:
-        """``(1, C, h, w)`` dense positional encoding of the embedding grid, computed once."""
-        pe = self._image_pe
-        if pe is None or pe.device != self.device or pe.dtype != self.dtype:
-            with torch.inference_mode():
-                pe = self.model.get_image_wide_positional_embeddings().to(self.dtype)
-            self._image_pe = pe
-        return pe
 
     @torch.inference_mode()
     def prepare(self, embedding: torch.Tensor) -> _HQState:

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from textseg.sam.backends.base import SamBackend, check_prompts
+from textseg.sam.backends.base import TransformersBackend, check_prompts
 
 __all__ = ["Sam2Backend", "pack_features", "unpack_features"]
 
@@ -66,7 +66,7 @@ def unpack_features(packed: torch.Tensor) -> list[torch.Tensor]:
     return [s0, s1, top]
 
 
-class Sam2Backend(SamBackend):
+class Sam2Backend(TransformersBackend):
     """Backend over a transformers SAM 2 family model (image predictor path).
 
     Args:
@@ -96,15 +96,6 @@ class Sam2Backend(SamBackend):
         grid = self.image_size // int(prompt.patch_size)
         self.low_res_size = 4 * grid
         self.hidden_size = int(prompt.hidden_size)
-        self._image_pe: torch.Tensor | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @torch.inference_mode()
     def features(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -138,15 +129,6 @@ class Sam2Backend(SamBackend):
         """
         levels, _ = self.features(pixels)
         return pack_features(levels)
-
-    def image_pe(self) -> torch.Tensor:
-        """``(1, C, h, w)`` dense positional encoding of the embedding grid, computed once."""
-        pe = self._image_pe
-        if pe is None or pe.device != self.device or pe.dtype != self.dtype:
-            with torch.inference_mode():
-                pe = self.model.get_image_wide_positional_embeddings().to(self.dtype)
-            self._image_pe = pe
-        return pe
 
     @torch.inference_mode()
     def decode(

@@ -140,9 +140,15 @@ def test_killed_run_resumes_to_the_same_state(data_dir, tmp_path):
         train_specialist(ann, tmp_path / "killed", **options)
     with pytest.raises(ValueError, match="settings differ"):
         train_specialist(ann, tmp_path / "killed", **{**options, "epochs": 5}, resume=True)
-    # ... then --resume, against the same run never interrupted.
-    resumed = train_specialist(ann, tmp_path / "killed", **options, resume=True, progress=False)
-    whole = train_specialist(ann, tmp_path / "whole", **options, progress=False)
+    # ... then --resume, against the same run never interrupted, on one thread as the killed
+    # process ran (another thread count sums in another order: not bit-equal).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        resumed = train_specialist(ann, tmp_path / "killed", **options, resume=True, progress=False)
+        whole = train_specialist(ann, tmp_path / "whole", **options, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     assert resumed.resumed_from == state["epoch"] and resumed.epochs == whole.epochs == 6
 
     a = load_file(tmp_path / "whole" / "model.safetensors")

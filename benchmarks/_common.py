@@ -138,6 +138,19 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def match_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Two stacks of ``(N, H, W)`` masks, matched both ways: the smallest best-match IoU of any
+    mask of either stack among the other's (1.0: every mask found; exact RLE IoU)."""
+    from pycocotools import mask as mask_utils
+
+    from textseg.io.rle import encode_masks
+
+    if len(a) == 0 or len(b) == 0:
+        return 1.0 if len(a) == len(b) else 0.0
+    ious = np.asarray(mask_utils.iou(encode_masks(a), encode_masks(b), [0] * len(b)))
+    return float(min(ious.max(1).min(), ious.max(0).min()))
+
+
 def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     """A Markdown table; the first column left-aligned, the others right-aligned."""
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]

@@ -23,22 +23,13 @@ import time
 
 import numpy as np
 import torch
-from _common import DATA, machine, official_sam, table
+from _common import DATA, machine, match_iou, official_sam, table
 from pycocotools import mask as mask_utils
 from segment_anything import SamAutomaticMaskGenerator
 
 from textseg._hub import create_model
 from textseg._image import load_image
-from textseg.io.rle import encode_masks
 from textseg.sam import AutomaticMaskGenerator, SamCore
-
-
-def _match(ref: np.ndarray, ours: np.ndarray) -> float:
-    """Smallest best-match IoU of each mask of ``ref`` among ``ours`` (1.0: all found)."""
-    if len(ref) == 0 or len(ours) == 0:
-        return 1.0 if len(ref) == len(ours) else 0.0
-    ious = mask_utils.iou(encode_masks(ref), encode_masks(ours), [0] * len(ours))
-    return float(np.asarray(ious).max(1).min())
 
 
 def main() -> None:
@@ -79,7 +70,7 @@ def main() -> None:
                 for m in ref
             ]
         )
-        match = min(_match(ref_masks, ours.mask), _match(ours.mask, ref_masks))
+        match = match_iou(ref_masks, ours.mask)
         rows.append(
             (
                 f"{args.grid}x{args.grid} grid, crop_n_layers={layers}",

@@ -23,22 +23,13 @@ import argparse
 
 import numpy as np
 import torch
-from _common import DATA, iou, machine, official_sam, random_boxes, table, timed
+from _common import DATA, iou, machine, match_iou, official_sam, random_boxes, table, timed
 from pycocotools import mask as mask_utils
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
 from textseg._hub import create_model
 from textseg._image import load_image
-from textseg.io.rle import encode_masks
 from textseg.sam import AutomaticMaskGenerator, Prompts, SamCore
-
-
-def _match(ref: np.ndarray, ours: np.ndarray) -> float:
-    """Smallest best-match IoU of each reference mask among ours (1.0 = all found)."""
-    if len(ref) == 0 or len(ours) == 0:
-        return 1.0 if len(ref) == len(ours) else 0.0
-    ious = mask_utils.iou(encode_masks(ref), encode_masks(ours), [0] * len(ours))
-    return float(np.asarray(ious).max(1).min())
 
 
 def main() -> None:
@@ -113,7 +104,7 @@ def main() -> None:
             t_ref_amg,
             t_amg,
             f"{len(ref_masks)} vs {len(amg)} masks, min match IoU "
-            f"{min(_match(ref_stack, amg.mask), _match(amg.mask, ref_stack)):.4f}",
+            f"{match_iou(ref_stack, amg.mask):.4f}",
         )
     )
     # (b') the same without the encoder (embedding cached), the part textseg changes

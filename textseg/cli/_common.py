@@ -168,15 +168,17 @@ def vocabulary(args: argparse.Namespace, classes: Sequence[str] | None = None) -
     return Vocabulary(classes, synonyms=synonyms or None, negatives=args.negative)
 
 
-def build_segmenter(args: argparse.Namespace) -> Any:
-    """The preset of the command line, built under ``--seed`` (the global RNG is restored)."""
+def build_segmenter(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The preset of the command line, built under ``--seed`` (the global RNG is restored);
+    ``overrides`` replace ``TextSegmenter.from_preset`` keyword arguments."""
     import torch
 
     from textseg.pipelines import TextSegmenter
 
+    options = {**preset_options(args), **overrides}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        return TextSegmenter.from_preset(args.preset, device=args.device, **preset_options(args))
+        return TextSegmenter.from_preset(args.preset, device=args.device, **options)
 
 
 def check_images(paths: Sequence[str]) -> list[Path]:

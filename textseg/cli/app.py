@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from textseg.app.state import ANNOTATION_FILE, parse_classes
-from textseg.cli._common import add_model_args, preset_options
+from textseg.cli._common import add_model_args, build_segmenter
 
 __all__ = ["add_parser", "run"]
 
@@ -80,12 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.prefill and not (args.classes or args.specialist):
         raise ValueError("--prefill: expected --classes or --specialist to propose, got neither")
-    options = preset_options(args)
-    specialist = options.pop("specialist", None)
-    pretrained = not args.random_weights
-    segmenter = TextSegmenter.from_preset(
-        args.preset, device=args.device, pretrained=pretrained, **options
-    )
+    # SAM answers the clicks; a specialist, when given, only makes the proposals.
+    specialist = args.specialist
+    segmenter = build_segmenter(args, pretrained=not args.random_weights, specialist=None)
     proposer = None
     classes = parse_classes(args.classes)
     if specialist:

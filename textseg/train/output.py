@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from textseg.io._common import atomic_write
+
 __all__ = ["CHECKPOINT", "CONFIG", "CONFIG_FORMAT", "WEIGHTS", "TrainReport"]
 
 CONFIG_FORMAT = "textseg-specialist"
@@ -70,9 +72,7 @@ class TrainReport:
 
 
 def _atomic_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def _atomic_torch(path: Path, data: Mapping[str, Any]) -> None:

@@ -73,7 +73,7 @@ def test_mask_dedup_removes_more_than_box_nms(sam):
     )
     # Box NMS at 1.0 keeps every candidate; mask NMS removes the overlapping ones.
     assert 0 < len(mask) < len(box)
-    from textseg.sam.postprocess import mask_iou_matrix
+    from textseg.masks import mask_iou_matrix
 
     iou, _ = mask_iou_matrix(mask.mask)
     np.fill_diagonal(iou, 0.0)

@@ -8,14 +8,8 @@ import supervision as sv
 import torch
 from segment_anything.utils import amg
 
-from textseg.sam.postprocess import (
-    _cheaper_iou_method,
-    mask_iou_matrix,
-    mask_nms,
-    masks_to_boxes,
-    remove_small_regions,
-    stability_score,
-)
+from textseg.masks import _cheaper_iou_method, mask_iou_matrix, mask_nms, masks_to_boxes
+from textseg.sam.postprocess import remove_small_regions, stability_score
 
 
 def _blobs(seed: int = 0, n: int = 6, h: int = 40, w: int = 50) -> np.ndarray:

@@ -40,9 +40,10 @@ from textseg._image import IMAGE_SUFFIXES, list_images, to_rgb_uint8
 from textseg.io._common import atomic_write
 from textseg.io.coco import coco_to_detections, detections_to_coco, load_coco
 from textseg.io.rle import decode_masks, to_rle
+from textseg.masks import masks_to_boxes, pairwise_iou
 from textseg.sam import SamCore
 from textseg.sam.cache import ImageEmbedding
-from textseg.sam.postprocess import masks_to_boxes, remove_small_regions
+from textseg.sam.postprocess import remove_small_regions
 from textseg.sam.prompts import Prompts
 
 __all__ = [
@@ -1083,11 +1084,7 @@ def _novel(candidates: np.ndarray, existing: np.ndarray, threshold: float = 0.8)
     """``(N,)`` bool: candidates whose IoU with every existing mask is at most ``threshold``."""
     if not len(existing) or not len(candidates):
         return np.ones(len(candidates), bool)
-    a = candidates.reshape(len(candidates), -1).astype(np.float32)
-    b = existing.reshape(len(existing), -1).astype(np.float32)
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou, _ = pairwise_iou(candidates, existing)
     return (iou <= threshold).all(axis=1)
 
 

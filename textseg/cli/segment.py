@@ -15,8 +15,6 @@ must say ``--overwrite`` or ``--append``):
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import shutil
@@ -32,6 +30,7 @@ from textseg.cli._common import (
     check_images,
     vocabulary,
 )
+from textseg.io._common import save_errors
 from textseg.io.coco import GroundTruth
 
 __all__ = ["add_output_args", "add_parsers", "run_count", "run_segment"]
@@ -136,17 +135,6 @@ def prepare_run_folder(out: Path, *, overwrite: bool, append: bool) -> None:
         for name in RUN_DIRS:
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
-
-
-def save_errors(path: Path, failed: dict[str, str]) -> None:
-    """``errors.csv``: ``file,error`` per image that failed."""
-    from textseg.io._common import atomic_write
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "error"])
-    writer.writerows(failed.items())
-    atomic_write(path, buffer.getvalue())
 
 
 def _one_line(err: BaseException) -> str:

@@ -18,6 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from textseg.masks import paired_iou
+
 __all__ = [
     "coco_mask_ap",
     "count_errors",
@@ -64,15 +66,7 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
             f"pred and gt: expected the same (N, H, W) shape (one prediction per ground-truth "
             f"mask, same image size), got {pred.shape} and {gt.shape}"
         )
-    n = pred.shape[0]
-    p = pred.reshape(n, -1)
-    g = gt.reshape(n, -1)
-    inter = np.logical_and(p, g).sum(axis=1, dtype=np.int64)
-    union = np.logical_or(p, g).sum(axis=1, dtype=np.int64)
-    out = np.ones(n, dtype=np.float64)
-    nonzero = union > 0
-    out[nonzero] = inter[nonzero] / union[nonzero]
-    return out
+    return paired_iou(pred, gt, empty=1.0)
 
 
 def mean_iou(

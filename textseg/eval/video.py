@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from textseg.eval.metrics import mask_iou
+from textseg.masks import greedy_match, pairwise_iou
 
 __all__ = [
     "VideoReport",
@@ -216,20 +217,11 @@ def _match(
     gt: dict[int, np.ndarray], pred: dict[int, np.ndarray], threshold: float
 ) -> dict[int, int]:
     """Greedy one-to-one matching of ground-truth to predicted masks by IoU >= threshold."""
-    pairs = []
-    for g, gm in gt.items():
-        for p, pm in pred.items():
-            inter = np.logical_and(gm, pm).sum()
-            union = np.logical_or(gm, pm).sum()
-            if union and inter / union >= threshold:
-                pairs.append((inter / union, g, p))
-    out: dict[int, int] = {}
-    used: set[int] = set()
-    for _, g, p in sorted(pairs, reverse=True):
-        if g not in out and p not in used:
-            out[g] = p
-            used.add(p)
-    return out
+    if not gt or not pred:
+        return {}
+    g_ids, p_ids = list(gt), list(pred)
+    iou, _ = pairwise_iou(np.stack([gt[g] for g in g_ids]), np.stack([pred[p] for p in p_ids]))
+    return {g_ids[r]: p_ids[c] for r, c in greedy_match(iou, threshold)}
 
 
 @dataclass

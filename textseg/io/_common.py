@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +238,16 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def save_errors(path: str | os.PathLike[str], failed: Mapping[str, str]) -> None:
+    """``errors.csv`` (``file,error``, one row per item that failed), written atomically: the
+    one errors file of every command that skips bad items."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "error"])
+    writer.writerows(failed.items())
+    atomic_write(path, buffer.getvalue())

@@ -32,7 +32,7 @@ from textseg.io._common import (
     iter_masks,
     prepare_output_dir,
 )
-from textseg.sam.postprocess import masks_to_boxes
+from textseg.masks import masks_to_boxes
 
 __all__ = [
     "load_index_png",

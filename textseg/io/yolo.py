@@ -49,7 +49,7 @@ from textseg.io._common import (
     prepare_output_dir,
 )
 from textseg.io.polygons import join_polygons, mask_to_polygons, polygons_to_mask
-from textseg.sam.postprocess import masks_to_boxes
+from textseg.masks import masks_to_boxes
 
 __all__ = [
     "YoloData",

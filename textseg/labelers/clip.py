@@ -26,6 +26,7 @@ import numpy as np
 import supervision as sv
 import torch
 
+from textseg._detections import copy_detections
 from textseg._image import ImageInput, to_rgb_uint8
 from textseg.clip.crops import mask_box, masked_crop
 from textseg.clip.text import DEFAULT_BACKGROUND, DEFAULT_TEMPLATES, TextEmbedder
@@ -319,24 +320,12 @@ class ClipLabeler:
             margin = score - others.max(axis=1)
         else:  # one class and no reject entry: nothing to compete with
             margin = score.copy()
-        result = _copy(detections)
+        result = copy_detections(detections, class_id=False)
         result.class_id = out_ids
         result.data["class_name"] = np.array([*vocab.names, UNKNOWN])[out_ids]  # -1: UNKNOWN
         result.data["clip_score"] = score.astype(np.float32)
         result.data["clip_margin"] = margin.astype(np.float32)
         return result if keep.all() else result[keep]
-
-
-def _copy(detections: sv.Detections) -> sv.Detections:
-    return sv.Detections(
-        xyxy=detections.xyxy.copy(),
-        mask=None if detections.mask is None else detections.mask.copy(),
-        confidence=None if detections.confidence is None else detections.confidence.copy(),
-        class_id=None,
-        tracker_id=None if detections.tracker_id is None else detections.tracker_id.copy(),
-        data={k: np.asarray(v).copy() for k, v in detections.data.items()},
-        metadata=dict(detections.metadata),
-    )
 
 
 def _regions(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import supervision as sv
 
-from textseg.sam.postprocess import masks_to_boxes
+from textseg.masks import masks_to_boxes
 from textseg.vocab import UNKNOWN, ClassesInput
 
 if TYPE_CHECKING:

@@ -30,8 +30,6 @@ Two engines run the same segmenter and produce the same files:
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import logging
 import math
@@ -48,7 +46,7 @@ import numpy as np
 import torch
 
 from textseg._image import IMAGE_SUFFIXES, list_images, load_image
-from textseg.io._common import atomic_write
+from textseg.io._common import save_errors
 from textseg.io.coco import CocoWriter, GroundTruth
 from textseg.io.counts import count_classes, save_counts_csv
 from textseg.pipelines.text_segmenter import Result, TextSegmenter
@@ -284,7 +282,7 @@ def label_folder(
         # The COCO file first: counts and errors are rebuilt from it when a run resumes.
         writer.flush()
         save_counts_csv(out / COUNTS, counts, names=writer_classes)
-        _save_errors(out / ERRORS, failed)
+        save_errors(out / ERRORS, failed)
 
     if engine == "local":
         outcomes = _local_outcomes(todo, spec, vocab, batch_size)
@@ -316,7 +314,7 @@ def label_folder(
         outcomes.close()  # stops a Ray execution at once, not when garbage-collected
         bar.close()
         save_counts_csv(out / COUNTS, counts, names=writer_classes)
-        _save_errors(out / ERRORS, failed)
+        save_errors(out / ERRORS, failed)
     return LabelReport(
         out=out,
         annotations=annotations,
@@ -438,14 +436,6 @@ def _remove_stale_temp_files(out: Path) -> None:
         for tmp in out.glob(f".{name}.*.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-
-
-def _save_errors(path: Path, failed: Mapping[str, str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "error"])
-    writer.writerows(failed.items())
-    atomic_write(path, buffer.getvalue())
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:

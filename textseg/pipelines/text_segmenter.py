@@ -21,18 +21,18 @@ from typing import Any
 
 import numpy as np
 import supervision as sv
-from pycocotools import mask as mask_utils
 
+from textseg._detections import copy_detections
 from textseg._image import ImageInput, to_rgb_uint8
 from textseg.io.counts import count_classes
-from textseg.io.rle import CompactMasks, rle_area
+from textseg.io.rle import CompactMasks
 from textseg.labelers.base import Labeler
+from textseg.masks import mask_iou_matrix
 from textseg.pipelines.decode import decode_prompts
 from textseg.pipelines.presets import build_components
 from textseg.pipelines.selectors import MaskSelector
 from textseg.prompters.base import ClassPrompts, Prompter
 from textseg.sam import AutomaticMaskGenerator, SamCore
-from textseg.sam.postprocess import mask_iou_matrix
 from textseg.vocab import UNKNOWN, Vocabulary
 
 __all__ = ["Result", "TextSegmenter", "dedup_masks"]
@@ -79,7 +79,7 @@ class Result:
     @property
     def boxes(self) -> sv.Detections:
         """The detections without masks (``mask`` None): boxes, scores, classes and fields."""
-        return _copy(self._boxes)
+        return copy_detections(self._boxes, mask=False)
 
     @property
     def masks(self) -> CompactMasks:
@@ -88,35 +88,6 @@ class Result:
 
     def __len__(self) -> int:
         return len(self._boxes)
-
-
-def _copy(dets: sv.Detections) -> sv.Detections:
-    return sv.Detections(
-        xyxy=dets.xyxy.copy(),
-        mask=None,
-        confidence=None if dets.confidence is None else dets.confidence.copy(),
-        class_id=None if dets.class_id is None else dets.class_id.copy(),
-        tracker_id=None if dets.tracker_id is None else dets.tracker_id.copy(),
-        data={k: np.asarray(v).copy() for k, v in dets.data.items()},
-    )
-
-
-def _pairwise(masks: np.ndarray | CompactMasks) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, N)`` IoU and containment (intersection over the smaller area), exact."""
-    if isinstance(masks, np.ndarray):
-        return mask_iou_matrix(masks)
-    n = len(masks)
-    if n * masks.height * masks.width <= BLOCK_BYTES:
-        return mask_iou_matrix(masks.to_dense())
-    rles = [
-        {"size": r["size"], "counts": r["counts"].encode()} for r in masks.rles
-    ]  # pycocotools wants bytes
-    iou = np.asarray(mask_utils.iou(rles, rles, [0] * n), np.float64).reshape(n, n)
-    area = rle_area(masks.rles).astype(np.float64)
-    inter = np.round(iou * (area[:, None] + area[None, :]) / (1.0 + iou))
-    smaller = np.minimum(area[:, None], area[None, :])
-    contain = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
-    return iou, contain
 
 
 def dedup_masks(
@@ -154,7 +125,7 @@ def dedup_masks(
     )
     tie = np.asarray(detections.data.get("sam_iou", np.zeros(n)), float)
     order = np.lexsort((-tie, -scores))
-    iou, contain = _pairwise(masks if masks is not None else np.asarray(detections.mask))
+    iou, contain = mask_iou_matrix(masks if masks is not None else np.asarray(detections.mask))
     class_id = detections.class_id if detections.class_id is not None else np.zeros(n, int)
     suppress = iou > iou_threshold
     if containment_threshold is not None:
@@ -503,7 +474,7 @@ class TextSegmenter:
         if not self.keep_unknown and len(dets):
             dets = _subset(dets, np.asarray(dets.class_id) >= 0)
         masks = CompactMasks.from_dense(dets.mask) if len(dets) else CompactMasks([], h, w)
-        return _copy(dets), masks
+        return copy_detections(dets, mask=False), masks
 
 
 def _subset(dets: sv.Detections, keep: np.ndarray) -> sv.Detections:

@@ -26,8 +26,9 @@ import torch
 from torchvision.ops import batched_nms
 
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.masks import mask_nms, masks_to_boxes
 from textseg.sam.core import SamCore
-from textseg.sam.postprocess import mask_nms, masks_to_boxes, remove_small_regions, stability_score
+from textseg.sam.postprocess import remove_small_regions, stability_score
 from textseg.sam.prompts import Prompts
 
 __all__ = ["AutomaticMaskGenerator", "crop_boxes", "point_grid"]

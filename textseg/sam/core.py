@@ -21,9 +21,10 @@ from PIL import Image
 
 from textseg._device import Precision, autocast, resolve_device, resolve_precision
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.masks import masks_to_boxes
 from textseg.sam.backends import SamBackend, make_backend
 from textseg.sam.cache import EmbeddingCache, ImageEmbedding, image_key
-from textseg.sam.postprocess import masks_to_boxes, remove_small_regions, stability_score
+from textseg.sam.postprocess import remove_small_regions, stability_score
 from textseg.sam.prompts import Prompts
 
 __all__ = ["SamCore"]

@@ -32,7 +32,9 @@ import cv2
 import numpy as np
 import supervision as sv
 
+from textseg._detections import copy_detections
 from textseg.io.rle import CompactMasks
+from textseg.masks import greedy_match, pairwise_iou
 from textseg.video.propagator import MaskPropagator, Sam2Propagator
 from textseg.video.sources import Frame, VideoInput, VideoSource, open_video
 from textseg.vocab import UNKNOWN, ClassesInput, Vocabulary
@@ -99,14 +101,7 @@ class FrameResult:
     @property
     def boxes(self) -> sv.Detections:
         """The detections without masks."""
-        d = self._boxes
-        return sv.Detections(
-            xyxy=d.xyxy.copy(),
-            confidence=None if d.confidence is None else d.confidence.copy(),
-            class_id=None if d.class_id is None else d.class_id.copy(),
-            tracker_id=None if d.tracker_id is None else d.tracker_id.copy(),
-            data={k: np.asarray(v).copy() for k, v in d.data.items()},
-        )
+        return copy_detections(self._boxes, mask=False)
 
     @property
     def masks(self) -> CompactMasks:
@@ -177,39 +172,6 @@ class _Track:
         best = max(counts.values())
         # Ties go to the latest vote among the tied classes.
         return next(v for v in reversed(self.votes) if counts[v] == best)
-
-
-def _iou_and_cover(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(len(a), len(b))`` mask IoU, and the fraction of each ``a`` mask inside each ``b``."""
-    pixels = int(np.prod(a.shape[1:]))
-    fa = a.reshape(len(a), pixels).astype(np.float32)
-    fb = b.reshape(len(b), pixels).astype(np.float32)
-    inter = fa @ fb.T
-    area_a = fa.sum(1)[:, None]
-    area_b = fb.sum(1)[None, :]
-    union = area_a + area_b - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    cover = np.divide(inter, area_a, out=np.zeros_like(inter), where=area_a > 0)
-    return iou, cover
-
-
-def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Pairs (row, col) by descending IoU, each row and column once, IoU >= threshold."""
-    pairs = []
-    if iou.size == 0:
-        return pairs
-    order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None, kind="stable"), iou.shape))[0]
-    used_r: set[int] = set()
-    used_c: set[int] = set()
-    for r, c in order:
-        if iou[r, c] < threshold:
-            break
-        if r in used_r or c in used_c:
-            continue
-        pairs.append((int(r), int(c)))
-        used_r.add(int(r))
-        used_c.add(int(c))
-    return pairs
 
 
 def _ms(start: float) -> float:
@@ -408,8 +370,8 @@ class Tracker:
             found_masks = np.asarray(found.mask, bool)
             live = [int(i) for i in prop.ids if int(i) not in ended]
             live_masks = np.stack([masks[i] for i in live]) if live else np.zeros((0, h, w), bool)
-            iou, cover = _iou_and_cover(found_masks, live_masks)
-            pairs = _greedy_match(iou, self.match_iou)
+            iou, cover = pairwise_iou(found_masks, live_masks)
+            pairs = greedy_match(iou, self.match_iou)
             matched_det = {r for r, _ in pairs}
             matched_track = {live[c] for _, c in pairs}
             class_ids = np.asarray(
@@ -471,7 +433,7 @@ class Tracker:
         live = [i for i in sorted(masks) if i in tracks and i not in ended and masks[i].any()]
         if len(live) < 2:
             return []
-        iou, _ = _iou_and_cover(
+        iou, _ = pairwise_iou(
             np.stack([masks[i] for i in live]), np.stack([masks[i] for i in live])
         )
         out: list[int] = []

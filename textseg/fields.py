@@ -13,7 +13,54 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FIELDS", "Field", "check_fields", "markdown_table"]
+__all__ = [
+    "BOX",
+    "CLASS_ID",
+    "CLASS_NAME",
+    "CLIP_MARGIN",
+    "CLIP_SCORE",
+    "CONFIDENCE",
+    "CROP_BOX",
+    "FIELDS",
+    "MASK_INDEX",
+    "OBJECT_SCORE",
+    "POINT",
+    "POINT_MARGIN",
+    "PRESENCE_SCORE",
+    "PROMPT",
+    "PROMPT_INDEX",
+    "SAM_IOU",
+    "SELECTION_SCORE",
+    "SOURCE",
+    "STABILITY_SCORE",
+    "TRACKER_ID",
+    "Field",
+    "check_fields",
+    "markdown_table",
+]
+
+
+# The field names as constants (as supervision exports ``CLASS_NAME_DATA_FIELD``): code uses
+# these, not string literals. ``FIELDS`` (below) must list each of them (a test checks it).
+CONFIDENCE = "confidence"
+CLASS_ID = "class_id"
+CLASS_NAME = "class_name"
+TRACKER_ID = "tracker_id"
+OBJECT_SCORE = "object_score"
+SAM_IOU = "sam_iou"
+STABILITY_SCORE = "stability_score"
+PROMPT_INDEX = "prompt_index"
+MASK_INDEX = "mask_index"
+SELECTION_SCORE = "selection_score"
+PROMPT = "prompt"
+BOX = "box"
+PRESENCE_SCORE = "presence_score"
+POINT = "point"
+CROP_BOX = "crop_box"
+POINT_MARGIN = "point_margin"
+CLIP_SCORE = "clip_score"
+CLIP_MARGIN = "clip_margin"
+SOURCE = "source"
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,10 @@ run: install
 # The suite less the tests marked slow (real-size parity beyond the representative ViT-B core
 # one); `make test-all` runs every test.
 test: install browser clients
-	$(VENV)/bin/pytest -q -m "not slow"
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/pytest -q -m "not slow"
 
 test-all: install browser clients
-	$(VENV)/bin/pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check textseg tests benchmarks examples

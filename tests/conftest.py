@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+
+# Before torch starts its OpenMP runtime: idle threads sleep instead of spinning, so the suite
+# costs the same CPU time on a busy machine as on an idle one (docs/performance.md has the
+# figures). The textseg command sets the same policy for itself (textseg.cli).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from collections.abc import Iterator
 from pathlib import Path
 

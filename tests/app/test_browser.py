@@ -24,7 +24,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from textseg.app.state import ANNOTATION_FILE, EXPORT_DIR, AnnotationSession
+from textseg.app import ANNOTATION_FILE, EXPORT_DIR, AnnotationSession
 from textseg.pipelines import TextSegmenter
 
 from .conftest import ARTIFACTS, AppServer, copy_images

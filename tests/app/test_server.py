@@ -84,7 +84,7 @@ def test_file_names_stay_plain_text_in_the_status_line(folder: Path, tiny):
     from markdown_it import MarkdownIt
 
     from textseg.app.server import _status
-    from textseg.app.state import AnnotationSession
+    from textseg.app import AnnotationSession
 
     from .conftest import IMAGES
 

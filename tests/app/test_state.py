@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 
 from textseg._image import list_images
-from textseg.app.state import (
-    ANNOTATION_FILE,
-    AnnotationSession,
-    Click,
-    _novel,
-    parse_classes,
-)
+from textseg.app import ANNOTATION_FILE, AnnotationSession, Click, parse_classes
+from textseg.app.draft import novel
 from textseg.io import load_coco, load_instance_masks, load_yolo
 from textseg.io.counts import load_counts_csv
 from textseg.pipelines import TextSegmenter
@@ -380,7 +375,7 @@ def test_novel_masks(boxes, expected):
         return out
 
     candidates = masks([(0, 0, 10, 10), (10, 10, 20, 20)])
-    assert _novel(candidates, masks(boxes)).tolist() == expected
+    assert novel(candidates, masks(boxes)).tolist() == expected
 
 
 def test_accept_all_is_one_undo_step(folder: Path, fixed: TextSegmenter):

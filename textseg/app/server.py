@@ -1,6 +1,6 @@
 """The Gradio web app of ``textseg app DIR``: browser events -> :class:`AnnotationSession`.
 
-All behaviour lives in :mod:`textseg.app.state`; this module lays out the page and wires
+All behaviour lives in :mod:`textseg.app.session`; this module lays out the page and wires
 events. One session serves the folder (a local, single-annotator tool): every browser tab shows
 the same state, and handlers run one at a time under a lock.
 
@@ -38,11 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from textseg.app.state import (
-    ANNOTATION_FILE,
-    EXPORT_FORMATS,
-    AnnotationSession,
-)
+from textseg.app.session import AnnotationSession
+from textseg.app.store import ANNOTATION_FILE, EXPORT_FORMATS
 
 __all__ = ["build_app"]
 

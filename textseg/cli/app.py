@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from textseg.app.state import ANNOTATION_FILE, parse_classes
+from textseg.app.draft import parse_classes
+from textseg.app.store import ANNOTATION_FILE
 from textseg.cli._common import add_model_args, build_segmenter
 
 __all__ = ["add_parser", "run"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from textseg.app.draft import parse_classes
-from textseg.app.store import ANNOTATION_FILE
+from textseg.app.store import ANNOTATION_FILE, EXPORT_DIR
 from textseg.cli._common import add_model_args, build_segmenter
 
 __all__ = ["add_parser", "run"]
@@ -44,15 +44,33 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="build the models with random weights (trials, speed checks)",
     )
     parser.add_argument(
+        "--out",
+        default=None,
+        metavar="OUT",
+        help=f"the app's output folder: the COCO file and the exports ({EXPORT_DIR}/); default "
+        f"DIR itself. Claimed for `textseg app` (another command's folder is refused) and "
+        f"resumed when opened again",
+    )
+    parser.add_argument(
         "--annotations",
         default=ANNOTATION_FILE,
-        help=f"COCO file written in DIR (default {ANNOTATION_FILE})",
+        help=f"COCO file written in OUT (default {ANNOTATION_FILE})",
     )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="interface to listen on (default 127.0.0.1: this machine only)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the app answers to in the Host header, besides 127.0.0.1, "
+        "localhost, [::1] and --host (e.g. this machine's name with --host 0.0.0.0); requests "
+        "for other names are refused, so a web page cannot reach the app through DNS "
+        "rebinding (repeatable)",
     )
     return parser
 
@@ -76,11 +94,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port: expected 1..65535, got {args.port}")
     # No usage statistics sent from a local annotation tool.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from textseg.app.server import build_app
+    from textseg.app.server import build_app, host_guard
     from textseg.pipelines import TextSegmenter
 
     if args.prefill and not (args.classes or args.specialist):
         raise ValueError("--prefill: expected --classes or --specialist to propose, got neither")
+    if args.random_weights and args.sam_checkpoint:
+        raise ValueError(
+            f"--sam-checkpoint {args.sam_checkpoint}: --random-weights builds every model with "
+            f"random weights and would not load it; drop --random-weights to load the checkpoint "
+            f"or drop --sam-checkpoint"
+        )
     # SAM answers the clicks; a specialist, when given, only makes the proposals.
     specialist = args.specialist
     segmenter = build_segmenter(args, pretrained=not args.random_weights, specialist=None)
@@ -98,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         classes=classes,
         preset=segmenter,
         annotation_file=args.annotations,
+        out=args.out,
+        claim=True,
         prefill=args.prefill,
         proposer=proposer,
     )
@@ -106,13 +132,15 @@ def run(args: argparse.Namespace) -> int:
         f"saving to {demo.session.path}",
         flush=True,
     )
-    demo.queue(default_concurrency_limit=1).launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=False,
-        inbrowser=False,
-        ssr_mode=False,
-        show_error=True,
-        footer_links=[],
-    )
+    with demo.session:  # holds the output folder until the server stops
+        demo.queue(default_concurrency_limit=1).launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=False,
+            inbrowser=False,
+            ssr_mode=False,
+            show_error=True,
+            footer_links=[],
+            app_kwargs=host_guard(args.host, args.allow_host),
+        )
     return 0

@@ -322,9 +322,7 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
 
     page.locator("#export-format").get_by_label("yolo").check()
     page.locator("#export").click()
-    expect(page.locator("#export-status")).to_contain_text(
-        "exported coco, yolo to", timeout=60_000
-    )
+    expect(page.locator("#export-status")).to_contain_text("exported coco, yolo to", timeout=60_000)
     yolo = exports / "yolo"
     classes = yaml.safe_load((yolo / "data.yaml").read_text())["names"]
     classes = list(classes.values()) if isinstance(classes, dict) else list(classes)

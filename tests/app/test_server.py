@@ -94,8 +94,8 @@ def test_file_names_stay_plain_text_in_the_status_line(folder: Path, tiny):
     """A backtick, link or tag in a file name is shown as it is, never as Markdown."""
     from markdown_it import MarkdownIt
 
-    from textseg.app.server import _status
     from textseg.app import AnnotationSession
+    from textseg.app.server import _status
 
     from .conftest import IMAGES
 
@@ -144,9 +144,7 @@ def test_another_commands_folder_is_refused_in_one_line(
     assert sorted(p.name for p in out.iterdir()) == [".textseg.json", ".textseg.lock"]
 
 
-def test_a_folder_another_app_holds_is_refused_in_one_line(
-    folder: Path, capsys, launched: list
-):
+def test_a_folder_another_app_holds_is_refused_in_one_line(folder: Path, capsys, launched: list):
     from textseg.app.store import claim_app_folder
 
     with claim_app_folder(folder):

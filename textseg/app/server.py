@@ -20,7 +20,8 @@ Interaction:
 - *Find all*: ``dog, frisbee`` runs the text pipeline; its masks are reviewed one by one
   (accept / reject) or all at once (*Accept all*);
 - *Accept* saves the mask with the *Class* (pick one or type a new name) to
-  ``OUT/textseg_annotations.json`` at once (``OUT``: ``--out``, default the image folder); *Accepted masks* + *Set class* / *Delete* edit them;
+  ``OUT/textseg_annotations.json`` at once (``OUT``: ``--out``, default the image folder);
+  *Accepted masks* + *Set class* / *Delete* edit them;
 - *Undo* steps back through clicks, choices, accepts and edits of the current image;
 - *Export*: every format of ``textseg segment --format`` into ``OUT/textseg_export/``.
 """

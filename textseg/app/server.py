@@ -42,6 +42,7 @@ import numpy as np
 
 from textseg.app.session import AnnotationSession
 from textseg.app.store import ANNOTATION_FILE, EXPORT_FORMATS
+from textseg.io.folder import OutputFolder
 
 __all__ = ["LOCAL_HOSTS", "build_app", "host_guard"]
 
@@ -182,7 +183,7 @@ def build_app(
     sam: str | None = None,
     annotation_file: str = ANNOTATION_FILE,
     out: str | os.PathLike[str] | None = None,
-    claim: bool = False,
+    claim: bool | OutputFolder = False,
     decoder: str = "torch",
     fast_clicks: bool = True,
     prefill: bool = False,
@@ -202,7 +203,8 @@ def build_app(
         sam: SAM registry name overriding the preset's.
         annotation_file: The COCO file written in ``out``.
         out: The output folder: the COCO file and the exports (default: the image folder).
-        claim: Claim ``out`` for the app (the output-folder contract; ``textseg app`` does).
+        claim: Claim ``out`` for the app (the output-folder contract), or the claim made
+            before (see :class:`AnnotationSession`).
         decoder: ``"torch"`` (default), ``"onnx"`` or ``"auto"``: what answers clicks (see
             :class:`AnnotationSession`).
         fast_clicks: Install the page script of the fast click path (:data:`FAST_CLICK_JS`);

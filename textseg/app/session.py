@@ -45,6 +45,7 @@ from textseg.app.store import (
     claim_app_folder,
     written,
 )
+from textseg.io.folder import OutputFolder
 
 __all__ = ["EXPORT_FORMATS", "AnnotationSession", "UnreadableImage"]
 
@@ -70,9 +71,10 @@ class AnnotationSession:
         annotation_file: The COCO file, relative to ``out`` unless absolute.
         out: The app's output folder: the COCO file and ``textseg_export/`` (default: the
             image folder).
-        claim: Claim ``out`` through the output-folder contract (:func:`claim_app_folder`:
-            the manifest and the lock, held until :meth:`close`); the ``textseg app`` command
-            does.
+        claim: True: claim ``out`` through the output-folder contract
+            (:func:`claim_app_folder`: the manifest and the lock, held until :meth:`close`);
+            or the :class:`~textseg.io.folder.OutputFolder` of a claim made before (the
+            ``textseg app`` command claims before it loads the models).
         device: Device for a preset built here.
         pretrained: Load weights for a preset built here (False: random weights, for trials).
         sam: SAM registry name overriding the preset's, for a preset built here.
@@ -107,7 +109,7 @@ class AnnotationSession:
         segmenter: Any = "grounded-sam",
         annotation_file: str | os.PathLike[str] = ANNOTATION_FILE,
         out: str | os.PathLike[str] | None = None,
-        claim: bool = False,
+        claim: bool | OutputFolder = False,
         device: str = "cpu",
         pretrained: bool = True,
         sam: str | None = None,
@@ -150,8 +152,11 @@ class AnnotationSession:
             lambda: self.store.annotations(self.file_name),
             history,
         )
-        #: The claimed output folder (``claim=True``), else None.
-        self.output = claim_app_folder(self.out, annotation_file) if claim else None
+        #: The claimed output folder, else None.
+        self.output = claim if isinstance(claim, OutputFolder) else None
+        self._claimed = claim is True  # this session made the claim, and releases it
+        if self._claimed:
+            self.output = claim_app_folder(self.out, annotation_file)
         try:
             self.store = AnnotationStore(self.path, self.folder, images)
             for name in parse_classes(classes):
@@ -167,8 +172,8 @@ class AnnotationSession:
             raise
 
     def close(self) -> None:
-        """Release the output folder (when claimed); the session stays readable."""
-        if self.output is not None:
+        """Release the output folder when this session claimed it; it stays readable."""
+        if self._claimed and self.output is not None:
             self.output.close()
 
     def __enter__(self) -> AnnotationSession:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from textseg.app.draft import parse_classes
-from textseg.app.store import ANNOTATION_FILE, EXPORT_DIR
+from textseg.app.store import ANNOTATION_FILE, EXPORT_DIR, claim_app_folder
 from textseg.cli._common import add_model_args, build_segmenter
 
 __all__ = ["add_parser", "run"]
@@ -105,34 +105,35 @@ def run(args: argparse.Namespace) -> int:
             f"random weights and would not load it; drop --random-weights to load the checkpoint "
             f"or drop --sam-checkpoint"
         )
-    # SAM answers the clicks; a specialist, when given, only makes the proposals.
-    specialist = args.specialist
-    segmenter = build_segmenter(args, pretrained=not args.random_weights, specialist=None)
-    proposer = None
-    classes = parse_classes(args.classes)
-    if specialist:
-        from textseg.train.specialist import specialist_classes
+    out = Path(args.out) if args.out is not None else folder
+    # Claimed before the models load: another command's folder is refused at once.
+    with claim_app_folder(out, args.annotations) as claimed:
+        # SAM answers the clicks; a specialist, when given, only makes the proposals.
+        segmenter = build_segmenter(args, pretrained=not args.random_weights, specialist=None)
+        proposer = None
+        classes = parse_classes(args.classes)
+        if args.specialist:
+            from textseg.train.specialist import specialist_classes
 
-        proposer = TextSegmenter.from_preset(
-            args.preset, device=args.device, tiny=args.tiny, specialist=specialist
+            proposer = TextSegmenter.from_preset(
+                args.preset, device=args.device, tiny=args.tiny, specialist=args.specialist
+            )
+            classes = classes or specialist_classes(args.specialist)
+        demo = build_app(
+            folder,
+            classes=classes,
+            preset=segmenter,
+            annotation_file=args.annotations,
+            out=out,
+            claim=claimed,
+            prefill=args.prefill,
+            proposer=proposer,
         )
-        classes = classes or specialist_classes(specialist)
-    demo = build_app(
-        folder,
-        classes=classes,
-        preset=segmenter,
-        annotation_file=args.annotations,
-        out=args.out,
-        claim=True,
-        prefill=args.prefill,
-        proposer=proposer,
-    )
-    print(
-        f"textseg app: {len(demo.session.images)} images in {folder}, "
-        f"saving to {demo.session.path}",
-        flush=True,
-    )
-    with demo.session:  # holds the output folder until the server stops
+        print(
+            f"textseg app: {len(demo.session.images)} images in {folder}, "
+            f"saving to {demo.session.path}",
+            flush=True,
+        )
         demo.queue(default_concurrency_limit=1).launch(
             server_name=args.host,
             server_port=args.port,

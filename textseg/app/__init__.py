@@ -6,8 +6,10 @@ Rooms with one job each:
   and proposals; no UI;
 - :class:`AnnotationStore` (:mod:`textseg.app.store`): the accepted annotations of the folder
   in one COCO file, saved atomically, and the exports; no SAM;
-- :mod:`textseg.app.draft` (the :class:`Draft` values), :mod:`textseg.app.predict` (SAM
-  answering clicks), :mod:`textseg.app.render` (the picture);
+- :mod:`textseg.app.images` (the open image), :mod:`textseg.app.draft` (the :class:`Draft`
+  values), :mod:`textseg.app.drafting` (draft, proposals, undo history),
+  :mod:`textseg.app.editing` (accept, re-class, delete, undo), :mod:`textseg.app.predict`
+  (SAM answering clicks), :mod:`textseg.app.render` (the picture);
 - :func:`build_app` (:mod:`textseg.app.server`): the Gradio page wired to a session;
 - the ``textseg app`` command is in :mod:`textseg.cli.app`.
 

@@ -32,8 +32,9 @@ import numpy as np
 import supervision as sv
 
 from textseg._image import IMAGE_SUFFIXES, list_images
-from textseg.app.draft import Draft, parse_classes, source_of
+from textseg.app.draft import Draft, parse_classes
 from textseg.app.drafting import DraftBoard, proposals_from
+from textseg.app.editing import AnnotationEditor
 from textseg.app.images import ImageCursor, UnreadableImage
 from textseg.app.predict import ClickPredictor, resolve_segmenter
 from textseg.app.render import Overlay
@@ -159,6 +160,7 @@ class AnnotationSession:
             self.output = claim_app_folder(self.out, annotation_file)
         try:
             self.store = AnnotationStore(self.path, self.folder, images)
+            self.editor = AnnotationEditor(self.board, self.store, lambda: self.file_name)
             for name in parse_classes(classes):
                 self.store.ensure_class(name)
             #: Id of the accepted annotation outlined in the picture, or None.
@@ -256,103 +258,29 @@ class AnnotationSession:
     def undo(self) -> bool:
         """Undo the last action on this image (click, box corner, candidate choice, reject,
         accept, class change or delete); the annotation file is rewritten when masks change.
-
-        Returns:
-            False when there was nothing to undo.
-        """
-        snap = self.board.pop()
-        if snap is None:
-            return False
-        if snap.annotations is not self.store.annotations(self.file_name):
-            self.store.set(self.file_name, snap.annotations)
-        self.board.restore(snap)
-        return True
+        False when there was nothing to undo."""
+        return self.editor.undo()
 
     # ------------------------------------------------------------------ accepting
     def accept(self, class_name: str | None = None) -> dict[str, Any]:
-        """Accept the draft's selected mask as an annotation (saved at once).
-
-        Args:
-            class_name: Its class; default: the class of a text proposal. A new name is added
-                to :attr:`classes`.
-
-        Returns:
-            The COCO annotation written (``id``, ``category_id``, ``segmentation`` RLE,
-            ``bbox``, ``area``, ``score``, ``sam_iou``, ``origin``, ``source``).
-
-        Raises:
-            ValueError: No mask to accept, an empty mask, or no class.
-        """
-        draft = self.draft
-        if draft.mask is None:
-            raise ValueError("accept: there is no mask yet; click on the object first")
-        if not draft.mask.any():
-            raise ValueError(
-                "accept: the selected mask is empty; pick another candidate, add clicks or undo"
-            )
-        name = parse_classes([class_name or draft.class_name or ""])
-        if not name:
-            raise ValueError(
-                "accept: no class; choose a class from the list or type a new class name"
-            )
-        ann = self._annotation(draft, name[0])
-        self._save((*self.store.annotations(self.file_name), ann))
-        self.board.set_proposals(self.proposals)
-        return ann
+        """Accept the draft's selected mask with ``class_name`` (default: a text proposal's
+        class; a new name is added), saved at once; returns the COCO annotation written (see
+        :meth:`AnnotationEditor.accept`)."""
+        return self.editor.accept(class_name)
 
     def accept_all(self, class_name: str | None = None) -> list[dict[str, Any]]:
         """Accept the draft and every waiting proposal (each with its own class, or
         ``class_name`` for those without one); one undo step undoes them all."""
-        drafts = [d for d in (self.draft, *self.proposals) if d.mask is not None and d.mask.any()]
-        if not drafts:
-            raise ValueError("accept all: there is nothing to accept; run find all or click first")
-        anns = []
-        for draft in drafts:
-            name = parse_classes([draft.class_name or class_name or ""])
-            if not name:
-                raise ValueError(
-                    "accept all: a mask has no class; choose a class from the list first"
-                )
-            anns.append(self._annotation(draft, name[0]))
-        self._save((*self.store.annotations(self.file_name), *anns))
-        self.board.set_proposals(())
-        return anns
-
-    def _annotation(self, draft: Draft, class_name: str) -> dict[str, Any]:
-        sam_iou = float(draft.scores[draft.selected])  # type: ignore[index]
-        return self.store.new_annotation(
-            self.file_name,
-            draft.mask,  # type: ignore[arg-type]
-            class_name,
-            score=sam_iou if draft.confidence is None else float(draft.confidence),
-            sam_iou=sam_iou,
-            origin=draft.origin,
-            source=source_of(draft, class_name),
-        )
-
-    def _save(self, annotations: tuple[dict[str, Any], ...]) -> None:
-        """One undo step, then the open image's new annotations, saved (on a failed write
-        neither the store nor the history changes)."""
-        self.board.push()
-        try:
-            self.store.set(self.file_name, annotations)
-        except BaseException:
-            self.board.pop()
-            raise
+        return self.editor.accept_all(class_name)
 
     def set_class(self, annotation_id: int, class_name: str) -> dict[str, Any]:
         """Change the class of an accepted annotation of the current image (saved at once;
         a new name is added to :attr:`classes`)."""
-        name = parse_classes([class_name or ""])
-        if not name:
-            raise ValueError("set class: expected a class name, got an empty one")
-        anns = self.store.reclassed(self.file_name, annotation_id, name[0])
-        self._save(anns)
-        return next(a for a in anns if int(a["id"]) == int(annotation_id))
+        return self.editor.set_class(annotation_id, class_name)
 
     def delete(self, annotation_id: int) -> None:
         """Remove an accepted annotation of the current image (saved at once; undoable)."""
-        self._save(self.store.without(self.file_name, annotation_id))
+        self.editor.delete(annotation_id)
         if self.highlight == int(annotation_id):
             self.highlight = None
 

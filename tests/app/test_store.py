@@ -110,3 +110,9 @@ def test_not_a_coco_file(folder: Path):
     (folder / "labels.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="expected a COCO dict"):
         _store(folder)
+
+
+def test_the_files_folder_is_made_on_the_first_save(folder: Path):
+    store = AnnotationStore(folder / "new" / "labels.json", folder, ["a.png"])
+    _add(store, "a.png", 0, "dog")
+    assert load_coco(folder / "new" / "labels.json").classes == ["dog"]

@@ -41,14 +41,13 @@ from textseg.app.render import Overlay
 from textseg.app.store import (
     ANNOTATION_FILE,
     EXPORT_DIR,
-    EXPORT_FORMATS,
     AnnotationStore,
     claim_app_folder,
     written,
 )
 from textseg.io.folder import OutputFolder
 
-__all__ = ["EXPORT_FORMATS", "AnnotationSession", "UnreadableImage"]
+__all__ = ["AnnotationSession", "UnreadableImage"]
 
 
 def _view(part: str, name: str, doc: str) -> property:
@@ -341,9 +340,9 @@ class AnnotationSession:
     def export(
         self, formats: str | Sequence[str] = "coco", out_dir: str | os.PathLike[str] | None = None
     ) -> Path:
-        """Export the accepted masks in ``formats`` (any of :data:`EXPORT_FORMATS`, see
-        :meth:`AnnotationStore.export`) into ``out_dir`` (default ``OUT/textseg_export``,
-        replaced as a whole); a claimed output folder's manifest records the formats."""
+        """Export the accepted masks in ``formats`` (see :meth:`AnnotationStore.export`) into
+        ``out_dir`` (default ``OUT/textseg_export``, replaced as a whole); a claimed output
+        folder's manifest records the formats."""
         target = Path(out_dir) if out_dir is not None else self.out / EXPORT_DIR
         path = self.store.export(formats, target)
         if self.output is not None and out_dir is None:

@@ -315,6 +315,7 @@ class AnnotationStore:
 
     def save(self) -> Path:
         """Write the COCO file atomically (temp file beside it, fsync, ``os.replace``)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps(self.dataset(), separators=(",", ":")))
         written("store")
         return self.path

@@ -134,6 +134,12 @@ def run(args: argparse.Namespace) -> int:
             f"saving to {demo.session.path}",
             flush=True,
         )
+        if args.host in ("0.0.0.0", "::") and not args.allow_host:
+            print(
+                "textseg app: answering only requests for this machine's local names; give "
+                "--allow-host NAME for the name other machines reach it by",
+                flush=True,
+            )
         demo.queue(default_concurrency_limit=1).launch(
             server_name=args.host,
             server_port=args.port,

@@ -24,7 +24,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from textseg.app.state import ANNOTATION_FILE, EXPORT_DIR, AnnotationSession
+from textseg.app import ANNOTATION_FILE, EXPORT_DIR, AnnotationSession
 from textseg.pipelines import TextSegmenter
 
 from .conftest import ARTIFACTS, AppServer, copy_images
@@ -301,12 +301,13 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
     expect(page.locator("#counts")).to_contain_text("lunchbox 1 1")
     expect(page.locator("#counts")).to_contain_text(f"all {n_total} {n_total}")
 
-    # Exports: COCO (pycocotools reads it), YOLO-seg and PNG, each reported on the page.
+    # Exports through the writer of every command: COCO (pycocotools reads it), then YOLO-seg
+    # and PNG ticked beside it, each reported on the page.
     h, w = base.shape[:2]
     exports = folder / EXPORT_DIR
     page.locator("#export").click()
     expect(page.locator("#export-status")).to_contain_text("exported coco to", timeout=60_000)
-    coco = COCO(str(exports / "coco" / "annotations.json"))
+    coco = COCO(str(exports / "annotations.json"))
     assert len(coco.getAnnIds()) == n_total
     names = {c["name"] for c in coco.loadCats(coco.getCatIds())}
     assert "lunchbox" in names and names <= {"lunchbox", "bowl", "broccoli"}, names
@@ -321,7 +322,7 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
 
     page.locator("#export-format").get_by_label("yolo").check()
     page.locator("#export").click()
-    expect(page.locator("#export-status")).to_contain_text("exported yolo to", timeout=60_000)
+    expect(page.locator("#export-status")).to_contain_text("exported coco, yolo to", timeout=60_000)
     yolo = exports / "yolo"
     classes = yaml.safe_load((yolo / "data.yaml").read_text())["names"]
     classes = list(classes.values()) if isinstance(classes, dict) else list(classes)
@@ -337,11 +338,14 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
 
     page.locator("#export-format").get_by_label("png").check()
     page.locator("#export").click()
-    expect(page.locator("#export-status")).to_contain_text("exported png to", timeout=60_000)
-    instances = sorted((exports / "png" / "instances").glob("*.png"))
+    expect(page.locator("#export-status")).to_contain_text(
+        "exported coco, yolo, png to", timeout=60_000
+    )
+    assert (exports / "yolo" / "data.yaml").is_file()  # still there: still ticked
+    instances = sorted((exports / "masks" / "instances").glob("*.png"))
     assert len(instances) == n_total
     assert all(np.asarray(Image.open(p)).any() for p in instances)
-    index = np.asarray(Image.open(exports / "png" / "index" / f"{Path(FIRST).stem}.png"))
+    index = np.asarray(Image.open(exports / "masks" / "index" / f"{Path(FIRST).stem}.png"))
     assert index.shape[:2] == (h, w) and index.any()
     steps.shot("exported")
 

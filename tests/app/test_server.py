@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
 
 import pytest
 
 from textseg import cli
+from textseg.io.folder import MANIFEST, claim_output, read_manifest
+
+from .conftest import free_port
 
 
 @pytest.fixture
@@ -45,6 +50,12 @@ def test_missing_weights_is_one_line(folder: Path, capsys, no_launch):
         (["--port", "0"], "--port: expected 1..65535, got 0"),
         (["--preset", "nope"], "nope"),
         (["--prefill", "--tiny"], "--prefill: expected --classes or --specialist"),
+        (
+            ["--tiny", "--random-weights", "--sam-checkpoint", "ft.pt"],
+            "--sam-checkpoint ft.pt: --random-weights builds every model with random weights",
+        ),
+        # The checkpoint reaches the SAM builder, which names the missing file.
+        (["--tiny", "--sam-checkpoint", "missing.pt"], "not found: missing.pt"),
     ],
 )
 def test_bad_arguments_are_one_line(argv, message, folder: Path, capsys, no_launch):
@@ -83,8 +94,8 @@ def test_file_names_stay_plain_text_in_the_status_line(folder: Path, tiny):
     """A backtick, link or tag in a file name is shown as it is, never as Markdown."""
     from markdown_it import MarkdownIt
 
+    from textseg.app import AnnotationSession
     from textseg.app.server import _status
-    from textseg.app.state import AnnotationSession
 
     from .conftest import IMAGES
 
@@ -98,3 +109,93 @@ def test_file_names_stay_plain_text_in_the_status_line(folder: Path, tiny):
     text = MarkdownIt().parseInline(_status(session, 0.0, ""))[0].children
     shown = "".join(t.content for t in text if t.type == "text")
     assert name in shown
+
+
+# ---------------------------------------------------------------------- the output folder
+def test_the_app_claims_its_output_folder_and_resumes_it(
+    folder: Path, tmp_path: Path, launched: list
+):
+    out = tmp_path / "out"
+    argv = ["app", str(folder), "--preset", "tiny-test", "--out", str(out)]
+    assert cli.main(argv) == 0
+    manifest = read_manifest(out)
+    assert manifest["command"] == "app"
+    assert manifest["owned"] == ["textseg_annotations.json", "textseg_export"]
+    session = launched[0].session
+    assert session.path == out / "textseg_annotations.json"
+    session.add_click(320, 240)
+    ann = session.accept("dog")
+    # Opened again: the app resumes its own folder, the mask is there.
+    assert cli.main(argv) == 0
+    assert [a["id"] for a in launched[1].session.annotations()] == [ann["id"]]
+    assert not (folder / MANIFEST).exists()  # the image folder is not touched
+
+
+def test_another_commands_folder_is_refused_in_one_line(
+    folder: Path, tmp_path: Path, capsys, launched: list
+):
+    out = tmp_path / "run"
+    claim_output(out, "segment", owned=["annotations.json"]).close()
+    before = (out / MANIFEST).read_text()
+    assert cli.main(["app", str(folder), "--preset", "tiny-test", "--out", str(out)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "holds the output of `textseg segment`" in line and "choose another --out" in line
+    assert (out / MANIFEST).read_text() == before and not launched
+    assert sorted(p.name for p in out.iterdir()) == [".textseg.json", ".textseg.lock"]
+
+
+def test_a_folder_another_app_holds_is_refused_in_one_line(folder: Path, capsys, launched: list):
+    from textseg.app.store import claim_app_folder
+
+    with claim_app_folder(folder):
+        assert cli.main(["app", str(folder), "--preset", "tiny-test"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "is being written by another textseg run" in line and not launched
+
+
+# ---------------------------------------------------------------------- Host header
+@pytest.fixture
+def serving(monkeypatch: pytest.MonkeyPatch):
+    """``textseg app`` really serves (in this process, without blocking); closed after."""
+    import gradio as gr
+
+    real = gr.Blocks.launch
+    apps: list = []
+
+    def launch(self, **kwargs):
+        apps.append(self)
+        return real(self, **kwargs, prevent_thread_lock=True, quiet=True)
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    yield apps
+    for app in apps:
+        app.close()
+
+
+def _status_of(port: int, host: str, method: str = "GET", path: str = "/") -> int:
+    """The status code of a raw HTTP/1.1 request with this ``Host`` header."""
+    body = json.dumps({"data": [10, 10, "foreground"]}) if method == "POST" else ""
+    request = (
+        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(request.encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
+def test_only_this_machines_host_names_are_answered(folder: Path, serving: list):
+    """A DNS-rebinding page reaches 127.0.0.1 under its own name: refused."""
+    port = free_port()
+    argv = ["app", str(folder), "--preset", "tiny-test", "--port", str(port)]
+    assert cli.main([*argv, "--allow-host", "annotator.lan"]) == 0
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", ""):
+        assert _status_of(port, host) == 400, host
+    click = "/gradio_api/run/textseg_click"
+    assert _status_of(port, "evil.example", "POST", click) == 400
+    assert serving[0].session.draft.empty  # the refused click never reached the session
+    for host in (f"127.0.0.1:{port}", "localhost", f"[::1]:{port}", "annotator.lan"):
+        assert _status_of(port, host) == 200, host

@@ -1,4 +1,5 @@
-"""AnnotationSession: clicks -> candidates, undo, accept -> file on disk, reopen, exports."""
+"""AnnotationSession: clicks -> candidates, undo, accept -> file on disk, reopen (exports:
+test_export.py; the store alone: test_store.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,9 @@ import numpy as np
 import pytest
 
 from textseg._image import list_images
-from textseg.app.state import (
-    ANNOTATION_FILE,
-    AnnotationSession,
-    Click,
-    _novel,
-    parse_classes,
-)
-from textseg.io import load_coco, load_instance_masks, load_yolo
-from textseg.io.counts import load_counts_csv
+from textseg.app import ANNOTATION_FILE, AnnotationSession, Click, parse_classes
+from textseg.app.draft import novel
+from textseg.io import load_coco
 from textseg.pipelines import TextSegmenter
 
 from .conftest import IMAGES
@@ -150,7 +145,6 @@ def test_select_candidate(session: AnnotationSession):
         (lambda s: s.open("missing.jpg"), ValueError, "'missing.jpg' is not in"),
         (lambda s: s.open(7), ValueError, r"image index: expected 0..2, got 7"),
         (lambda s: s.open(1.5), TypeError, "expected an index or a file name, got float"),
-        (lambda s: s.export("voc"), ValueError, r"expected a format in \('coco', 'yolo', 'png'\)"),
     ],
 )
 def test_bad_input(session: AnnotationSession, action, error, match):
@@ -380,7 +374,7 @@ def test_novel_masks(boxes, expected):
         return out
 
     candidates = masks([(0, 0, 10, 10), (10, 10, 20, 20)])
-    assert _novel(candidates, masks(boxes)).tolist() == expected
+    assert novel(candidates, masks(boxes)).tolist() == expected
 
 
 def test_accept_all_is_one_undo_step(folder: Path, fixed: TextSegmenter):
@@ -398,68 +392,6 @@ def test_a_click_refines_a_proposal(folder: Path, fixed: TextSegmenter):
     session.find_all("dog")
     draft = session.add_click(100, 100, positive=False)
     assert draft.class_name == "dog" and draft.origin == "text" and len(draft.clicks) == 1
-
-
-# ---------------------------------------------------------------------- export
-@pytest.fixture
-def annotated(folder: Path, tiny: TextSegmenter) -> AnnotationSession:
-    # Random weights give speckled masks; cleaned, they export (as polygons) much faster.
-    session = AnnotationSession(
-        folder, classes=["dog", "frisbee"], segmenter=tiny, min_region_area=400
-    )
-    session.add_click(320, 240)
-    session.accept("dog")
-    session.add_box(10, 10, 200, 200)
-    session.accept("frisbee")
-    session.open(IMAGES[1])
-    session.add_click(30, 30)
-    session.accept("frisbee")
-    return session
-
-
-def test_export_coco(annotated: AnnotationSession):
-    out = annotated.export("coco")
-    assert out == annotated.folder / "textseg_export" / "coco"
-    exported = load_coco(out / "annotations.json")
-    saved = load_coco(annotated.path)
-    assert exported.images == saved.images and exported.classes == saved.classes
-    for image in saved.images:
-        np.testing.assert_array_equal(
-            exported.detections[image["id"]].mask, saved.detections[image["id"]].mask
-        )
-    counts = load_counts_csv(out / "counts.csv")
-    assert counts[IMAGES[0]] == {"dog": 1, "frisbee": 1}
-    assert counts[IMAGES[1]] == {"dog": 0, "frisbee": 1}
-
-
-def test_export_yolo(annotated: AnnotationSession):
-    out = annotated.export("yolo")
-    data = load_yolo(out)
-    assert data.classes == ["dog", "frisbee"]
-    assert sorted(data.sizes) == [IMAGES[0], IMAGES[1]]
-    assert (out / "images" / "train" / IMAGES[0]).read_bytes() == (
-        annotated.folder / IMAGES[0]
-    ).read_bytes()
-    assert data.detections[IMAGES[0]].class_id.tolist() == [0, 1]
-    assert data.detections[IMAGES[1]].class_id.tolist() == [1]
-
-
-def test_export_png_replaces_the_old_export(annotated: AnnotationSession):
-    out = annotated.export("png")
-    stem = Path(IMAGES[1]).stem
-    dets = load_instance_masks(out / "instances", stem=stem)
-    np.testing.assert_array_equal(dets.mask, annotated.detections(IMAGES[1]).mask)
-    assert dets.data["class_name"].tolist() == ["frisbee"]
-    assert (out / "index" / f"{stem}.png").is_file()
-    annotated.delete(annotated.annotations()[0]["id"])
-    out = annotated.export("png")
-    assert list((out / "instances").glob(f"{stem}_*.png")) == []
-    assert [p.name for p in out.parent.iterdir()] == ["png"]  # no temp folders left
-
-
-def test_export_to_a_given_folder(annotated: AnnotationSession, tmp_path: Path):
-    out = annotated.export("coco", tmp_path / "elsewhere")
-    assert (out / "annotations.json").is_file() and out == tmp_path / "elsewhere"
 
 
 # ---------------------------------------------------------------------- rendering

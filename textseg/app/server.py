@@ -1,6 +1,6 @@
 """The Gradio web app of ``textseg app DIR``: browser events -> :class:`AnnotationSession`.
 
-All behaviour lives in :mod:`textseg.app.state`; this module lays out the page and wires
+All behaviour lives in :mod:`textseg.app.session`; this module lays out the page and wires
 events. One session serves the folder (a local, single-annotator tool): every browser tab shows
 the same state, and handlers run one at a time under a lock.
 
@@ -20,8 +20,10 @@ Interaction:
 - *Find all*: ``dog, frisbee`` runs the text pipeline; its masks are reviewed one by one
   (accept / reject) or all at once (*Accept all*);
 - *Accept* saves the mask with the *Class* (pick one or type a new name) to
-  ``DIR/textseg_annotations.json`` at once; *Accepted masks* + *Set class* / *Delete* edit them;
-- *Undo* steps back through clicks, choices, accepts and edits of the current image.
+  ``OUT/textseg_annotations.json`` at once (``OUT``: ``--out``, default the image folder);
+  *Accepted masks* + *Set class* / *Delete* edit them;
+- *Undo* steps back through clicks, choices, accepts and edits of the current image;
+- *Export*: every format of ``textseg segment --format`` into ``OUT/textseg_export/``.
 """
 
 from __future__ import annotations
@@ -38,13 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from textseg.app.state import (
-    ANNOTATION_FILE,
-    EXPORT_FORMATS,
-    AnnotationSession,
-)
+from textseg.app.session import AnnotationSession
+from textseg.app.store import ANNOTATION_FILE, EXPORT_FORMATS
+from textseg.io.folder import OutputFolder
 
-__all__ = ["build_app"]
+__all__ = ["LOCAL_HOSTS", "build_app", "host_guard"]
 
 MODES = ("foreground", "background", "box")
 
@@ -182,6 +182,8 @@ def build_app(
     pretrained: bool = True,
     sam: str | None = None,
     annotation_file: str = ANNOTATION_FILE,
+    out: str | os.PathLike[str] | None = None,
+    claim: bool | OutputFolder = False,
     decoder: str = "torch",
     fast_clicks: bool = True,
     prefill: bool = False,
@@ -199,7 +201,10 @@ def build_app(
         device: Device of a preset built here.
         pretrained: Load the preset's weights (False: random weights, for trials).
         sam: SAM registry name overriding the preset's.
-        annotation_file: The COCO file written beside the images.
+        annotation_file: The COCO file written in ``out``.
+        out: The output folder: the COCO file and the exports (default: the image folder).
+        claim: Claim ``out`` for the app (the output-folder contract), or the claim made
+            before (see :class:`AnnotationSession`).
         decoder: ``"torch"`` (default), ``"onnx"`` or ``"auto"``: what answers clicks (see
             :class:`AnnotationSession`).
         fast_clicks: Install the page script of the fast click path (:data:`FAST_CLICK_JS`);
@@ -222,6 +227,8 @@ def build_app(
             classes=classes,
             segmenter=preset,
             annotation_file=annotation_file,
+            out=out,
+            claim=claim,
             device=device,
             pretrained=pretrained,
             sam=sam,
@@ -297,8 +304,11 @@ def build_app(
                     )
                 counts = gr.Markdown(elem_id="counts")
                 with gr.Row():
-                    export_fmt = gr.Radio(
-                        list(EXPORT_FORMATS), value="coco", label="Export", elem_id="export-format"
+                    export_fmt = gr.CheckboxGroup(
+                        list(EXPORT_FORMATS),
+                        value=["coco"],
+                        label="Export (results.json and counts always)",
+                        elem_id="export-format",
                     )
                 export_btn = gr.Button("Export", elem_id="export", size="sm")
                 export_status = gr.Markdown(elem_id="export-status")
@@ -443,15 +453,16 @@ def build_app(
             session.delete(int(annotation_id))
             return f"deleted #{int(annotation_id)}"
 
-        def on_export(fmt: str) -> str:
+        def on_export(formats: list[str] | None) -> str:
             with lock:
                 try:
-                    path = session.export(fmt)
+                    path = session.export(list(formats or []))
                 except (ValueError, OSError) as err:
                     return _warn(gr, err)
             files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
             shown = ", ".join(files[:6]) + (" ..." if len(files) > 6 else "")
-            return f"exported {fmt} to {_plain(str(path))} ({len(files)} files: {_plain(shown)})"
+            what = ", ".join(formats or [])
+            return f"exported {what} to {_plain(str(path))} ({len(files)} files: {_plain(shown)})"
 
         # Gradio's "full" progress puts an overlay on every output, and an overlay on the image
         # swallows the clicks made while it is up: quick events show no progress, the text
@@ -489,6 +500,27 @@ def build_app(
 
     demo.session = session  # type: ignore[attr-defined]
     return demo
+
+
+#: The names of this machine the app always answers to in the ``Host`` header.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def host_guard(host: str, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """``launch(app_kwargs=...)`` that make the server answer only requests whose ``Host``
+    header names this machine (:data:`LOCAL_HOSTS`), the interface it listens on (``host``)
+    or a name in ``extra``; others get 400. A web page the person visits could otherwise
+    point its own domain name at 127.0.0.1 (DNS rebinding) and drive the app: read the
+    images and annotations, or write the folder."""
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    names = [*LOCAL_HOSTS, host, *extra]
+    if ":" in host and not host.startswith("["):
+        names.append(f"[{host}]")  # an IPv6 interface, as a Host header writes it
+    allowed = [n.lower() for n in dict.fromkeys(names) if n and n not in ("0.0.0.0", "::")]
+    guard = Middleware(TrustedHostMiddleware, allowed_hosts=allowed, www_redirect=False)
+    return {"middleware": [guard]}
 
 
 def _warn(gr: Any, err: Exception) -> str:

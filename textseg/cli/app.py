@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from textseg.app.state import ANNOTATION_FILE, parse_classes
+from textseg.app.draft import parse_classes
+from textseg.app.store import ANNOTATION_FILE, EXPORT_DIR, claim_app_folder
 from textseg.cli._common import add_model_args, build_segmenter
 
 __all__ = ["add_parser", "run"]
@@ -43,15 +44,33 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="build the models with random weights (trials, speed checks)",
     )
     parser.add_argument(
+        "--out",
+        default=None,
+        metavar="OUT",
+        help=f"the app's output folder: the COCO file and the exports ({EXPORT_DIR}/); default "
+        f"DIR itself. Claimed for `textseg app` (another command's folder is refused) and "
+        f"resumed when opened again",
+    )
+    parser.add_argument(
         "--annotations",
         default=ANNOTATION_FILE,
-        help=f"COCO file written in DIR (default {ANNOTATION_FILE})",
+        help=f"COCO file written in OUT (default {ANNOTATION_FILE})",
     )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="interface to listen on (default 127.0.0.1: this machine only)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the app answers to in the Host header, besides 127.0.0.1, "
+        "localhost, [::1] and --host (e.g. this machine's name with --host 0.0.0.0); requests "
+        "for other names are refused, so a web page cannot reach the app through DNS "
+        "rebinding (repeatable)",
     )
     return parser
 
@@ -75,43 +94,60 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port: expected 1..65535, got {args.port}")
     # No usage statistics sent from a local annotation tool.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from textseg.app.server import build_app
+    from textseg.app.server import build_app, host_guard
     from textseg.pipelines import TextSegmenter
 
     if args.prefill and not (args.classes or args.specialist):
         raise ValueError("--prefill: expected --classes or --specialist to propose, got neither")
-    # SAM answers the clicks; a specialist, when given, only makes the proposals.
-    specialist = args.specialist
-    segmenter = build_segmenter(args, pretrained=not args.random_weights, specialist=None)
-    proposer = None
-    classes = parse_classes(args.classes)
-    if specialist:
-        from textseg.train.specialist import specialist_classes
-
-        proposer = TextSegmenter.from_preset(
-            args.preset, device=args.device, tiny=args.tiny, specialist=specialist
+    if args.random_weights and args.sam_checkpoint:
+        raise ValueError(
+            f"--sam-checkpoint {args.sam_checkpoint}: --random-weights builds every model with "
+            f"random weights and would not load it; drop --random-weights to load the checkpoint "
+            f"or drop --sam-checkpoint"
         )
-        classes = classes or specialist_classes(specialist)
-    demo = build_app(
-        folder,
-        classes=classes,
-        preset=segmenter,
-        annotation_file=args.annotations,
-        prefill=args.prefill,
-        proposer=proposer,
-    )
-    print(
-        f"textseg app: {len(demo.session.images)} images in {folder}, "
-        f"saving to {demo.session.path}",
-        flush=True,
-    )
-    demo.queue(default_concurrency_limit=1).launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=False,
-        inbrowser=False,
-        ssr_mode=False,
-        show_error=True,
-        footer_links=[],
-    )
+    out = Path(args.out) if args.out is not None else folder
+    # Claimed before the models load: another command's folder is refused at once.
+    with claim_app_folder(out, args.annotations) as claimed:
+        # SAM answers the clicks; a specialist, when given, only makes the proposals.
+        segmenter = build_segmenter(args, pretrained=not args.random_weights, specialist=None)
+        proposer = None
+        classes = parse_classes(args.classes)
+        if args.specialist:
+            from textseg.train.specialist import specialist_classes
+
+            proposer = TextSegmenter.from_preset(
+                args.preset, device=args.device, tiny=args.tiny, specialist=args.specialist
+            )
+            classes = classes or specialist_classes(args.specialist)
+        demo = build_app(
+            folder,
+            classes=classes,
+            preset=segmenter,
+            annotation_file=args.annotations,
+            out=out,
+            claim=claimed,
+            prefill=args.prefill,
+            proposer=proposer,
+        )
+        print(
+            f"textseg app: {len(demo.session.images)} images in {folder}, "
+            f"saving to {demo.session.path}",
+            flush=True,
+        )
+        if args.host in ("0.0.0.0", "::") and not args.allow_host:
+            print(
+                "textseg app: answering only requests for this machine's local names; give "
+                "--allow-host NAME for the name other machines reach it by",
+                flush=True,
+            )
+        demo.queue(default_concurrency_limit=1).launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=False,
+            inbrowser=False,
+            ssr_mode=False,
+            show_error=True,
+            footer_links=[],
+            app_kwargs=host_guard(args.host, args.allow_host),
+        )
     return 0

@@ -52,11 +52,15 @@ small_bowl = box(14, 34, 20, 40)  # a bowl inside the bowl, 1/11 of its size
         (box(12, 32, 28, 48), CUP, bowl, BOWL, False),  # comparable size, another class
     ],
 )
-def test_containment_only_merges_the_same_object(inner, inner_class, outer, outer_class, same_object):
+def test_containment_only_merges_the_same_object(
+    inner, inner_class, outer, outer_class, same_object
+):
     book = TrackBook(match_iou=0.9)
     first = book.update(prop({}), dets([outer], [outer_class]), keyframe=True)
     assert first.births == (1,)
-    second = book.update(prop({1: outer}), dets([outer, inner], [outer_class, inner_class]), keyframe=True)
+    second = book.update(
+        prop({1: outer}), dets([outer, inner], [outer_class, inner_class]), keyframe=True
+    )
     assert second.matched == {0: 1}
     if same_object:
         assert second.births == () and second.absorbed == {1: 1}
@@ -104,7 +108,9 @@ def test_scene_cut_ends_unmatched_tracks_and_votes_decide_the_class():
     for cls in (BOWL, BOWL):
         book.update(prop({1: cup, 2: bowl}), dets([bowl], [cls]), keyframe=True)
     assert book.class_id(2) == BOWL and book.class_id(1) == CUP
-    update = book.update(prop({1: cup, 2: bowl}), dets([bowl], [BOWL]), keyframe=True, scene_cut=True)
+    update = book.update(
+        prop({1: cup, 2: bowl}), dets([bowl], [BOWL]), keyframe=True, scene_cut=True
+    )
     assert update.ended == (1,) and update.visible == (2,)
 
 

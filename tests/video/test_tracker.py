@@ -338,7 +338,6 @@ def _nested_clip(data_dir, photo):
     small bowl inside the largest bowl (same class, much smaller), at half size, panning right
     and back so that objects on the left edge leave the view and come back."""
     import cv2
-
     from pycocotools.coco import COCO
 
     from textseg.video.synthetic import panning_clip

@@ -97,7 +97,7 @@ class VideoSource:
                 frame = next(frames)
             except StopIteration:
                 return
-            except Exception as err:  # noqa: BLE001 - any reader failure ends the video here
+            except Exception as err:
                 # A demuxer that fails on a corrupt packet (PyAV reports some as a false
                 # "[Errno 12] Cannot allocate memory") cannot be resumed: the frames so far
                 # stay good, the source ends with one fatal frame that says why.

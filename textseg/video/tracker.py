@@ -41,7 +41,7 @@ from textseg.validators import non_negative_int
 from textseg.video.bookkeeping import TrackBook
 from textseg.video.keyframes import KeyframeSegmenter, SharesEmbedding, keyframe_segmenter
 from textseg.video.propagator import MaskPropagator
-from textseg.video.sources import Frame, VideoInput, VideoSource, open_video
+from textseg.video.sources import Frame, VideoInput, open_video
 from textseg.vocab import UNKNOWN, ClassesInput, Vocabulary
 
 __all__ = ["FrameResult", "KeyframeSegmenter", "SceneCutDetector", "Tracker", "track"]

@@ -212,6 +212,23 @@ def _range(args: argparse.Namespace, probe: Any) -> tuple[int, int | None]:
     return start, end
 
 
+def _refuse_foreign(out: Path) -> None:
+    """Refuse a folder without a manifest that holds files named like track's but no
+    ``tracks.json`` (e.g. ``counts.csv`` of a ``textseg segment`` from before manifests):
+    they are another command's, and --overwrite must not delete them."""
+    from textseg.io.folder import read_manifest
+    from textseg.video.export import OWNED
+
+    if not out.is_dir() or read_manifest(out) is not None or (out / "tracks.json").exists():
+        return
+    clash = [name for name in OWNED if (out / name).exists()]
+    if clash:
+        raise CliError(
+            f"{out} holds {', '.join(clash)} that `textseg track` did not write (no "
+            f"tracks.json); `textseg track` will not write into it: choose another --out"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``textseg track``; prints the distinct counts and the files written.
 
@@ -238,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--out {out} exists and is not a folder")
     formats = [f for f in dict.fromkeys(args.format) if f != "coco"]
     used = models(args)
-    tracker = _tracker(args)
+    _refuse_foreign(out)
     annotated = not args.no_video
     skipped = 0
     complete = True
@@ -253,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
         info={"models": used},
     ) as folder:
         _written("manifest")
+        tracker = _tracker(args)
         writer = TrackWriter(
             out,
             vocab.names,

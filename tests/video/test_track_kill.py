@@ -143,13 +143,20 @@ def _same_results(out: Path, reference: Path, names: list[str]) -> None:
             assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("write", WRITES)
+#: Killed runs start a fresh interpreter (seconds each): two representative writes run by
+#: default (temporary files only; some results moved into place, others not), all with -m slow.
+FAST = ("first-frame", "counts.csv")
+
+
+@pytest.mark.parametrize(
+    "write", [w if w in FAST else pytest.param(w, marks=pytest.mark.slow) for w in WRITES]
+)
 def test_killed_after_each_write(write, reference, tmp_path, capsys):
     frames, ref = reference
     out = tmp_path / "out"
     env = {**os.environ, "TEXTSEG_TEST_KILL_AFTER": write, "PYTHONPATH": os.getcwd()}
     killed = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *_argv(frames, out)[0:]],
+        [sys.executable, "-c", SCRIPT, *_argv(frames, out)],
         env=env,
         capture_output=True,
         text=True,

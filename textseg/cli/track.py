@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
 
     from textseg.io.folder import claim_output
     from textseg.video import open_video
-    from textseg.video.export import OWNED, TrackWriter, _written
+    from textseg.video.export import OWNED, TrackWriter, checkpoint
 
     vocab, category_ids = _classes(args)
     probe = open_video(args.video)
@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         hint="pass --overwrite to replace them",
         info={"models": used},
     ) as folder:
-        _written("manifest")
+        checkpoint("manifest")
         tracker = _tracker(args)
         writer = TrackWriter(
             out,
@@ -321,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
         written = writer.close(complete=complete)
         folder.update(complete=complete, formats=["coco", *formats])
-        _written("complete")
+        checkpoint("complete")
     import csv
 
     with open(written["counts"], encoding="utf-8") as f:

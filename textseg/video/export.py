@@ -55,7 +55,7 @@ from textseg.masks import coco_bbox, masks_to_boxes
 from textseg.validators import check_choice
 from textseg.vocab import UNKNOWN
 
-__all__ = ["FORMAT_FILES", "OWNED", "TrackWriter", "VideoWriter", "load_tracks"]
+__all__ = ["FORMAT_FILES", "OWNED", "TrackWriter", "VideoWriter", "checkpoint", "load_tracks"]
 
 #: Codec per container suffix (PyAV names); the first one PyAV has is used.
 _CODECS = {
@@ -183,11 +183,11 @@ OWNED = ("tracks.json", "counts.csv", "annotated.mp4", *FORMAT_FILES.values())
 #: Prefix of the writer's temporary folder inside the output folder.
 TEMP_PREFIX = ".textseg-tracks-"
 
-#: Test-only: the name of the write after which the process is killed (see :func:`_written`).
+#: Test-only: the name of the write after which the process is killed (see :func:`checkpoint`).
 KILL_ENV = "TEXTSEG_TEST_KILL_AFTER"
 
 
-def _written(name: str) -> None:
+def checkpoint(name: str) -> None:
     """Mark that the write ``name`` is done. Tests set ``TEXTSEG_TEST_KILL_AFTER=<name>`` to
     end the process right here, as a kill would (no cleanup runs), and check the folder."""
     if os.environ.get(KILL_ENV) == name:
@@ -332,7 +332,7 @@ class TrackWriter:
             self._video.write(_annotate(np.asarray(image), dets))
         self.frames += 1
         if self.frames == 1:
-            _written("first-frame")
+            checkpoint("first-frame")
 
     def _categories(self) -> tuple[list[dict[str, Any]], dict[int, int]]:
         """COCO categories (the classes' ids in vocabulary order, ``unknown`` last when used)
@@ -443,7 +443,7 @@ class TrackWriter:
             _fsync(path)
             os.replace(path, target)
             written[kind] = target
-            _written(path.name)
+            checkpoint(path.name)
         return written
 
     def _file_name(self, frame_index: int) -> str:

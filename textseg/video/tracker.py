@@ -297,6 +297,10 @@ class Tracker:
             good += 1
             yield result
         if good == 0:
+            if not errors and start > 0:
+                raise ValueError(
+                    f"{source.name}: no frame at or after start={start}; the video is shorter"
+                )
             why = f" ({errors[0]})" if errors else ""
             raise ValueError(
                 f"{source.name}: no frame could be decoded{why}; the video is empty or unreadable"

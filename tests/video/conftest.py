@@ -44,6 +44,15 @@ def cut_pan(data_dir: Path) -> SyntheticClip:
     return concatenate([a, b])
 
 
+def owner(clip: SyntheticClip, t: int, mask: np.ndarray) -> int:
+    """The annotation id of the ground-truth instance of frame ``t`` that ``mask`` overlaps
+    most (IoU)."""
+    gt, anns, _ = clip.instances(t)
+    inter = (gt & mask).sum(axis=(1, 2))
+    union = (gt | mask).sum(axis=(1, 2))
+    return anns[int(np.argmax(inter / np.maximum(union, 1)))]
+
+
 def _key(image: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest()
 
@@ -107,8 +116,7 @@ class OraclePropagator:
         self.removed: list[int] = []
 
     def _gt(self, ann: int) -> np.ndarray:
-        labels, ids, _ = self.clip.label_map(self.frame)
-        mask = labels == (ids.index(ann) + 1) if ann in ids else np.zeros(labels.shape, bool)
+        mask = self.clip.mask_of(self.frame, ann)
         if self.erode:
             import cv2
 
@@ -130,10 +138,8 @@ class OraclePropagator:
 
     def add(self, frame: int, ids, masks: np.ndarray) -> Propagated:
         assert frame == self.frame
-        labels, anns, _ = self.clip.label_map(frame)
         for obj, mask in zip(ids, masks):
-            k = np.bincount(labels[mask]).argmax()
-            self.objects[int(obj)] = anns[k - 1]
+            self.objects[int(obj)] = owner(self.clip, frame, mask)
         return Propagated(np.asarray(ids, np.int64), masks, np.full(len(ids), 0.99, np.float32))
 
     def remove(self, ids) -> None:
@@ -168,4 +174,6 @@ def edgetam_core():
 @pytest.fixture()
 def oracle() -> SimpleNamespace:
     """The oracle classes (conftest modules are not importable under importlib mode)."""
-    return SimpleNamespace(Segmenter=OracleSegmenter, Propagator=OraclePropagator, clip=make_clip)
+    return SimpleNamespace(
+        Segmenter=OracleSegmenter, Propagator=OraclePropagator, clip=make_clip, owner=owner
+    )

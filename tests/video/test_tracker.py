@@ -326,3 +326,92 @@ def test_sam2_memory_stays_bounded(sam2_core):
 def test_propagator_needs_a_sam2_video_model(core):
     with pytest.raises(TypeError, match="SAM 2 video model"):
         Sam2Propagator(core)
+
+
+# ------------------------------------------------------------------ nested objects (oracle)
+#: Food in bowls (some objects leave the view and come back), oranges and broccoli in bowls.
+NESTED_PHOTOS = [("000000000584.jpg", True), ("000000000009.jpg", False)]
+
+
+def _nested_clip(data_dir, photo):
+    """A clip of ``photo`` with COCO's overlapping masks kept (broccoli inside bowls), plus a
+    small bowl inside the largest bowl (same class, much smaller), at half size, panning right
+    and back so that objects on the left edge leave the view and come back."""
+    import cv2
+    from pycocotools.coco import COCO
+
+    from textseg.video.synthetic import panning_clip
+
+    coco = COCO(str(data_dir / "coco-dev" / "annotations.json"))
+    image_id = next(i for i, im in coco.imgs.items() if im["file_name"] == photo)
+    anns = [
+        a for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=False)) if a["area"] >= 400
+    ]
+    from textseg._image import load_image
+
+    full = load_image(data_dir / "coco-dev" / "images" / photo)
+    h, w = full.shape[0] // 2, full.shape[1] // 2
+    image = cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
+    masks = [
+        cv2.resize(coco.annToMask(a), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        for a in anns
+    ]
+    names = [coco.cats[a["category_id"]]["name"] for a in anns]
+    ids = [int(a["id"]) for a in anns]
+    bowls = [k for k, n in enumerate(names) if n == "bowl"]
+    big = max(bowls, key=lambda k: masks[k].sum())
+    ys, xs = np.nonzero(masks[big])
+    cy, cx = int(ys.mean()), int(xs.mean())
+    r = max(3, int(np.sqrt(masks[big].sum() / np.pi) / 4))  # 1/16 of the bowl's area
+    yy, xx = np.ogrid[:h, :w]
+    small = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & masks[big]
+    masks.append(small)
+    names.append("bowl")
+    ids.append(max(ids) + 1)
+    crop = (h, int(w * 0.45))
+    steps = np.concatenate([np.linspace(0, w - crop[1], 6), np.linspace(w - crop[1], 0, 6)[1:]])
+    offsets = np.stack([np.zeros(len(steps)), np.round(steps)], 1).astype(int)
+    return panning_clip(image, masks, ids, names, size=crop, offsets=offsets, overlap=True)
+
+
+@pytest.mark.parametrize(("photo", "exits"), NESTED_PHOTOS)
+def test_oracle_tracks_every_nested_object_with_exact_ids(photo, exits, data_dir, oracle):
+    """Perfect detections and perfect propagation over objects inside other objects (of
+    another class, or of the same class and much smaller), some leaving the view and coming
+    back: every object gets exactly one track, for its whole visible life, with its class."""
+    clip = _nested_clip(data_dir, photo)
+    classes = clip.class_names
+    segmenter = oracle.Segmenter(clip, classes, min_area=20)
+    tracker = Tracker(segmenter, oracle.Propagator(clip), every=2, scene_cut=None, patience=30)
+    results = list(tracker.track(list(clip), classes))
+    owner: dict[int, int] = {}
+    seen_objects: set[int] = set()
+    for t, r in enumerate(results):
+        masks, anns, names = clip.instances(t)
+        dets = r.detections
+        for tid, mask, name in zip(dets.tracker_id, dets.mask, dets.data["class_name"]):
+            ann = oracle.owner(clip, t, mask)
+            assert np.array_equal(mask, masks[anns.index(ann)])
+            assert owner.setdefault(int(tid), ann) == ann, "a track switched objects"
+            assert name == names[anns.index(ann)]
+            seen_objects.add(ann)
+    keyframes = segmenter.calls
+    expected = set()
+    for t in keyframes:
+        masks, anns, _ = clip.instances(t)
+        expected |= {a for a, m in zip(anns, masks) if m.sum() >= 20}
+    all_objects = {a for t in range(len(clip)) for a in clip.instances(t)[1]}
+    assert expected == all_objects, "the clip shows every object on some keyframe"
+    assert seen_objects == all_objects, f"never tracked: {sorted(all_objects - seen_objects)}"
+    assert len(owner) == len(set(owner.values())), "an object got two tracks"
+    counts = defaultdict(int)
+    for tid in owner:
+        ann = owner[tid]
+        counts[
+            next(n for t in range(len(clip)) for a, n in zip(*clip.instances(t)[1:]) if a == ann)
+        ] += 1
+    assert dict(counts) == clip.distinct_counts()
+    left = [a for a in all_objects if not clip.mask_of(len(clip) // 2, a).any()]
+    assert bool(left) == exits, "some objects leave the view mid-clip (and come back)"
+    for a in left:
+        assert clip.mask_of(0, a).any() or clip.mask_of(len(clip) - 1, a).any()

@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from textseg.cli._common import CliError, add_pipeline_args, preset_options, vocabulary
+from textseg.cli._common import CliError, add_pipeline_args, build_segmenter, vocabulary
+from textseg.validators import non_negative_int
 
-__all__ = ["DEFAULT_SAM", "add_parser", "run", "run_video_eval"]
+__all__ = ["DEFAULT_SAM", "add_parser", "models", "run", "run_video_eval"]
 
 #: The SAM 2 model tracking uses unless --sam says otherwise (its image predictor also cuts
 #: the keyframe masks).
@@ -23,9 +25,10 @@ def _non_negative_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+    try:
+        return non_negative_int(value, "value")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}") from None
 
 
 def _time(text: str | None, fps: float | None, option: str) -> int | None:
@@ -38,7 +41,7 @@ def _time(text: str | None, fps: float | None, option: str) -> int | None:
             if not fps:
                 raise CliError(f"{option} {text}: the video has no frame rate; give frames")
             seconds = float(value[:-1])
-            if seconds < 0:
+            if not math.isfinite(seconds) or seconds < 0:
                 raise ValueError
             return round(seconds * fps)
         frames = int(value)
@@ -95,71 +98,190 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--end", default=None, help="stop before this frame: index or seconds")
     p.add_argument(
         "--format",
-        choices=("coco", "mot"),
-        default="coco",
-        help="mot: also write MOTChallenge text (DIR/mot.txt)",
+        action="append",
+        choices=("coco", "mot", "mots", "ytvis"),
+        default=[],
+        help="also write: mot (MOTChallenge boxes, DIR/mot.txt), mots (MOTS 2020 masks, "
+        "DIR/mots.txt), ytvis (YouTube-VIS, DIR/ytvis.json); repeatable (tracks.json, COCO/TAO "
+        "style, is always written)",
+    )
+    p.add_argument(
+        "--coco",
+        default=None,
+        metavar="GT.json",
+        help="a COCO file whose category ids (and, without -c, classes) tracks.json uses",
     )
     p.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
-    p.add_argument("--overwrite", action="store_true", help="replace files in DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what an earlier `textseg track` wrote in DIR",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
 
 
 def _segmenter(args: argparse.Namespace) -> Any:
-    from textseg.pipelines import TextSegmenter
+    """The keyframe pipeline, built under --seed; SAM 2 by default (it also propagates),
+    none with --specialist (the specialist replaces the preset's SAM)."""
+    if getattr(args, "specialist", None):
+        return build_segmenter(argparse.Namespace(**{**vars(args), "sam": None}))
+    return build_segmenter(args, sam=args.sam or DEFAULT_SAM)
 
-    options = preset_options(args)
-    options.setdefault("sam", DEFAULT_SAM)
-    return TextSegmenter.from_preset(args.preset, device=args.device, **options)
+
+def _propagator(args: argparse.Namespace, segmenter: Any) -> Any:
+    """SAM 2 propagation: over the pipeline's core, or (a specialist has none) its own."""
+    import torch
+
+    from textseg.video import Sam2Propagator
+
+    if getattr(segmenter, "sam", None) is not None:
+        return Sam2Propagator(segmenter.sam)
+    from textseg._registry import test_variant
+    from textseg.sam import SamCore
+
+    name = args.sam or DEFAULT_SAM
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        core = SamCore(test_variant(name) if args.tiny else name, device=args.device)
+    return Sam2Propagator(core)
 
 
 def _tracker(args: argparse.Namespace) -> Any:
     from textseg.video import Tracker
 
+    segmenter = _segmenter(args)
     return Tracker(
-        _segmenter(args),
+        segmenter,
+        _propagator(args, segmenter),
         every=args.every,
         scene_cut=None if args.no_scene_cut else args.scene_cut,
         patience=args.patience,
     )
 
 
+def models(args: argparse.Namespace) -> dict[str, Any]:
+    """The registry names of the models a run uses (``tracks.json`` ``info.models``)."""
+    from textseg._registry import test_variant
+    from textseg.pipelines.presets import get_preset
+
+    preset = get_preset(args.preset)
+    tiny = bool(args.tiny or preset.tiny)
+
+    def name(value: str | None) -> str | None:
+        return test_variant(value) if value and tiny else value
+
+    sam = name(args.sam or DEFAULT_SAM)
+    out: dict[str, Any] = {"preset": preset.name, "tiny": tiny}
+    if getattr(args, "specialist", None):
+        out["specialist"] = str(args.specialist)
+    else:
+        if preset.prompter in ("boxes", "sam3"):
+            out["detector"] = name(args.detector or preset.detector)
+        out["sam"] = sam
+        if preset.labeler:
+            out["labeler"] = f"clip-{preset.labeler}"
+        if preset.labeler or preset.selector or preset.prompter.startswith("clip"):
+            out["clip"] = name(args.clip or preset.clip)
+    out["propagator"] = f"sam2:{sam}"
+    return out
+
+
+def _classes(args: argparse.Namespace) -> tuple[Any, list[int] | None]:
+    """The vocabulary and, with --coco, the ground truth's category id of each class."""
+    if not args.coco:
+        return vocabulary(args), None
+    from textseg.io.coco import GroundTruth
+
+    gt = GroundTruth(args.coco)
+    vocab = vocabulary(args, classes=gt.classes(args.classes)[0])
+    return vocab, gt.classes(vocab.names)[1]
+
+
+def _range(args: argparse.Namespace, probe: Any) -> tuple[int, int | None]:
+    start = _time(args.start, probe.fps, "--start") or 0
+    end = _time(args.end, probe.fps, "--end")
+    total = probe.num_frames
+    if total is not None and start >= total:
+        raise CliError(
+            f"--start {args.start}: past the end of the video ({total} frames, 0..{total - 1})"
+        )
+    if end is not None and end <= start:
+        raise CliError(f"--end ({end}) must be after --start ({start})")
+    return start, end
+
+
+def _refuse_foreign(out: Path) -> None:
+    """Refuse a folder without a manifest that holds files named like track's but no
+    ``tracks.json`` (e.g. ``counts.csv`` of a ``textseg segment`` from before manifests):
+    they are another command's, and --overwrite must not delete them."""
+    from textseg.io.folder import read_manifest
+    from textseg.video.export import OWNED
+
+    if not out.is_dir() or read_manifest(out) is not None or (out / "tracks.json").exists():
+        return
+    clash = [name for name in OWNED if (out / name).exists()]
+    if clash:
+        raise CliError(
+            f"{out} holds {', '.join(clash)} that `textseg track` did not write (no "
+            f"tracks.json); `textseg track` will not write into it: choose another --out"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``textseg track``; prints the distinct counts and the files written.
 
+    Exit status 130 after Ctrl-C: what was tracked until then is written, marked incomplete.
+
     Raises:
         CliError: No classes, a bad --start/--end.
+        OutputFolderError: --out holds another command's output, or results without
+            --overwrite.
         FileNotFoundError, ValueError: Missing or unreadable video, no decodable frame.
     """
     from tqdm import tqdm
 
+    from textseg.io.folder import claim_output
     from textseg.video import open_video
-    from textseg.video.export import TrackWriter
+    from textseg.video.export import OWNED, TrackWriter, checkpoint
 
-    vocab = vocabulary(args)
+    vocab, category_ids = _classes(args)
     probe = open_video(args.video)
-    start = _time(args.start, probe.fps, "--start") or 0
-    end = _time(args.end, probe.fps, "--end")
-    if end is not None and end <= start:
-        raise CliError(f"--end ({end}) must be after --start ({start})")
+    start, end = _range(args, probe)
     source = open_video(args.video, start=start, end=end)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} exists and is not a folder")
-    tracker = _tracker(args)
+    formats = [f for f in dict.fromkeys(args.format) if f != "coco"]
+    used = models(args)
+    _refuse_foreign(out)
     annotated = not args.no_video
     skipped = 0
+    complete = True
+    interrupted = False
     live: set[int] = set()
-    with TrackWriter(
+    with claim_output(
         out,
-        vocab.names,
-        video_name=Path(args.video).name,
-        fps=source.fps,
-        annotated=annotated,
-        mot=args.format == "mot",
-        overwrite=args.overwrite,
-    ) as writer:
+        "track",
+        owned=OWNED,
+        mode="overwrite" if args.overwrite else "new",
+        hint="pass --overwrite to replace them",
+        info={"models": used},
+    ) as folder:
+        checkpoint("manifest")
+        tracker = _tracker(args)
+        writer = TrackWriter(
+            out,
+            vocab.names,
+            video_name=Path(args.video).name,
+            fps=source.fps,
+            annotated=annotated,
+            formats=formats,
+            overwrite=True,  # the claim decided
+            category_ids=category_ids,
+            info={"models": used, "seed": args.seed},
+        )
         bar = tqdm(
             total=source.num_frames,
             unit="frame",
@@ -171,7 +293,15 @@ def run(args: argparse.Namespace) -> int:
             for result in tracker.track(source, vocab, with_images=annotated):
                 if result.error is not None:
                     skipped += 1
-                    bar.write(f"textseg: warning: skipped {result.error}", file=sys.stderr)
+                    if result.fatal:
+                        complete = False
+                        bar.write(
+                            f"textseg: warning: {result.error}; writing the "
+                            f"{writer.frames} frames tracked so far, marked incomplete",
+                            file=sys.stderr,
+                        )
+                    else:
+                        bar.write(f"textseg: warning: skipped {result.error}", file=sys.stderr)
                 else:
                     live = (live | set(result.detections.tracker_id.tolist())) - set(
                         result.ended_tracks
@@ -179,23 +309,37 @@ def run(args: argparse.Namespace) -> int:
                 writer.write(result, result.image)
                 bar.update(1)
                 bar.set_postfix(tracks=len(live), refresh=False)
+        except KeyboardInterrupt:
+            interrupted, complete = True, False
+            if writer.frames == 0:
+                writer.abort()
+                raise
+        except BaseException:
+            writer.abort()
+            raise
         finally:
             bar.close()
-    written = {"tracks.json", "counts.csv", *(["annotated.mp4"] if annotated else [])}
-    if args.format == "mot":
-        written.add("mot.txt")
+        written = writer.close(complete=complete)
+        folder.update(complete=complete, formats=["coco", *formats])
+        checkpoint("complete")
     import csv
 
-    with open(out / "counts.csv", encoding="utf-8") as f:
+    with open(written["counts"], encoding="utf-8") as f:
         distinct = {r["class"]: r["count"] for r in csv.DictReader(f) if r["scope"] == "distinct"}
-    frames = writer.frames
     print(
-        f"{Path(args.video).name}: {frames} frames tracked"
+        f"{Path(args.video).name}: {writer.frames} frames tracked"
         + (f", {skipped} skipped" if skipped else "")
+        + ("" if complete else " (incomplete)")
         + "; distinct objects: "
         + ", ".join(f"{name} {count}" for name, count in distinct.items())
     )
-    print(f"wrote {', '.join(sorted(written))} to {out}")
+    print(f"wrote {', '.join(sorted(p.name for p in written.values()))} to {out}")
+    if interrupted:
+        print(
+            "textseg: warning: interrupted; what was tracked is written, marked incomplete",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

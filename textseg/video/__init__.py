@@ -2,23 +2,34 @@
 
 - :func:`track` / :class:`Tracker`: keyframe detection with any image pipeline, SAM 2
   propagation with a bounded memory, ids kept by mask IoU, classes by majority vote;
+- :class:`TrackBook`: the tracker's model-free bookkeeping (matching, births, deaths, votes);
+- :class:`KeyframeSegmenter` / :class:`PipelineKeyframes`: what the tracker asks of the model
+  that finds instances on keyframes;
 - :func:`open_video`: lazy frames from a video file, a folder of frames or arrays;
-- :mod:`textseg.video.export`: ``tracks.json`` (COCO video style), ``counts.csv``,
-  ``annotated.mp4`` and MOTChallenge text;
+- :mod:`textseg.video.export`: ``tracks.json`` (COCO / TAO video style), ``counts.csv``,
+  ``annotated.mp4``, MOTChallenge and MOTS text, YouTube-VIS JSON;
 - :mod:`textseg.video.synthetic`: panning clips with exact ground truth (tests, benchmarks).
 """
 
+from textseg.video.bookkeeping import BookUpdate, TrackBook, TrackState
+from textseg.video.keyframes import KeyframeSegmenter, PipelineKeyframes, SharesEmbedding
 from textseg.video.propagator import MaskPropagator, Propagated, Sam2Propagator
 from textseg.video.sources import Frame, VideoSource, open_video
 from textseg.video.tracker import FrameResult, SceneCutDetector, Tracker, track
 
 __all__ = [
+    "BookUpdate",
     "Frame",
     "FrameResult",
+    "KeyframeSegmenter",
     "MaskPropagator",
+    "PipelineKeyframes",
     "Propagated",
     "Sam2Propagator",
     "SceneCutDetector",
+    "SharesEmbedding",
+    "TrackBook",
+    "TrackState",
     "Tracker",
     "VideoSource",
     "open_video",

@@ -46,12 +46,15 @@ class Frame:
         time: Seconds from the start of the source (``index / fps``), None when the source
             has no frame rate (arrays, folders without ``fps=``).
         error: Why the frame could not be decoded (one line), None for a good frame.
+        fatal: The source cannot go on: this is its last frame (e.g. the demuxer failed on a
+            corrupt packet); the frames before it are good.
     """
 
     index: int
     image: np.ndarray | None
     time: float | None = None
     error: str | None = None
+    fatal: bool = False
 
 
 class VideoSource:
@@ -87,11 +90,32 @@ class VideoSource:
         self.num_frames = num_frames
 
     def __iter__(self) -> Iterator[Frame]:
-        for frame in self._frames():
+        frames = self._frames()
+        last = self.start - 1
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            except Exception as err:
+                # A demuxer that fails on a corrupt packet (PyAV reports some as a false
+                # "[Errno 12] Cannot allocate memory") cannot be resumed: the frames so far
+                # stay good, the source ends with one fatal frame that says why.
+                index = last + 1
+                why = _reason(err)
+                yield Frame(
+                    index,
+                    None,
+                    _time(index, self.fps),
+                    f"frame {index}: the video cannot be read past frame {last} ({why})",
+                    fatal=True,
+                )
+                return
             if frame.index < self.start:
                 continue
             if self.end is not None and frame.index >= self.end:
-                break
+                return
+            last = max(last, frame.index)
             yield frame
 
     def __repr__(self) -> str:

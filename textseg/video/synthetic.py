@@ -7,7 +7,9 @@ leave the view as the crop moves, so a tracker must start new tracks mid-clip an
 ones; two photos one after the other make a scene cut (:func:`concatenate`).
 
 The ground truth is a label map per photo (each pixel belongs to at most one instance, smaller
-instances drawn on top of larger ones), so instance masks never overlap, as in DAVIS; clips can
+instances drawn on top of larger ones), so instance masks never overlap, as in DAVIS; or, with
+``overlap=True``, the instance masks as given, so objects can lie inside others as COCO draws
+them (cups on a table keep the table's mask whole; carrots lie inside the bowl's). Clips can
 be written as a video file (:meth:`SyntheticClip.write_video`), a folder of frames, or a
 DAVIS-layout dataset (:meth:`SyntheticClip.write_davis`) for :mod:`textseg.eval.video`.
 """
@@ -23,6 +25,8 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
+from textseg.masks import masks_to_boxes
+
 __all__ = ["Shot", "SyntheticClip", "concatenate", "from_coco", "panning_clip"]
 
 
@@ -37,6 +41,8 @@ class Shot:
         class_names: Class of each instance.
         offsets: ``(T, 2)`` int top-left ``(y, x)`` of the crop in each frame.
         size: ``(h, w)`` of the crop.
+        masks: ``(N, H, W)`` bool instance masks that may overlap (``overlap=True``); None
+            when ``labels`` is the ground truth.
     """
 
     image: np.ndarray
@@ -45,6 +51,7 @@ class Shot:
     class_names: tuple[str, ...]
     offsets: np.ndarray
     size: tuple[int, int]
+    masks: np.ndarray | None = None
 
 
 @dataclass
@@ -105,10 +112,49 @@ class SyntheticClip:
             yield self.frame(t)
 
     def label_map(self, t: int) -> tuple[np.ndarray, tuple[int, ...], tuple[str, ...]]:
-        """Frame ``t``'s ``(h, w)`` label map and its shot's ids and class names."""
+        """Frame ``t``'s ``(h, w)`` label map and its shot's ids and class names.
+
+        Raises:
+            ValueError: The clip's instances overlap (use :meth:`instances`).
+        """
         shot, y, x = self._locate(t)
+        if shot.masks is not None:
+            raise ValueError("label_map: the instances overlap; use instances(t)")
         h, w = shot.size
         return shot.labels[y : y + h, x : x + w], shot.ids, shot.class_names
+
+    def instances(self, t: int) -> tuple[np.ndarray, tuple[int, ...], tuple[str, ...]]:
+        """The instances visible in frame ``t``: ``(N, h, w)`` bool masks, their ids and
+        class names, ordered by id."""
+        shot, y, x = self._locate(t)
+        h, w = shot.size
+        if shot.masks is not None:
+            crops = shot.masks[:, y : y + h, x : x + w]
+            present = [k for k in range(len(crops)) if crops[k].any()]
+        else:
+            labels = shot.labels[y : y + h, x : x + w]
+            present = [int(k) - 1 for k in np.unique(labels) if k > 0]
+            crops = None
+        present.sort(key=lambda k: shot.ids[k])
+        if not present:
+            return np.zeros((0, h, w), bool), (), ()
+        if crops is not None:
+            masks = np.stack([crops[k] for k in present])
+        else:
+            masks = np.stack([labels == k + 1 for k in present])
+        return (
+            masks,
+            tuple(shot.ids[k] for k in present),
+            tuple(shot.class_names[k] for k in present),
+        )
+
+    def mask_of(self, t: int, instance: int) -> np.ndarray:
+        """The ``(h, w)`` mask of instance id ``instance`` in frame ``t`` (empty when it is
+        out of view)."""
+        masks, ids, _ = self.instances(t)
+        if instance in ids:
+            return masks[ids.index(instance)]
+        return np.zeros(self.size, bool)
 
     def ground_truth(self, t: int, classes: Sequence[str] | None = None) -> sv.Detections:
         """The instances visible in frame ``t`` as ``sv.Detections``.
@@ -121,21 +167,15 @@ class SyntheticClip:
             ``mask`` (N, h, w) bool, ``xyxy`` the masks' boxes, ``tracker_id`` the annotation
             ids, ``class_id`` and ``data["class_name"]``; ordered by track id.
         """
-        labels, ids, names = self.label_map(t)
+        masks, ids, names = self.instances(t)
         vocab = list(classes) if classes is not None else self.class_names
-        present = [k for k in np.unique(labels) if k > 0]
-        order = sorted(present, key=lambda k: ids[k - 1])
-        h, w = labels.shape
-        masks = np.stack([labels == k for k in order]) if order else np.zeros((0, h, w), bool)
-        class_name = np.array([names[k - 1] for k in order], dtype=object)
+        class_name = np.array(names, dtype=object)
         return sv.Detections(
-            xyxy=sv.mask_to_xyxy(masks).astype(np.float32)
-            if len(order)
-            else np.zeros((0, 4), np.float32),
+            xyxy=masks_to_boxes(masks),
             mask=masks,
             class_id=np.array([vocab.index(n) if n in vocab else -1 for n in class_name], int),
-            tracker_id=np.array([ids[k - 1] for k in order], int),
-            confidence=np.ones(len(order), np.float32),
+            tracker_id=np.array(ids, int),
+            confidence=np.ones(len(ids), np.float32),
             data={"class_name": class_name},
         )
 
@@ -143,10 +183,9 @@ class SyntheticClip:
         """Distinct instances per class over the whole clip (what a tracker should count)."""
         seen: dict[str, set[int]] = {}
         for t in range(len(self)):
-            labels, ids, names = self.label_map(t)
-            for k in np.unique(labels):
-                if k > 0:
-                    seen.setdefault(names[k - 1], set()).add(ids[k - 1])
+            _, ids, names = self.instances(t)
+            for i, name in zip(ids, names):
+                seen.setdefault(name, set()).add(i)
         return {name: len(v) for name, v in sorted(seen.items())}
 
     # ------------------------------------------------------------------ writers
@@ -259,6 +298,7 @@ def panning_clip(
     reverse: bool = False,
     offsets: np.ndarray | None = None,
     fps: float = 10.0,
+    overlap: bool = False,
 ) -> SyntheticClip:
     """A clip panning over ``image`` with exact ground truth.
 
@@ -272,6 +312,8 @@ def panning_clip(
         reverse: Sweep right to left.
         offsets: ``(T, 2)`` top-left ``(y, x)`` per frame instead of the default sweep.
         fps: Frame rate for written videos.
+        overlap: Keep the masks as given (they may overlap: an object inside another) instead
+            of one label map (smaller instances on top).
 
     Raises:
         ValueError: Inconsistent lengths or shapes, duplicate ids, a crop larger than the
@@ -314,6 +356,7 @@ def panning_clip(
         class_names=tuple(class_names),
         offsets=offsets,
         size=(h, w),
+        masks=masks if overlap else None,
     )
     return SyntheticClip([shot], fps=fps)
 

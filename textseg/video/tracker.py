@@ -8,8 +8,9 @@ prompter, the SAM core, the labeler, de-duplication) on keyframes, and a
 2. on a keyframe (the first frame, every ``every`` frames, and a scene cut): the pipeline finds
    the instances; each is matched to the live track whose propagated mask overlaps it most
    (mask IoU at least ``match_iou``, greedy, best pairs first). A matched detection votes for
-   its track's class. A detection that matches no track and is not mostly inside one
-   (``contain``) starts a new track, from its mask;
+   its track's class. A detection that matches no track and is not the same object as one
+   (mostly inside it, of its class and of a comparable size: ``contain``) starts a new track,
+   from its mask;
 3. a track ends when SAM 2 has not seen its object for ``patience`` frames, on a scene cut when
    no detection matches it, or on a keyframe when another, older track covers the same object
    (mask IoU above ``duplicate_iou``);
@@ -17,7 +18,8 @@ prompter, the SAM core, the labeler, de-duplication) on keyframes, and a
    labeler's votes say so, exactly as for images.
 
 :func:`track` builds the whole thing from a preset and yields one :class:`FrameResult` per
-frame, with ``tracker_id`` on every instance.
+frame, with ``tracker_id`` on every instance. The decisions of steps 2-4 are taken by the
+model-free :class:`~textseg.video.bookkeeping.TrackBook`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,20 +36,15 @@ import supervision as sv
 
 from textseg._detections import copy_detections
 from textseg.io.rle import CompactMasks
-from textseg.masks import greedy_match, pairwise_iou
-from textseg.video.propagator import MaskPropagator, Sam2Propagator
-from textseg.video.sources import Frame, VideoInput, VideoSource, open_video
+from textseg.masks import masks_to_boxes
+from textseg.validators import non_negative_int
+from textseg.video.bookkeeping import TrackBook
+from textseg.video.keyframes import KeyframeSegmenter, SharesEmbedding, keyframe_segmenter
+from textseg.video.propagator import MaskPropagator
+from textseg.video.sources import Frame, VideoInput, open_video
 from textseg.vocab import UNKNOWN, ClassesInput, Vocabulary
 
 __all__ = ["FrameResult", "KeyframeSegmenter", "SceneCutDetector", "Tracker", "track"]
-
-
-class KeyframeSegmenter(Protocol):
-    """What finds instances on keyframes: ``segment(image, classes)`` returning an object with
-    ``.detections`` (``sv.Detections`` with ``mask``, ``class_id``, ``confidence``,
-    ``data["class_name"]``), e.g. :class:`~textseg.pipelines.TextSegmenter`."""
-
-    def segment(self, image: Any, classes: Any) -> Any: ...
 
 
 @dataclass
@@ -66,6 +63,7 @@ class FrameResult:
         new_tracks: Ids of the tracks that started on this frame.
         ended_tracks: Ids of the tracks that ended on this frame (not in its detections).
         error: Why the frame was skipped (it could not be decoded); None for a tracked frame.
+        fatal: The source could not go on after this frame (the last result of the video).
         timings: Milliseconds: ``detect`` (keyframes), ``propagate``, ``match``, ``total``.
         image: The decoded frame, ``(H, W, 3)`` uint8 RGB, when the tracker was asked for it
             (``with_images=True``; e.g. to draw it), else None.
@@ -79,6 +77,7 @@ class FrameResult:
     new_tracks: tuple[int, ...] = ()
     ended_tracks: tuple[int, ...] = ()
     error: str | None = None
+    fatal: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = field(default=None, repr=False)
     _boxes: sv.Detections = field(default_factory=sv.Detections.empty, repr=False)
@@ -159,21 +158,6 @@ class SceneCutDetector:
         return d is not None and d > self.threshold
 
 
-@dataclass
-class _Track:
-    id: int
-    start: int
-    votes: list[int]
-    confidence: float
-    missing: int = 0
-
-    def class_id(self) -> int:
-        counts = Counter(self.votes)
-        best = max(counts.values())
-        # Ties go to the latest vote among the tied classes.
-        return next(v for v in reversed(self.votes) if counts[v] == best)
-
-
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
@@ -181,18 +165,26 @@ def _ms(start: float) -> float:
 class Tracker:
     """Keyframe detection with an image pipeline, propagation with SAM 2, ids kept by mask IoU.
 
+    The tracker runs the models and the frames; what is matched, born, ended and voted is
+    decided by a model-free :class:`~textseg.video.bookkeeping.TrackBook`.
+
     Args:
-        segmenter: Finds the instances on keyframes (a :class:`~textseg.pipelines.
-            TextSegmenter`; its SAM core, when it is over a SAM 2 model, also propagates).
-        propagator: Carries masks between frames (default: :class:`Sam2Propagator` over the
-            segmenter's SAM core).
+        segmenter: Finds the instances on keyframes (:class:`~textseg.video.keyframes.
+            KeyframeSegmenter`; a :class:`~textseg.pipelines.TextSegmenter` is wrapped in
+            :class:`~textseg.video.keyframes.PipelineKeyframes`, which hands its keyframe
+            embeddings to SAM 2).
+        propagator: Carries masks between frames (default: the segmenter's
+            ``propagator()``, SAM 2 over its SAM core).
         every: Run the pipeline every ``every`` frames (besides the first frame and scene
             cuts); 0 runs it only there.
         scene_cut: Histogram distance threshold of :class:`SceneCutDetector`; None disables
             cut detection.
         match_iou: Mask IoU at least which a detection continues a live track.
         contain: A detection with more than this fraction of its mask inside a live track's
-            mask is that object again (not a new one) even below ``match_iou``.
+            mask, of the track's class and a comparable size (``contain_ratio``), is that
+            object again (not a new one) even below ``match_iou``.
+        contain_ratio: The smaller over the larger area at least which two masks are of a
+            comparable size for ``contain``.
         patience: Frames an object may stay invisible (SAM 2's object score below 0.5, or an
             empty mask) before its track ends.
         duplicate_iou: On keyframes, of two live tracks whose masks overlap more than this,
@@ -201,6 +193,7 @@ class Tracker:
 
     Raises:
         ValueError: A parameter out of range.
+        TypeError: No propagator given and the segmenter cannot build one.
     """
 
     def __init__(
@@ -212,39 +205,32 @@ class Tracker:
         scene_cut: float | None = 0.5,
         match_iou: float = 0.5,
         contain: float = 0.8,
+        contain_ratio: float = 0.5,
         patience: int = 15,
         duplicate_iou: float = 0.8,
         min_area: int = 0,
     ) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise ValueError(f"every: expected an integer >= 0 (frames), got {every!r}")
-        for name, value in (
-            ("match_iou", match_iou),
-            ("contain", contain),
-            ("duplicate_iou", duplicate_iou),
-        ):
-            if not 0.0 < value <= 1.0:
-                raise ValueError(f"{name}: expected a value in (0, 1], got {value!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience: expected an integer >= 1 (frames), got {patience!r}")
+        every = non_negative_int(every, "every")
+        self.book = TrackBook(
+            match_iou=match_iou,
+            contain=contain,
+            contain_ratio=contain_ratio,
+            patience=patience,
+            duplicate_iou=duplicate_iou,
+        )
+        self.cuts = SceneCutDetector(scene_cut) if scene_cut is not None else None
+        segmenter = keyframe_segmenter(segmenter)
         if propagator is None:
-            propagator = Sam2Propagator(getattr(segmenter, "sam", segmenter))
+            if not isinstance(segmenter, SharesEmbedding):
+                raise TypeError(
+                    f"propagator: {type(segmenter).__name__} has no SAM core to propagate "
+                    f"with; give a propagator (e.g. Sam2Propagator(core))"
+                )
+            propagator = segmenter.propagator()
         self.segmenter = segmenter
         self.propagator = propagator
         self.every = every
-        self.cuts = SceneCutDetector(scene_cut) if scene_cut is not None else None
-        self.match_iou = match_iou
-        self.contain = contain
-        self.patience = patience
-        self.duplicate_iou = duplicate_iou
-        self.min_area = min_area
-
-    def _embedding(self, image: np.ndarray) -> Any:
-        """The SAM core's embedding of a keyframe the pipeline just encoded (a cache hit)."""
-        sam = getattr(self.segmenter, "sam", None)
-        if sam is None or getattr(self.propagator, "sam", None) is not sam:
-            return None
-        return sam.encode(image)
+        self.min_area = non_negative_int(min_area, "min_area")
 
     def track(
         self,
@@ -268,7 +254,9 @@ class Tracker:
 
         Yields:
             One result per frame of the range, in order; a frame that could not be decoded
-            gives a result with ``error`` set and no detections, and tracking goes on.
+            gives a result with ``error`` set and no detections, and tracking goes on. When
+            the source cannot go on (its demuxer failed), the last result has ``error`` and
+            ``fatal`` set and tracking stops there.
 
         Raises:
             ValueError: No frame could be decoded at all (an empty or unreadable video), bad
@@ -276,27 +264,10 @@ class Tracker:
         """
         vocab = Vocabulary.coerce(classes)
         source = open_video(video, start=start, end=end)
-        cache = getattr(getattr(self.segmenter, "sam", None), "cache", None)
-        budget = getattr(cache, "max_bytes", None)
-        if cache is not None:
-            # Each frame is seen once: keep the latest keyframe's embedding (for the
-            # propagator), not a cache that fills up with a whole video's frames.
-            cache.max_bytes = min(budget, 2 * _embedding_bytes(self.segmenter.sam))
-        try:
-            yield from self._track(source, vocab, with_images)
-        finally:
-            if cache is not None:
-                cache.max_bytes = budget
-
-    def _track(
-        self, source: VideoSource, vocab: Vocabulary, with_images: bool
-    ) -> Iterator[FrameResult]:
         self.propagator.reset()
+        self.book.reset()
         if self.cuts is not None:
             self.cuts.reset()
-        tracks: dict[int, _Track] = {}
-        next_id = 1
-        step = 0
         since_key = 0
         good = 0
         errors: list[str] = []
@@ -312,157 +283,93 @@ class Tracker:
                 )
             if frame.image is None:
                 errors.append(frame.error or f"frame {frame.index}: not decoded")
-                yield FrameResult(frame.index, frame.time, (0, 0), error=frame.error)
+                if frame.fatal and good == 0:
+                    break
+                yield FrameResult(
+                    frame.index, frame.time, (0, 0), error=frame.error, fatal=frame.fatal
+                )
                 continue
             size = size or frame.image.shape[:2]
-            result, next_id = self._step(frame, step, since_key, vocab, tracks, next_id)
+            result = self._step(frame, good, since_key, vocab)
             if with_images:
                 result.image = frame.image
             since_key = 0 if result.keyframe else since_key + 1
-            step += 1
             good += 1
             yield result
         if good == 0:
-            what = f"{source.name}"
+            if not errors and start > 0:
+                raise ValueError(
+                    f"{source.name}: no frame at or after start={start}; the video is shorter"
+                )
             why = f" ({errors[0]})" if errors else ""
             raise ValueError(
-                f"{what}: no frame could be decoded{why}; the video is empty or unreadable"
+                f"{source.name}: no frame could be decoded{why}; the video is empty or unreadable"
             )
 
-    def _step(
-        self,
-        frame: Frame,
-        step: int,
-        since_key: int,
-        vocab: Vocabulary,
-        tracks: dict[int, _Track],
-        next_id: int,
-    ) -> tuple[FrameResult, int]:
+    def _step(self, frame: Frame, step: int, since_key: int, vocab: Vocabulary) -> FrameResult:
         start = time.perf_counter()
         image = frame.image
-        assert image is not None
+        if image is None:
+            raise ValueError(f"frame {frame.index}: no image to track")
         h, w = image.shape[:2]
         cut = self.cuts(image) if self.cuts is not None else False
         keyframe = step == 0 or cut or (self.every > 0 and since_key + 1 >= self.every)
         timings = {"detect": 0.0, "propagate": 0.0, "match": 0.0}
         found = None
+        embedding = None
         if keyframe:
             t = time.perf_counter()
             found = self.segmenter.segment(image, vocab).detections
+            if isinstance(self.segmenter, SharesEmbedding):
+                embedding = self.segmenter.keyframe_embedding(image)
             timings["detect"] = _ms(t)
         t = time.perf_counter()
-        embedding = self._embedding(image) if keyframe else None
         prop = self.propagator.propagate(step, image, embedding)
         timings["propagate"] = _ms(t)
 
         t = time.perf_counter()
-        ended: list[int] = []
-        new_ids: list[int] = []
+        update = self.book.update(prop, found, keyframe=keyframe, scene_cut=bool(cut))
         masks = {int(i): m for i, m in zip(prop.ids, prop.masks)}
         scores = {int(i): float(s) for i, s in zip(prop.ids, prop.scores)}
-        for track_id in prop.ids:
-            tr = tracks[int(track_id)]
-            visible = scores[int(track_id)] > 0.5 and masks[int(track_id)].any()
-            tr.missing = 0 if visible else tr.missing + 1
-            if tr.missing >= self.patience:
-                ended.append(tr.id)
-        if found is not None and len(found):
-            found_masks = np.asarray(found.mask, bool)
-            live = [int(i) for i in prop.ids if int(i) not in ended]
-            live_masks = np.stack([masks[i] for i in live]) if live else np.zeros((0, h, w), bool)
-            iou, cover = pairwise_iou(found_masks, live_masks)
-            pairs = greedy_match(iou, self.match_iou)
-            matched_det = {r for r, _ in pairs}
-            matched_track = {live[c] for _, c in pairs}
-            class_ids = np.asarray(
-                found.class_id if found.class_id is not None else [-1] * len(found)
-            )
-            confidence = (
-                np.asarray(found.confidence, float)
-                if found.confidence is not None
-                else np.ones(len(found))
-            )
-            for r, c in pairs:
-                tr = tracks[live[c]]
-                tr.votes.append(int(class_ids[r]))
-                tr.confidence = float(confidence[r])
-            fresh = [
-                r
-                for r in range(len(found))
-                if r not in matched_det
-                and found_masks[r].any()
-                and not (cover.shape[1] and cover[r].max() > self.contain)
-            ]
-            if cut:
-                ended += [i for i in live if i not in matched_track and i not in ended]
-            if fresh:
-                new_ids = list(range(next_id, next_id + len(fresh)))
-                next_id += len(fresh)
-                for track_id, r in zip(new_ids, fresh):
-                    tracks[track_id] = _Track(
-                        track_id, step, [int(class_ids[r])], float(confidence[r])
-                    )
-                added = self.propagator.add(step, new_ids, found_masks[fresh])
-                for i, m, s in zip(added.ids, added.masks, added.scores):
-                    masks[int(i)] = m
-                    scores[int(i)] = float(s)
-        elif cut:
-            ended += [int(i) for i in prop.ids if int(i) not in ended]
-        if keyframe:
-            ended += self._duplicates(masks, tracks, ended)
-        if ended:
-            self.propagator.remove(ended)
-        for track_id in ended:
-            tracks.pop(track_id, None)
+        ended = set(update.ended)
+        born = [(i, r) for i, r in zip(update.births, update.birth_rows) if i not in ended]
+        if born:
+            rows = [r for _, r in born]
+            added = self.propagator.add(step, [i for i, _ in born], np.asarray(found.mask)[rows])
+            for i, m, s in zip(added.ids, added.masks, added.scores):
+                masks[int(i)] = m
+                scores[int(i)] = float(s)
+        gone = [i for i in update.ended if i in masks]
+        if gone:
+            self.propagator.remove(gone)
         timings["match"] = _ms(t)
 
-        report = [i for i in sorted(masks) if i in tracks and tracks[i].missing == 0]
-        report = [i for i in report if masks[i].sum() > max(0, self.min_area - 1)]
-        result = self._result(frame, (h, w), report, masks, scores, tracks, vocab)
+        report = [i for i in update.visible if masks[i].sum() > max(0, self.min_area - 1)]
+        result = self._result(frame, (h, w), report, masks, scores, vocab)
         result.keyframe = keyframe
         result.scene_cut = bool(cut)
-        result.new_tracks = tuple(new_ids)
-        result.ended_tracks = tuple(sorted(set(ended)))
+        result.new_tracks = update.births
+        result.ended_tracks = update.ended
         timings["total"] = _ms(start)
         result.timings = timings
-        return result, next_id
+        return result
 
-    def _duplicates(
-        self, masks: dict[int, np.ndarray], tracks: dict[int, _Track], ended: list[int]
-    ) -> list[int]:
-        live = [i for i in sorted(masks) if i in tracks and i not in ended and masks[i].any()]
-        if len(live) < 2:
-            return []
-        iou, _ = pairwise_iou(
-            np.stack([masks[i] for i in live]), np.stack([masks[i] for i in live])
-        )
-        out: list[int] = []
-        # Older tracks (smaller start, then smaller id) win.
-        order = sorted(range(len(live)), key=lambda k: (tracks[live[k]].start, live[k]))
-        for a_pos, a in enumerate(order):
-            if live[a] in out:
-                continue
-            for b in order[a_pos + 1 :]:
-                if live[b] not in out and iou[a, b] > self.duplicate_iou:
-                    out.append(live[b])
-        return out
-
-    @staticmethod
     def _result(
+        self,
         frame: Frame,
         size: tuple[int, int],
         report: list[int],
         masks: dict[int, np.ndarray],
         scores: dict[int, float],
-        tracks: dict[int, _Track],
         vocab: Vocabulary,
     ) -> FrameResult:
         h, w = size
+        tracks = self.book.tracks
         dense = np.stack([masks[i] for i in report]) if report else np.zeros((0, h, w), bool)
         class_id = np.array([tracks[i].class_id() for i in report], np.int64)
         names = np.array([*vocab.names, UNKNOWN], dtype=object)
         boxes = sv.Detections(
-            xyxy=sv.mask_to_xyxy(dense).astype(np.float32)
+            xyxy=masks_to_boxes(dense).astype(np.float32)
             if report
             else np.zeros((0, 4), np.float32),
             confidence=np.array([tracks[i].confidence for i in report], np.float32),
@@ -530,11 +437,3 @@ def track(
     )
     tracker = Tracker(segmenter, every=every, scene_cut=scene_cut, **(tracker_options or {}))
     yield from tracker.track(video, classes, start=start, end=end, with_images=with_images)
-
-
-def _embedding_bytes(sam: Any) -> int:
-    """Bytes of one packed SAM 2 embedding (plus slack for its decoder state)."""
-    backend = sam.backend
-    grid = backend.low_res_size // 4
-    channels = 4 * getattr(backend, "hidden_size", 64)
-    return grid * grid * channels * 4 + (1 << 20)

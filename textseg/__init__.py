@@ -10,8 +10,9 @@ OpenMP runtime starts (see :mod:`textseg.cli`).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from textseg._lazy import lazy_exports
 
 __all__ = [
     "AutomaticMaskGenerator",
@@ -57,14 +58,4 @@ if TYPE_CHECKING:
     from textseg.vocab import Vocabulary
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'textseg' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

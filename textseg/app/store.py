@@ -36,6 +36,7 @@ import numpy as np
 import supervision as sv
 
 from textseg._image import to_rgb_uint8
+from textseg.app.layout import ANNOTATION_FILE, EXPORT_DIR
 from textseg.io._common import atomic_write
 from textseg.io.coco import coco_to_detections, detections_to_coco, load_coco
 from textseg.io.export import FORMATS, write_exports
@@ -55,9 +56,6 @@ __all__ = [
 ]
 
 #: Default name of the COCO file the app keeps in its output folder.
-ANNOTATION_FILE = "textseg_annotations.json"
-#: The export folder inside the output folder (skipped when listing images).
-EXPORT_DIR = "textseg_export"
 #: The command name in the output folder's manifest.
 APP_COMMAND = "app"
 #: What the app can export: every format of the CLI (``results.json`` and the counts always).

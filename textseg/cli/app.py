@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from textseg.app.draft import parse_classes
-from textseg.app.store import ANNOTATION_FILE, EXPORT_DIR, claim_app_folder
+from textseg.app.layout import ANNOTATION_FILE, EXPORT_DIR
 from textseg.cli._common import add_model_args, build_segmenter
 
 __all__ = ["add_parser", "run"]
@@ -107,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         )
     out = Path(args.out) if args.out is not None else folder
     # Claimed before the models load: another command's folder is refused at once.
+    from textseg.app.draft import parse_classes
+    from textseg.app.store import claim_app_folder
+
     with claim_app_folder(out, args.annotations) as claimed:
         # SAM answers the clicks; a specialist, when given, only makes the proposals.
         segmenter = build_segmenter(args, pretrained=not args.random_weights, specialist=None)

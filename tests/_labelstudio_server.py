@@ -96,6 +96,7 @@ def start(command: Path, workdir: Path) -> LabelStudioServer:
         "FRONTEND_SENTRY_DSN": "",
         # The ML backend under test listens on 127.0.0.1 too.
         "SSRF_PROTECTION_ENABLED": "false",
+        "ML_BLOCK_LOCAL_IP": "false",
         # A loaded machine answers slower than Label Studio's 1-3 s defaults.
         "ML_TIMEOUT_HEALTH": "60",
         "ML_TIMEOUT_SETUP": "120",

@@ -26,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "LOCAL_FILES",
+    "decode_brush",
     "encode_brush",
     "image_urls",
     "labeling_config",
@@ -85,6 +86,42 @@ def encode_brush(mask: np.ndarray) -> list[int]:
             out.put(value, _WORD)
             length -= n
     return out.bytes()
+
+
+def decode_brush(rle: Sequence[int], height: int, width: int) -> np.ndarray:
+    """The ``(H, W)`` bool mask of a Label Studio brush RLE (its alpha channel, as drawn).
+
+    Raises:
+        ValueError: The code does not hold ``H * W * 4`` values.
+    """
+    bits = np.unpackbits(np.asarray(rle, dtype=np.uint8))
+    pos = 0
+
+    def take(width_: int) -> int:
+        nonlocal pos
+        chunk = bits[pos : pos + width_]
+        pos += width_
+        return int("".join(map(str, chunk.tolist())) or "0", 2)
+
+    total = take(32)
+    word = take(5) + 1
+    sizes = [take(4) + 1 for _ in range(4)]
+    values = np.zeros(total, np.uint8)
+    i = 0
+    while i < total and pos < bits.size:
+        run = take(1)
+        n = take(sizes[take(2)]) + 1
+        if run:
+            values[i : i + n] = take(word)
+        else:
+            values[i : i + n] = [take(word) for _ in range(n)]
+        i += n
+    if total != height * width * 4 or i != total:
+        raise ValueError(
+            f"brush rle: expected {height}x{width}x4 = {height * width * 4} values, got "
+            f"{total} declared and {i} decoded"
+        )
+    return values.reshape(height, width, 4)[:, :, 3] > 0
 
 
 def image_urls(

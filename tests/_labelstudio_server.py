@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -69,8 +70,14 @@ class LabelStudioServer:
                 self.process.wait()
 
 
-def start(command: Path, workdir: Path) -> LabelStudioServer:
+def start(command: Path, workdir: Path, template: Path | None = None) -> LabelStudioServer:
     """Start ``label-studio`` on a free port of 127.0.0.1 and wait until ``/health`` answers.
+
+    Args:
+        command: The ``label-studio`` executable.
+        workdir: An empty folder for the data folder, the document root and the log.
+        template: A migrated database (with the user) to start from, made by the first start
+            when missing: migrating a new database takes minutes, copying it a moment.
 
     Raises:
         RuntimeError: The server exited or did not answer in time (its log's tail included).
@@ -78,12 +85,16 @@ def start(command: Path, workdir: Path) -> LabelStudioServer:
     data, files = workdir / "data", workdir / "files"
     data.mkdir(parents=True)
     files.mkdir()
+    database = data / "label_studio.sqlite3"
+    if template is not None and template.is_file():
+        shutil.copyfile(template, database)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "LABEL_STUDIO_BASE_DATA_DIR": str(data),
         "DJANGO_DB": "sqlite",
+        "DATABASE_NAME": str(database),
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files),
         "LOCAL_FILES_SERVING_ENABLED": "true",
@@ -120,12 +131,23 @@ def start(command: Path, workdir: Path) -> LabelStudioServer:
             with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
                 if response.status == 200:
                     server.startup_s = time.perf_counter() - t0
+                    if template is not None and not template.is_file():
+                        _save_template(database, template)
                     return server
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(1.0)
     server.stop()
     raise RuntimeError(f"label-studio did not answer /health in {START_TIMEOUT_S:.0f} s")
+
+
+def _save_template(database: Path, template: Path) -> None:
+    """Copy the migrated database (sqlite's backup: consistent while the server runs)."""
+    template.parent.mkdir(parents=True, exist_ok=True)
+    partial = template.with_suffix(f".tmp-{os.getpid()}")
+    with sqlite3.connect(database) as source, sqlite3.connect(partial) as target:
+        source.backup(target)
+    os.replace(partial, template)
 
 
 def _tail(log: Path, n: int = 4000) -> str:

@@ -81,9 +81,10 @@ def hf_clip():
 
 
 @pytest.fixture(scope="session")
-def labelstudio_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real Label Studio server (tests/_labelstudio_server.py), started once per session;
-    skipped where none is installed (`make clients`), a failure under TEXTSEG_REQUIRE_CLIENTS=1."""
+def labelstudio_server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
+    """A real Label Studio server (tests/_labelstudio_server.py), started once per session from
+    a migrated database kept in pytest's cache; skipped where none is installed (`make
+    clients`), a failure under TEXTSEG_REQUIRE_CLIENTS=1."""
     import importlib.util
     import sys
 
@@ -99,6 +100,11 @@ def labelstudio_server(tmp_path_factory: pytest.TempPathFactory):
         if os.environ.get("TEXTSEG_REQUIRE_CLIENTS") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    server = ls.start(command, tmp_path_factory.mktemp("label-studio"))
+    template = None
+    if pytestconfig.cache is not None:  # one per installed label-studio
+        stamp = command.resolve().stat()
+        key = f"label-studio-{stamp.st_ino}-{stamp.st_mtime_ns}"
+        template = pytestconfig.cache.mkdir(key) / "migrated.sqlite3"
+    server = ls.start(command, tmp_path_factory.mktemp("label-studio"), template=template)
     yield server
     server.stop()

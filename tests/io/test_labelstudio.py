@@ -110,3 +110,16 @@ def test_regions_in_label_studio_units():
     }
     with pytest.raises(ValueError, match="expected brushlabels, polygonlabels or rect"):
         region("ellipselabels", "cat", width=20, height=10, mask=mask)
+
+
+def test_brush_decoder_reads_label_studios_own_code():
+    from label_studio_sdk.converter.brush import mask2rle
+
+    from textseg.io.labelstudio import decode_brush, encode_brush
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((37, 53)) > 0.6  # short runs: Label Studio writes literal chunks
+    np.testing.assert_array_equal(decode_brush(mask2rle(mask.astype(np.uint8) * 255), 37, 53), mask)
+    np.testing.assert_array_equal(decode_brush(encode_brush(mask), 37, 53), mask)
+    with pytest.raises(ValueError, match="expected 10x53x4 = 2120 values"):
+        decode_brush(encode_brush(mask), 10, 53)

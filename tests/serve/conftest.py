@@ -3,6 +3,7 @@ embedding) and an HTTP server for routes mounted on a FastAPI app."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import threading
@@ -21,11 +22,11 @@ from textseg.vocab import Vocabulary
 class TinyService:
     """:class:`textseg.serve.protocol.SegmentationService` over ``tiny-test``."""
 
-    def __init__(self) -> None:
+    def __init__(self, specialist: str | None = None) -> None:
         from textseg.pipelines import TextSegmenter
 
         torch.manual_seed(0)
-        self.segmenter = TextSegmenter.from_preset("tiny-test")
+        self.segmenter = TextSegmenter.from_preset("tiny-test", specialist=specialist)
         self.sam = self.segmenter.sam
         self._key: bytes | None = None
         self._embedding: Any = None
@@ -76,6 +77,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free port of 127.0.0.1 in a thread; yields its URL."""
     import uvicorn

@@ -39,7 +39,8 @@ def backend(labelstudio_server, tiny_service):
     app = FastAPI()
     access = LabelStudioAccess(url=labelstudio_server.url, api_key=labelstudio_server.token)
     app.include_router(make_router(tiny_service, access=access))
-    yield from serve(app)
+    with serve(app) as url:
+        yield url
 
 
 def test_label_studio_pre_annotates_and_asks_for_clicks(
@@ -113,3 +114,106 @@ def test_label_studio_pre_annotates_and_asks_for_clicks(
     assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["bowl"]
     h, w = region["original_height"], region["original_width"]
     assert (decode_rle(region["value"]["rle"]).reshape(h, w, 4)[:, :, 3] > 0).any()
+
+
+def test_start_training_trains_a_specialist_on_the_annotations(
+    labelstudio_server, tiny_service, data_dir, tmp_path
+):
+    """START_TRAINING (the webhook Label Studio posts): the project's annotations, fetched
+    through its API, become a COCO dataset with provenance; `textseg train` runs on it and
+    pre-annotation switches to the specialist."""
+    from textseg.io.coco import load_coco
+    from textseg.io.labelstudio import region
+
+    from .conftest import TinyService
+
+    server = labelstudio_server
+    folder = server.files_root / "train-test"
+    folder.mkdir()
+    names = FILES[:2]
+    for name in names:
+        (folder / name).write_bytes((data_dir / "coco-dev" / "images" / name).read_bytes())
+    client = server.client()
+    project = client.projects.create(title="train", label_config=CONFIG)
+    client.import_storage.local.create(project=project.id, path=str(folder), title="images")
+    # Each task: a pre-annotated bowl (kept as is on the first, edited on the second) and a
+    # broccoli drawn by hand.
+    bowl = np.zeros((480, 640), bool)
+    bowl[100:200, 150:300] = True
+    brocc = np.zeros((480, 640), bool)
+    brocc[300:380, 400:500] = True
+    proposal = region("brushlabels", "bowl", width=640, height=480, mask=bowl, from_name="brush")
+    tasks = [
+        {
+            "data": {"image": f"/data/local-files/?d=train-test/{n}"},
+            "predictions": [{"model_version": "textseg-tiny-test", "result": proposal}],
+        }
+        for n in names
+    ]
+    client.projects.import_tasks(id=project.id, request=tasks)
+    edited = np.roll(bowl, 20, axis=1)
+    for k, task in enumerate(client.tasks.list(project=project.id, fields="all")):
+        kept = region(
+            "brushlabels", "bowl", width=640, height=480, mask=bowl if k == 0 else edited,
+            from_name="brush",
+        )  # fmt: skip
+        drawn = region(
+            "brushlabels", "broccoli", width=640, height=480, mask=brocc, from_name="brush",
+            region_id="hand",
+        )  # fmt: skip
+        client.annotations.create(id=task.id, result=kept + drawn)
+
+    app = FastAPI()
+    access = LabelStudioAccess(url=server.url, api_key=server.token)
+    router = make_router(
+        tiny_service,
+        access=access,
+        specialist=lambda out: TinyService(specialist=str(out)),
+        work_dir=tmp_path / "work",
+        train_args=["--tiny", "--epochs", "1", "--arch", "segformer-b0"],
+    )
+    app.include_router(router)
+    with serve(app) as url:
+        client.ml.create(url=url, project=project.id, title="textseg-train")
+        body = {"action": "START_TRAINING", "project": {"id": project.id, "label_config": CONFIG}}
+        request = urllib.request.Request(
+            f"{url}/webhook",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=600) as response:
+            assert json.loads(response.read())["status"] == "training"
+        router.backend.trainer.wait()
+        with urllib.request.urlopen(f"{url}/health", timeout=60) as response:
+            health = json.loads(response.read())
+        assert health["training"] == "done", health
+        run = tmp_path / "work" / "run-1"
+        coco = load_coco(run / "data" / "annotations.json")
+        sources = sorted(
+            (str(n), str(s))
+            for im in coco.images
+            for n, s in zip(
+                coco.detections[int(im["id"])].data["class_name"],
+                coco.detections[int(im["id"])].data["source"],
+            )
+        )
+        assert sources == [
+            ("bowl", "corrected"), ("bowl", "proposal"), ("broccoli", "manual"),
+            ("broccoli", "manual"),
+        ]  # fmt: skip
+        config = json.loads((run / "specialist" / "config.json").read_text())
+        assert set(config["provenance"]) == {"proposal", "corrected", "manual"}
+
+        # Pre-annotation now comes from the specialist (a new model version).
+        # Label Studio asks /setup for the model version before predicting.
+        client.actions.create(
+            id="retrieve_tasks_predictions",
+            project=project.id,
+            selected_items={"all": True, "excluded": []},
+        )
+        versions = {
+            p.model_version
+            for task in client.tasks.list(project=project.id, fields="all")
+            for p in client.predictions.list(task=task.id)
+        }
+        assert f"specialist:{run / 'specialist'}" in versions

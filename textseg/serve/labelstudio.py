@@ -30,7 +30,7 @@ import re
 import threading
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,11 +205,12 @@ class LabelStudioAccess:
     def _get(self, url: str, *, auth: bool) -> bytes:
         request = urllib.request.Request(url)
         if auth and self.api_key:
-            request.add_header("Authorization", self._authorization())
+            request.add_header("Authorization", self.authorization())
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.read()
 
-    def _authorization(self) -> str:
+    def authorization(self) -> str:
+        """The ``Authorization`` header for Label Studio's API."""
         key = str(self.api_key)
         if key.count(".") != 2:
             return f"Token {key}"  # a legacy token
@@ -233,15 +234,70 @@ def _rgb(data: bytes) -> np.ndarray:
 class LabelStudioBackend:
     """The protocol's logic, apart from HTTP (:func:`make_router` routes to it)."""
 
-    def __init__(self, service: SegmentationService, access: LabelStudioAccess) -> None:
+    def __init__(
+        self,
+        service: SegmentationService,
+        access: LabelStudioAccess,
+        trainer: Any = None,
+    ) -> None:
         self.service = service
+        #: What pre-annotates: the service, or the specialist the last training run wrote.
+        self.annotator: SegmentationService = service
+        self.specialist: Path | None = None
         self.access = access
+        self.trainer = trainer
         self.configs: dict[str, LabelConfig] = {}
         self._lock = threading.Lock()
 
     def model_version(self) -> str:
+        if self.specialist is not None:
+            return f"specialist:{self.specialist}"
         info = self.service.describe()
         return str(info.get("model_version") or info.get("preset") or "textseg")
+
+    def health(self) -> dict[str, Any]:
+        out = {"status": "UP", "model_class": "textseg", "model_version": self.model_version()}
+        if self.trainer is not None:
+            out["training"] = self.trainer.status
+            if self.trainer.error:
+                out["training_error"] = self.trainer.error
+        return out
+
+    def use_specialist(self, folder: Path, annotator: SegmentationService) -> None:
+        """Pre-annotate with a trained specialist from now on (clicks stay with SAM)."""
+        with self._lock:
+            self.annotator, self.specialist = annotator, folder
+
+    def webhook(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``START_TRAINING``: train a specialist on the project's annotations; other events
+        are acknowledged and ignored (training on every annotation would never settle)."""
+        from textseg.serve.labelstudio_train import annotations_to_coco, fetch_export
+
+        action = body.get("action")
+        if action != "START_TRAINING":
+            return {"action": action, "status": "ignored"}
+        if self.trainer is None:
+            raise ValueError(
+                "training: this backend has no specialist loader; serve it with "
+                "make_router(service, specialist=...)"
+            )
+        project = body.get("project") or {}
+        if not isinstance(project, Mapping) or "id" not in project:
+            raise ValueError(f"webhook: expected project {{id, label_config}}, got {project!r}")
+        config = parse_label_config(str(project.get("label_config") or ""))
+        to_name = next(iter(config.images))
+        vocab = config.vocabulary(to_name)
+        if vocab is None:
+            raise ValueError("training: the labeling config has no brush or polygon labels")
+        if not self.access.url:
+            raise ValueError("training: expected LABEL_STUDIO_URL to fetch the annotations")
+        tasks = fetch_export(self.access.url, self.access.authorization(), int(project["id"]))
+        run = self.trainer.start(
+            lambda folder: annotations_to_coco(
+                tasks, self.access.load, config.images[to_name], vocab.names, folder
+            )
+        )
+        return {"action": action, "status": "training", "run": str(run)}
 
     def setup(self, body: Mapping[str, Any]) -> dict[str, Any]:
         schema = body.get("schema") or body.get("label_config")
@@ -298,7 +354,7 @@ class LabelStudioBackend:
                 continue
             image = self._image(task, config, to_name)
             h, w = image.shape[:2]
-            dets = self.service.segment(image, vocab).detections
+            dets = self.annotator.segment(image, vocab).detections
             names = [str(n) for n in dets.data.get("class_name", [])]
             conf = dets.confidence if dets.confidence is not None else [None] * len(dets)
             for k, (name, score) in enumerate(zip(names, conf)):
@@ -378,7 +434,14 @@ class LabelStudioBackend:
         return prediction(results, [score], version)
 
 
-def make_router(service: SegmentationService, *, access: LabelStudioAccess | None = None) -> Any:
+def make_router(
+    service: SegmentationService,
+    *,
+    access: LabelStudioAccess | None = None,
+    specialist: Callable[[Path], SegmentationService] | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    train_args: Sequence[str] = (),
+) -> Any:
     """A FastAPI router with Label Studio's ML backend routes over ``service``.
 
     Mount it where Label Studio's project settings (Model -> Connect model) point:
@@ -388,23 +451,38 @@ def make_router(service: SegmentationService, *, access: LabelStudioAccess | Non
     Args:
         service: Answers ``segment`` (pre-annotation) and ``click`` (smart tools).
         access: Where images are read from (default: :meth:`LabelStudioAccess.from_env`).
+        specialist: Builds a service from a folder ``textseg train`` wrote; given, the
+            ``START_TRAINING`` webhook trains one on the project's annotations and then
+            pre-annotates with it.
+        work_dir: Where training datasets and specialists are written (default: a new
+            temporary folder).
+        train_args: Extra ``textseg train`` options (``--arch``, ``--epochs``...).
     """
     from fastapi import APIRouter, Body
     from fastapi.responses import JSONResponse
 
     backend = LabelStudioBackend(service, access or LabelStudioAccess.from_env())
+    if specialist is not None:
+        import tempfile
+
+        from textseg.serve.labelstudio_train import Trainer
+
+        folder = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="textseg-ls-"))
+        backend.trainer = Trainer(
+            folder, train_args, lambda out: backend.use_specialist(out, specialist(out))
+        )
     router = APIRouter()
 
-    def answer(job: Any, body: Any) -> Any:
+    def answer(job: Any, body: Any, status: int = 200) -> Any:
         try:
-            return job(body if isinstance(body, Mapping) else {})
+            return JSONResponse(job(body if isinstance(body, Mapping) else {}), status)
         except ValueError as err:  # bad input: one line, as Label Studio shows it
             return JSONResponse({"error": str(err)}, status_code=400)
 
     @router.get("/")
     @router.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "UP", "model_class": "textseg", **backend.service.describe()}
+        return backend.health()
 
     @router.post("/setup")
     def setup(body: dict = Body(default_factory=dict)) -> Any:  # noqa: B008
@@ -416,7 +494,7 @@ def make_router(service: SegmentationService, *, access: LabelStudioAccess | Non
 
     @router.post("/webhook")
     def webhook(body: dict = Body(default_factory=dict)) -> Any:  # noqa: B008
-        return JSONResponse({"action": body.get("action"), "status": "ignored"}, status_code=201)
+        return answer(backend.webhook, body, 201)
 
     @router.get("/versions")
     def versions() -> dict[str, Any]:

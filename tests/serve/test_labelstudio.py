@@ -139,3 +139,24 @@ def test_bad_requests_get_one_line(client, body, error):
     answer = client.post("/predict", json=body)
     assert answer.status_code == 400
     assert re.search(error, answer.json()["error"])
+
+
+def test_webhook_events_other_than_start_training_are_ignored(client):
+    answer = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}})
+    assert answer.status_code == 201 and answer.json()["status"] == "ignored"
+    answer = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert answer.status_code == 400
+    assert "no specialist loader" in answer.json()["error"]
+
+
+def test_annotated_regions_become_masks():
+    from textseg.io.labelstudio import region
+    from textseg.serve.labelstudio_train import region_mask
+
+    mask = np.zeros((10, 20), bool)
+    mask[2:6, 4:12] = True
+    for kind in ("brushlabels", "polygonlabels"):
+        (item,) = region(kind, "bowl", width=20, height=10, mask=mask)
+        np.testing.assert_array_equal(region_mask(item), mask)
+    (box,) = region("rectanglelabels", "bowl", width=20, height=10, mask=mask)
+    assert region_mask(box) is None

@@ -13,6 +13,10 @@ smart-tool region in ``params.context``) and ``POST /webhook`` (project events).
   a ``RectangleLabels`` box in the context is a SAM prompt; ``service.click`` answers it from
   the image's cached embedding, as one brush region (the config's ``BrushLabels``, else its
   ``PolygonLabels``) with the prompt's label.
+- training (``make_router(..., specialist=...)``): the ``START_TRAINING`` webhook fetches the
+  project's annotations, writes them as COCO with their provenance and runs ``textseg train``
+  in the background (:mod:`textseg.serve.labelstudio_train`); when it succeeds, the
+  specialist pre-annotates (model version ``specialist:<folder>``) and SAM keeps the clicks.
 
 Images: a task's URL ``/data/local-files/?d=P`` is read from ``LOCAL_FILES_DOCUMENT_ROOT/P``
 when the backend has that root (the server beside Label Studio), else fetched from Label Studio

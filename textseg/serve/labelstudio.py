@@ -295,10 +295,12 @@ class LabelStudioBackend:
             raise ValueError("training: the labeling config has no brush or polygon labels")
         if not self.access.url:
             raise ValueError("training: expected LABEL_STUDIO_URL to fetch the annotations")
-        tasks = fetch_export(self.access.url, self.access.authorization(), int(project["id"]))
+        tasks, predictions = fetch_export(
+            self.access.url, self.access.authorization(), int(project["id"])
+        )
         run = self.trainer.start(
             lambda folder: annotations_to_coco(
-                tasks, self.access.load, config.images[to_name], vocab.names, folder
+                tasks, predictions, self.access.load, config.images[to_name], vocab.names, folder
             )
         )
         return {"action": action, "status": "training", "run": str(run)}

@@ -55,6 +55,7 @@ def _source(item: Mapping[str, Any], predicted: Mapping[str, Mapping[str, Any]])
 
 def annotations_to_coco(
     tasks: Sequence[Mapping[str, Any]],
+    predictions: Mapping[int, Sequence[Mapping[str, Any]]],
     load_image: Callable[[str], np.ndarray],
     image_key: str,
     classes: Sequence[str],
@@ -63,7 +64,8 @@ def annotations_to_coco(
     """Write Label Studio's exported tasks as ``out/annotations.json`` + ``out/images/``.
 
     Args:
-        tasks: Label Studio's JSON export (each task with ``annotations`` and ``predictions``).
+        tasks: Label Studio's JSON export (each task with its ``annotations``).
+        predictions: ``{task id: [prediction]}``: what the annotators were shown.
         load_image: Reads a task's image URL as ``(H, W, 3)`` uint8 RGB.
         image_key: The task data key of the image.
         classes: The class names (the labeling config's label values).
@@ -82,8 +84,11 @@ def annotations_to_coco(
             if not done:
                 continue
             annotation = max(done, key=lambda a: str(a.get("updated_at") or a.get("id")))
+            # The export lists prediction ids; the predictions come from their own endpoint.
             predicted = {
-                str(r.get("id")): r for p in task.get("predictions") or [] for r in p["result"]
+                str(r.get("id")): r
+                for p in predictions.get(int(task["id"]), [])
+                for r in p.get("result") or []
             }
             masks, names, sources = [], [], []
             for item in annotation.get("result") or []:
@@ -177,11 +182,21 @@ class Trainer:
         self.status = "done"
 
 
-def fetch_export(url: str, authorization: str, project: int) -> list[dict[str, Any]]:
-    """A project's tasks with their annotations and predictions (Label Studio's JSON export)."""
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/api/projects/{int(project)}/export?exportType=JSON",
-        headers={"Authorization": authorization},
-    )
-    with urllib.request.urlopen(request, timeout=600) as response:
-        return json.loads(response.read())
+def fetch_export(
+    url: str, authorization: str, project: int
+) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """A project's tasks with their annotations (Label Studio's JSON export), and its
+    predictions by task id."""
+
+    def get(path: str) -> Any:
+        request = urllib.request.Request(
+            url.rstrip("/") + path, headers={"Authorization": authorization}
+        )
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.loads(response.read())
+
+    tasks = get(f"/api/projects/{int(project)}/export?exportType=JSON")
+    predictions: dict[int, list[dict[str, Any]]] = {}
+    for item in get(f"/api/predictions/?project={int(project)}"):
+        predictions.setdefault(int(item["task"]), []).append(item)
+    return tasks, predictions

@@ -9,6 +9,8 @@ OUT ?= out
 CHROMIUM ?= /usr/bin/chromium
 
 SV_FLOOR ?= 0.30.0
+LS_VERSION ?= 1.23
+LS_VENV := $(VENV)/label-studio
 
 .PHONY: install browser clients run test test-all lint bench clean
 
@@ -31,10 +33,14 @@ browser:
 	fi
 
 # supervision's lowest supported version, beside the venv's, for the real-client tests
-# (tests/io/test_clients.py runs it in a subprocess).
+# (tests/io/test_clients.py runs it in a subprocess); a real Label Studio server in its own
+# venv, whose pins are not ours (tests/_labelstudio_server.py starts it once per session).
 clients: install
 	@test -d $(VENV)/supervision-$(SV_FLOOR)/supervision || $(PY) -m pip install --quiet \
 		--no-deps --target $(VENV)/supervision-$(SV_FLOOR) supervision==$(SV_FLOOR)
+	@test -f $(LS_VENV)/.installed-$(LS_VERSION) || ( python3 -m venv $(LS_VENV) \
+		&& $(LS_VENV)/bin/python -m pip install --quiet 'label-studio==$(LS_VERSION).*' \
+		&& touch $(LS_VENV)/.installed-$(LS_VERSION) )
 
 run: install
 	$(VENV)/bin/textseg segment $(IMAGE) $(CLASSES) --out $(OUT)

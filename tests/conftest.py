@@ -84,3 +84,33 @@ def hf_clip():
 
     torch.manual_seed(0)
     return load_clip("hf-clip-vit-tiny-test")
+
+
+@pytest.fixture(scope="session")
+def labelstudio_server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
+    """A real Label Studio server (tests/_labelstudio_server.py), started once per session from
+    a migrated database kept in pytest's cache; skipped where none is installed (`make
+    clients`), a failure under TEXTSEG_REQUIRE_CLIENTS=1."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "_labelstudio_server", Path(__file__).with_name("_labelstudio_server.py")
+    )
+    ls = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = ls  # dataclasses look their module up there
+    spec.loader.exec_module(ls)
+    command = ls.executable()
+    if command is None:
+        message = "label-studio is not installed; `make clients` installs it"
+        if os.environ.get("TEXTSEG_REQUIRE_CLIENTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    template = None
+    if pytestconfig.cache is not None:  # one per installed label-studio
+        stamp = command.resolve().stat()
+        key = f"label-studio-{stamp.st_ino}-{stamp.st_mtime_ns}"
+        template = pytestconfig.cache.mkdir(key) / "migrated.sqlite3"
+    server = ls.start(command, tmp_path_factory.mktemp("label-studio"), template=template)
+    yield server
+    server.stop()

@@ -201,7 +201,8 @@ def test_label_studio_sdk_validates_and_decodes_the_tasks(exported):
     tasks = _strict_json(out / "labelstudio" / "tasks.json")
     assert len(tasks) == len(FILES)
     for task in tasks:
-        name = task["data"]["image"].rsplit("=", 1)[-1]
+        # /data/local-files/?d=images/<file_name>: the path names the labelled folder.
+        name = task["data"]["image"].removeprefix("/data/local-files/?d=images/")
         want = truth[name]
         (prediction,) = task["predictions"]
         assert interface.validate_prediction(prediction, return_errors=True) == []

@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         link_images=args.link_images,
         yolo_trace=args.yolo_trace,
+        labelstudio_root=args.labelstudio_root,
+        image_url_prefix=args.image_url_prefix,
     )
     for name, reason in report.failed.items():
         print(f"textseg: skipped {name}: {reason}", file=sys.stderr)

@@ -79,6 +79,22 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
         help="YOLO polygons through pixel centres (default: what ultralytics fills back to the "
         "mask) or along pixel edges (exact for pycocotools)",
     )
+    # Label Studio export: where its tasks say the images are.
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--labelstudio-root",
+        default=None,
+        metavar="DIR",
+        help="Label Studio export: the LOCAL_FILES_DOCUMENT_ROOT the images are under "
+        "(default: the images' folder's parent; the tasks name the folder)",
+    )
+    where.add_argument(
+        "--image-url-prefix",
+        default=None,
+        metavar="URL",
+        help="Label Studio export: the tasks' images are URL + file name (served over HTTP) "
+        "instead of Label Studio's local files",
+    )
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -205,6 +221,8 @@ def run_segment(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         link_images=args.link_images,
         yolo_trace=args.yolo_trace,
+        labelstudio_root=args.labelstudio_root,
+        image_url_prefix=args.image_url_prefix,
     )
     extra = [f for f in formats if f not in ("coco", "coco-polygons")]
     print(

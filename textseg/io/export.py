@@ -136,7 +136,8 @@ def write_exports(
     val_fraction: float = 0.0,
     link_images: bool = False,
     yolo_trace: Literal["edges", "centres"] = "centres",
-    image_url_prefix: str = "/data/local-files/?d=",
+    labelstudio_root: str | os.PathLike[str] | None = None,
+    image_url_prefix: str | None = None,
 ) -> list[Path]:
     """Write ``results.json``, the counts and the ``formats`` derived from a COCO file.
 
@@ -152,8 +153,11 @@ def write_exports(
             validation images (``val:`` then names the training images).
         link_images: Hard-link images instead of copying them.
         yolo_trace: Polygon tracing for YOLO (see :mod:`textseg.io.yolo`).
-        image_url_prefix: Label Studio ``data.image`` is this prefix + the file name
-            (default: Label Studio's local-files storage).
+        labelstudio_root: Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT``: ``data.image`` is
+            ``/data/local-files/?d=`` + each image's path relative to it (default: the parent
+            of ``images_root``, so the path starts with the images' folder name).
+        image_url_prefix: Instead, ``data.image`` is this prefix + the file name (images
+            served over HTTP, e.g. ``http://host/images/``).
 
     Returns:
         The files and folders written.
@@ -171,6 +175,13 @@ def write_exports(
     names = [str(im["file_name"]) for im in coco.images]
     flat = flat_names(names)
     root = Path(images_root) if images_root is not None else None
+    urls: dict[str, str] = {}
+    if "labelstudio" in formats:  # checked before anything is written
+        from textseg.io.labelstudio import image_urls
+
+        urls = image_urls(
+            names, images_root=root, document_root=labelstudio_root, url_prefix=image_url_prefix
+        )
     written = [write_results(coco_path, out / "results.json")]
     counts = {
         str(im["file_name"]): count_classes(coco.detections[int(im["id"])], classes)
@@ -193,7 +204,7 @@ def write_exports(
             elif fmt == "png":
                 _png(coco, tmp, flat)
             elif fmt == "labelstudio":
-                _labelstudio(coco, tmp, image_url_prefix)
+                _labelstudio(coco, tmp, urls)
             else:
                 _cvat(coco, coco_path, tmp, flat, root, link_images)
             if target.exists():
@@ -254,7 +265,7 @@ def _png(coco: Any, out: Path, flat: Mapping[str, str]) -> None:
         save_index_png(out / "index" / f"{stem}.png", dets, by="class", classes=coco.classes)
 
 
-def _labelstudio(coco: Any, out: Path, prefix: str) -> None:
+def _labelstudio(coco: Any, out: Path, urls: Mapping[str, str]) -> None:
     from textseg.io.labelstudio import labeling_config, task
 
     tasks = []
@@ -268,7 +279,7 @@ def _labelstudio(coco: Any, out: Path, prefix: str) -> None:
             else [None] * len(masks)
         )
         names = [str(n) for n in dets.data.get("class_name", [])]
-        tasks.append(task(prefix + str(im["file_name"]), w, h, masks, names, scores))
+        tasks.append(task(urls[str(im["file_name"])], w, h, masks, names, scores))
     atomic_write(out / "tasks.json", json.dumps(tasks, allow_nan=False))
     atomic_write(out / "config.xml", labeling_config(coco.classes))
 

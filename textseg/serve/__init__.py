@@ -1,0 +1,1 @@
+"""HTTP services around textseg."""

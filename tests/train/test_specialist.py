@@ -401,10 +401,10 @@ def test_ultralytics_leaves_pillow_alone(tmp_path):
     from PIL import Image
 
     from textseg._image import load_image
-    from textseg.train.yolo import _ultralytics
+    from textseg.specialists.yolo import import_ultralytics
 
     before = Image.open
-    _ultralytics()
+    import_ultralytics()
     assert Image.open is before
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")

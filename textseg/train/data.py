@@ -21,15 +21,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from textseg._image import load_image
 from textseg.io.coco import load_coco
+from textseg.specialists.example import IGNORE, Example
 from textseg.vocab import UNKNOWN
 
 __all__ = [
@@ -47,56 +46,6 @@ __all__ = [
 SOURCES = ("proposal", "corrected", "manual")
 #: The provenance of annotations without a ``source`` key: unreviewed machine labels.
 UNREVIEWED = "unreviewed"
-#: Label of ignored pixels in semantic targets.
-IGNORE = 255
-
-
-@dataclass
-class Example:
-    """One training image and its instances.
-
-    Attributes:
-        file_name: The image record's ``file_name``.
-        image: ``(H, W, 3)`` uint8 RGB.
-        masks: ``(N, H, W)`` bool instance masks (weight > 0 only).
-        class_ids: ``(N,)`` int64 index into :attr:`TrainingSet.classes`.
-        weights: ``(N,)`` float32 loss weight of each instance (> 0).
-        ignore: ``(H, W)`` bool pixels to leave out of the loss (crowd, ``unknown``, weight-0
-            instances).
-        excluded: Instances left out by a weight of 0 (instance training skips the image).
-    """
-
-    file_name: str
-    image: np.ndarray
-    masks: np.ndarray
-    class_ids: np.ndarray
-    weights: np.ndarray
-    ignore: np.ndarray
-    excluded: int = 0
-
-    def semantic(self, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The semantic target: ``(H, W)`` int64 labels (0 background, ``k + 1`` class k,
-        :data:`IGNORE`) and ``(H, W)`` float32 pixel weights, optionally resized (nearest) to
-        ``size`` ``(H, W)``.
-
-        Overlapping instances: the smaller one is painted last (it stays visible).
-        """
-        h, w = self.image.shape[:2]
-        labels = np.zeros((h, w), np.int64)
-        weights = np.ones((h, w), np.float32)
-        areas = self.masks.reshape(len(self.masks), -1).sum(axis=1) if len(self.masks) else []
-        for i in np.argsort(-np.asarray(areas), kind="stable"):
-            labels[self.masks[i]] = int(self.class_ids[i]) + 1
-            weights[self.masks[i]] = float(self.weights[i])
-        labels[self.ignore] = IGNORE
-        if size is not None and (h, w) != tuple(size):
-            dsize = (int(size[1]), int(size[0]))
-            labels = cv2.resize(labels.astype(np.uint8), dsize, interpolation=cv2.INTER_NEAREST)
-            labels = labels.astype(np.int64)
-            weights = cv2.resize(weights, dsize, interpolation=cv2.INTER_NEAREST)
-        return labels, weights
-
-
 def parse_source_weights(
     weights: Mapping[str, float] | Sequence[str] | None,
 ) -> dict[str, float]:

@@ -15,12 +15,10 @@ from typing import Any
 import torch
 
 from textseg.io._common import atomic_write
+from textseg.specialists.predictor import CONFIG, CONFIG_FORMAT, WEIGHTS
 
 __all__ = ["CHECKPOINT", "CONFIG", "CONFIG_FORMAT", "WEIGHTS", "TrainReport"]
 
-CONFIG_FORMAT = "textseg-specialist"
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoints/last.pt"
 
 

@@ -21,20 +21,18 @@ What differs from SegFormer and Mask R-CNN, because ultralytics owns the loop:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import supervision as sv
-import torch
-from PIL import Image
 
 from textseg._registry import get_model_cfg
+from textseg.specialists.yolo import import_ultralytics, keep_threads, yaml_name
 from textseg.train.data import TrainingSet, open_dataset, split_indices
 from textseg.train.output import (
     CONFIG,
@@ -45,60 +43,7 @@ from textseg.train.output import (
     _atomic_safetensors,
 )
 
-__all__ = ["YoloNet", "build_segmentation_model", "load_yolo_specialist", "train_yolo"]
-
-_INSTALL = (
-    "YOLO-seg specialists need ultralytics (AGPL-3.0): pip install 'textseg[yolo]'; or pick "
-    "--arch segformer-b0 (Apache-2.0) or maskrcnn-r50-fpn (BSD)"
-)
-
-
-@contextlib.contextmanager
-def _keep_threads() -> Iterator[None]:
-    """ultralytics sets torch's global thread count (to cores - 1) on import and in every
-    ``select_device`` (each train and predict call); put the caller's back afterwards, so the
-    other models of the process keep theirs."""
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _ultralytics() -> Any:
-    """Import ultralytics, undoing its one process-wide patch: on import it replaces
-    ``PIL.Image.open`` by a wrapper that tries to pip-install ``pi-heif`` whenever Pillow cannot
-    identify a file, which turned textseg's "cannot read image" into an install attempt and a
-    ``ModuleNotFoundError`` for every later image read of the process."""
-    with _keep_threads():
-        try:
-            import ultralytics
-            from ultralytics.utils import patches
-        except ImportError as err:
-            raise ImportError(_INSTALL) from err
-    if Image.open is getattr(patches, "image_open", None):
-        Image.open = patches._image_open
-    return ultralytics
-
-
-def build_segmentation_model(yaml: str, scale: str | None, nc: int) -> Any:
-    """An ultralytics ``SegmentationModel`` from its bundled YAML (e.g. ``yolo11-seg.yaml``
-    at scale ``"n"``), random weights, ``nc`` classes.
-
-    Raises:
-        ImportError: ultralytics is not installed.
-    """
-    _ultralytics()
-    from ultralytics.nn.tasks import SegmentationModel
-
-    return SegmentationModel(_yaml_name(yaml, scale), nc=nc, verbose=False)
-
-
-def _yaml_name(yaml: str, scale: str | None) -> str:
-    """``yolo11-seg.yaml`` at scale ``n`` -> ``yolo11n-seg.yaml`` (ultralytics reads the scale
-    from the name)."""
-    return yaml.replace("-seg.yaml", f"{scale}-seg.yaml") if scale else yaml
-
+__all__ = ["train_yolo"]
 
 def _write_yolo_dataset(
     train: TrainingSet, val: TrainingSet | None, root: Path
@@ -168,7 +113,7 @@ def train_yolo(
         ValueError: Provenance weights other than 0 and 1; ``out`` holds a run and ``resume``
             is False, or ``resume`` with no run.
     """
-    _ultralytics()
+    import_ultralytics()
     from ultralytics import YOLO
 
     cfg = get_model_cfg(name, "specialist")
@@ -195,15 +140,15 @@ def train_yolo(
     start = time.perf_counter()
     if resume:
         model = YOLO(str(last))
-        with _keep_threads():
+        with keep_threads():
             model.train(resume=True)
     else:
         yaml_path, _, n_val = _write_yolo_dataset(train_data, val_data, out / "yolo-data")
         if n_val == 0:  # ultralytics needs a validation split; reuse the training images
             text = yaml_path.read_text(encoding="utf-8")
             yaml_path.write_text(text + "val: images/train\n", encoding="utf-8")
-        model = YOLO(_yaml_name(cfg.arch["yaml"], cfg.arch.get("scale")), task="segment")
-        with _keep_threads():
+        model = YOLO(yaml_name(cfg.arch["yaml"], cfg.arch.get("scale")), task="segment")
+        with keep_threads():
             model.train(
                 data=str(yaml_path),
                 epochs=int(epochs),
@@ -294,75 +239,3 @@ def _history(path: Path) -> dict[str, list[float | None]]:
         "train_loss": losses,
         "val_mask_map": [number(r.get("metrics/mAP50-95(M)")) for r in rows],
     }
-
-
-class YoloNet:
-    """A loaded YOLO-seg specialist: ``predict(images) -> list[Detections]`` through
-    ultralytics' predictor (letterbox, NMS, masks at the image's resolution)."""
-
-    kind = "instance"
-
-    def __init__(self, model: Any, classes: Sequence[str], imgsz: int, conf: float) -> None:
-        from ultralytics import YOLO
-
-        model.names = dict(enumerate(classes))
-        self.classes = list(classes)
-        self.imgsz = imgsz
-        self.conf = conf
-        self._yolo = YOLO(model.yaml["yaml_file"], task="segment")
-        self._yolo.model = model
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
-        out = []
-        for image in images:
-            h, w = image.shape[:2]
-            # ultralytics reads numpy images as BGR (OpenCV's order).
-            with _keep_threads():
-                result = self._yolo.predict(
-                    np.ascontiguousarray(image[:, :, ::-1]),
-                    imgsz=self.imgsz,
-                    conf=self.conf,
-                    retina_masks=True,
-                    verbose=False,
-                    device=str(next(self._yolo.model.parameters()).device),
-                )[0]
-            if result.masks is None or len(result.boxes) == 0:
-                out.append(
-                    sv.Detections(
-                        xyxy=np.zeros((0, 4), np.float32),
-                        mask=np.zeros((0, h, w), bool),
-                        confidence=np.zeros(0, np.float32),
-                        class_id=np.zeros(0, np.int64),
-                    )
-                )
-                continue
-            masks = result.masks.data.cpu().numpy() > 0.5
-            keep = masks.any(axis=(1, 2))
-            masks = masks[keep]
-            out.append(
-                sv.Detections(
-                    xyxy=sv.mask_to_xyxy(masks).astype(np.float32)
-                    if len(masks)
-                    else np.zeros((0, 4), np.float32),
-                    mask=masks,
-                    confidence=result.boxes.conf.cpu().numpy()[keep].astype(np.float32),
-                    class_id=result.boxes.cls.cpu().numpy()[keep].astype(np.int64),
-                )
-            )
-        return out
-
-
-def load_yolo_specialist(path: Path, config: Mapping[str, Any], device: str) -> YoloNet:
-    """Build the YOLO-seg architecture of ``config`` and load ``model.safetensors`` strictly."""
-    from textseg._device import resolve_device
-    from textseg._hub import load_state_dict, load_strict
-
-    cfg = get_model_cfg(config["arch"], "specialist")
-    classes = list(config["classes"])
-    model = build_segmentation_model(cfg.arch["yaml"], cfg.arch.get("scale"), len(classes))
-    load_strict(model, load_state_dict(path / "model.safetensors"), f"specialist {path}")
-    model.to(resolve_device(device)).eval()
-    settings = config["settings"].get("net_settings", {})
-    return YoloNet(
-        model, classes, int(settings.get("input_size", 640)), settings.get("score_threshold", 0.25)
-    )

@@ -46,6 +46,8 @@ __all__ = [
 SOURCES = ("proposal", "corrected", "manual")
 #: The provenance of annotations without a ``source`` key: unreviewed machine labels.
 UNREVIEWED = "unreviewed"
+
+
 def parse_source_weights(
     weights: Mapping[str, float] | Sequence[str] | None,
 ) -> dict[str, float]:

@@ -45,6 +45,7 @@ from textseg.train.output import (
 
 __all__ = ["train_yolo"]
 
+
 def _write_yolo_dataset(
     train: TrainingSet, val: TrainingSet | None, root: Path
 ) -> tuple[Path, int, int]:

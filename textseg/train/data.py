@@ -18,6 +18,7 @@ reserved class ``unknown``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ __all__ = [
     "Example",
     "TrainingSet",
     "open_dataset",
+    "open_split",
     "parse_source_weights",
     "split_indices",
 ]
@@ -252,10 +254,14 @@ def open_dataset(
         raise FileNotFoundError(
             f"{path} has no annotations.json; give the COCO file itself or a folder holding it"
         )
+    try:
+        coco = json.loads(annotations.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{annotations}: not a COCO JSON file ({err})") from None
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise ValueError(f"{annotations}: not a COCO JSON file (no 'images' list)")
     if images is None:
-        import json
-
-        info = json.loads(annotations.read_text(encoding="utf-8")).get("info") or {}
+        info = coco.get("info") or {}
         recorded = Path(str(info.get("image_root", ""))) if info.get("image_root") else None
         beside = annotations.parent / "images"
         if recorded is not None and recorded.is_dir():
@@ -263,6 +269,47 @@ def open_dataset(
         else:
             images = beside if beside.is_dir() else annotations.parent
     return TrainingSet(annotations, images, source_weights=source_weights)
+
+
+def open_split(
+    dataset: str | os.PathLike[str],
+    *,
+    images: str | os.PathLike[str] | None = None,
+    val: str | os.PathLike[str] | None = None,
+    val_images: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    source_weights: Mapping[str, float] | Sequence[str] | None = None,
+) -> tuple[TrainingSet, TrainingSet | None]:
+    """The training and validation sets of a run: ``val`` (same classes) when given, else a
+    seeded ``val_fraction`` split of ``dataset`` (:func:`split_indices`).
+
+    Raises:
+        ValueError: Other classes in ``val``, or no annotation on the training images (a
+            specialist would learn background only).
+    """
+    data = open_dataset(dataset, images=images, source_weights=source_weights)
+    if val is not None:
+        val_data: TrainingSet | None = open_dataset(
+            val, images=val_images, source_weights=source_weights
+        )
+        if val_data.classes != data.classes:
+            raise ValueError(
+                f"val: its classes {val_data.classes} differ from the training set's {data.classes}"
+            )
+        train_data = data
+    else:
+        train_idx, val_idx = split_indices(len(data), val_fraction, seed)
+        names = data.file_names
+        train_data = data.subset([names[i] for i in train_idx])
+        val_data = data.subset([names[i] for i in val_idx]) if len(val_idx) else None
+    if not any(train_data.provenance().values()):
+        raise ValueError(
+            f"{train_data.annotations}: its {len(train_data)} training images hold no "
+            f"annotation: a specialist would learn background only; label them first "
+            f"(textseg label, or the annotation app)"
+        )
+    return train_data, val_data
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

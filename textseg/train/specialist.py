@@ -24,7 +24,6 @@ for ``patience`` epochs.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -38,6 +37,7 @@ import torch
 
 from textseg._device import resolve_device
 from textseg._registry import get_model_cfg, test_variant
+from textseg.io.folder import claim_output
 from textseg.specialists.nets import SpecialistNet, build_specialist
 from textseg.specialists.predictor import (
     Specialist,
@@ -45,18 +45,26 @@ from textseg.specialists.predictor import (
     load_specialist,
     specialist_classes,
 )
-from textseg.train.data import TrainingSet, open_dataset, split_indices
+from textseg.train.data import TrainingSet, open_split
 from textseg.train.metrics import SemanticIoU
 from textseg.train.output import (
     CHECKPOINT,
     CONFIG,
     CONFIG_FORMAT,
+    OWNED,
+    RESUME_HINT,
     WEIGHTS,
     TrainReport,
     _atomic_json,
     _atomic_safetensors,
     _atomic_torch,
+    check_resumable,
+    check_same_settings,
+    load_checkpoint,
+    read_json,
+    written,
 )
+from textseg.validators import optional_positive_int, positive_int
 
 __all__ = [
     "CONFIG_FORMAT",
@@ -77,10 +85,33 @@ TINY_LR = 1e-3
 DEFAULT_BATCH = {"segformer": 8, "maskrcnn": 2, "yolo": 8}
 
 
-def _positive(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+#: The largest input side textseg trains at: memory grows with its square (20000 took 10 GB).
+MAX_INPUT_SIZE = 4096
+#: The smallest: SegFormer and Mask R-CNN downsample 32 times.
+MIN_INPUT_SIZE = 32
+
+
+def check_input_size(value: Any) -> int | None:
+    """None (the architecture's default) or an input side in ``[MIN_INPUT_SIZE,
+    MAX_INPUT_SIZE]``."""
+    value = optional_positive_int(value, "input_size")
+    if value is not None and not MIN_INPUT_SIZE <= value <= MAX_INPUT_SIZE:
+        raise ValueError(
+            f"input_size: expected {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels (the maximum: "
+            f"memory grows with its square), got {value}"
+        )
+    return value
+
+
+def specialist_arch(arch: str, tiny: bool) -> str:
+    """The registry name trained for ``arch`` (its tiny variant with ``tiny``).
+
+    Raises:
+        ValueError: ``arch`` is not a specialist architecture; the message lists those
+            ``textseg train`` takes.
+    """
+    cfg = get_model_cfg(arch, "specialist")
+    return test_variant(cfg.name) if tiny else cfg.name
 
 
 def _number(value: float | None) -> float | None:
@@ -166,10 +197,11 @@ def train_specialist(
         WeightsNotFoundError: ``pretrained`` and the backbone weights are missing.
     """
     start_time = time.perf_counter()
-    epochs = _positive(epochs, "epochs")
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ValueError(f"patience: expected a positive integer (epochs), got {patience!r}")
-    name = test_variant(arch) if tiny else arch
+    epochs = positive_int(epochs, "epochs")
+    patience = positive_int(patience, "patience (epochs)")
+    batch_size = optional_positive_int(batch_size, "batch_size")
+    input_size = check_input_size(input_size)
+    name = specialist_arch(arch, tiny)
     cfg = get_model_cfg(name, "specialist")
     family = cfg.arch["family"]
     if family == "yolo":
@@ -195,20 +227,16 @@ def train_specialist(
             progress=progress,
         )
     out = Path(out)
-    data = open_dataset(dataset, images=images, source_weights=source_weights)
-    if val is not None:
-        val_data = open_dataset(val, images=val_images, source_weights=source_weights)
-        if val_data.classes != data.classes:
-            raise ValueError(
-                f"val: its classes {val_data.classes} differ from the training set's {data.classes}"
-            )
-        train_data = data
-    else:
-        train_idx, val_idx = split_indices(len(data), val_fraction, seed)
-        names = data.file_names
-        train_data = data.subset([names[i] for i in train_idx])
-        val_data = data.subset([names[i] for i in val_idx]) if len(val_idx) else None
-    batch = _positive(batch_size or DEFAULT_BATCH[family], "batch_size")
+    train_data, val_data = open_split(
+        dataset,
+        images=images,
+        val=val,
+        val_images=val_images,
+        val_fraction=val_fraction,
+        seed=seed,
+        source_weights=source_weights,
+    )
+    batch = batch_size or DEFAULT_BATCH[family]
     rate = float(lr if lr is not None else (TINY_LR if cfg.is_test else DEFAULT_LR[family]))
     settings: dict[str, Any] = {
         "arch": name,
@@ -224,38 +252,76 @@ def train_specialist(
         "train_files": train_data.file_names,
         "val_files": val_data.file_names if val_data is not None else [],
     }
-    checkpoint_path = out / CHECKPOINT
-    state: dict[str, Any] | None = None
     if resume:
-        state = _resume_state(out, settings)
-    elif checkpoint_path.exists():
-        raise ValueError(
-            f"{out} holds a training run ({CHECKPOINT}); pass resume=True (--resume) to continue "
-            f"it, or choose another output folder"
+        check_resumable(out)
+    with claim_output(
+        out, "train", owned=OWNED, mode="resume" if resume else "new", hint=RESUME_HINT
+    ) as folder:
+        written("manifest")
+        state = _resume_state(out, settings) if resume else None
+        report = _train(
+            out,
+            cfg,
+            train_data,
+            val_data,
+            settings,
+            state,
+            dataset=dataset,
+            device=device,
+            backbone_checkpoint=backbone_checkpoint,
+            progress=progress,
+            start_time=start_time,
         )
-    out.mkdir(parents=True, exist_ok=True)
+        folder.update(complete=True)
+        written("complete")
+    return report
 
+
+def _build_net(
+    cfg: Any,
+    classes: list[str],
+    settings: Mapping[str, Any],
+    state: Mapping[str, Any] | None,
+    backbone_checkpoint: str | os.PathLike[str] | None,
+) -> SpecialistNet:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(settings["seed"])
         if state is not None:
-            net = build_specialist(name, train_data.classes, **state["net_settings"])
-        else:
-            backbone = None
-            if settings["pretrained"]:
-                from textseg._hub import WeightsNotFoundError, create_model
+            return build_specialist(cfg.name, classes, **state["net_settings"])
+        backbone = None
+        if settings["pretrained"]:
+            from textseg._hub import WeightsNotFoundError, create_model
 
-                try:
-                    backbone = create_model(cfg, checkpoint=backbone_checkpoint)
-                except WeightsNotFoundError as err:
-                    raise WeightsNotFoundError(
-                        f"{err}; or train from random weights: pretrained=False (--no-pretrained)"
-                    ) from None
-            net = build_specialist(
-                name,
-                train_data.classes,
-                backbone=backbone,
-                **({"input_size": input_size} if input_size else {}),
-            )
+            try:
+                backbone = create_model(cfg, checkpoint=backbone_checkpoint)
+            except WeightsNotFoundError as err:
+                raise WeightsNotFoundError(
+                    f"{err}; or train from random weights: pretrained=False (--no-pretrained)"
+                ) from None
+        size = settings["input_size"]
+        return build_specialist(
+            cfg.name, classes, backbone=backbone, **({"input_size": size} if size else {})
+        )
+
+
+def _train(
+    out: Path,
+    cfg: Any,
+    train_data: TrainingSet,
+    val_data: TrainingSet | None,
+    settings: dict[str, Any],
+    state: dict[str, Any] | None,
+    *,
+    dataset: str | os.PathLike[str],
+    device: str,
+    backbone_checkpoint: str | os.PathLike[str] | None,
+    progress: bool | None,
+    start_time: float,
+) -> TrainReport:
+    """The epochs of a claimed run (fresh, ``state`` None, or resumed from ``state``)."""
+    name, seed, epochs = cfg.name, settings["seed"], settings["epochs"]
+    batch, rate, patience = settings["batch_size"], settings["lr"], settings["patience"]
+    net = _build_net(cfg, train_data.classes, settings, state, backbone_checkpoint)
     net.to(resolve_device(device))
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=rate, weight_decay=0.01)
@@ -279,14 +345,21 @@ def train_specialist(
         "format": CONFIG_FORMAT,
         "arch": name,
         "kind": net.kind,
-        "family": family,
+        "family": cfg.arch["family"],
         "classes": train_data.classes,
         "settings": settings,
         "dataset": str(Path(dataset)),
         "images": str(train_data.images_dir),
         "provenance": train_data.provenance(),
         "status": "training",
+        "history": history,
+        "best_epoch": best_epoch,
+        "epochs_done": first_epoch,
     }
+    # The settings are on disk before the first checkpoint: every later kill can resume.
+    _atomic_json(out / CONFIG, config)
+    written("settings")
+    validated = val_data is not None and len(val_data) > 0
 
     from tqdm.auto import tqdm
 
@@ -329,18 +402,27 @@ def train_specialist(
             bar.close()
         history["train_loss"].append(float(np.mean(losses)) if losses else None)
         miou = None
-        if val_data is not None and len(val_data):
+        if validated:
             miou = _number(evaluate_net(net, val_data, batch_size=batch)["miou"])
         history["val_miou"].append(miou)
-        score = -1.0 if miou is None else miou
-        if val_data is None or score > best:
-            best, best_epoch, bad_epochs = score, epoch + 1, 0
+        if miou is None and epoch == first_epoch and validated:
+            logger.warning(
+                "the %d held-out images have no annotation of a trained class: no validation "
+                "score; model.safetensors keeps the last epoch and early stopping is off",
+                len(val_data),
+            )
+        # Without a validation score (no held-out images, or none annotated) the last epoch
+        # is kept; with one, the best.
+        if (miou is None and best < 0) or (miou is not None and miou > best):
+            best = -1.0 if miou is None else miou
+            best_epoch, bad_epochs = epoch + 1, 0
             _atomic_safetensors(out / WEIGHTS, net.state_dict())
+            written("weights")
         else:
             bad_epochs += 1
         seconds = seconds_before + time.perf_counter() - start_time
         _atomic_torch(
-            checkpoint_path,
+            out / CHECKPOINT,
             {
                 "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -351,18 +433,25 @@ def train_specialist(
                 "history": history,
                 "seconds": seconds,
                 "net_settings": net.settings(),
+                "settings": _comparable(settings),
             },
         )
+        written("checkpoint")
         config.update(
             history=history, best_epoch=best_epoch, train_seconds=seconds, epochs_done=epoch + 1
         )
         _atomic_json(out / CONFIG, config)
+        written("config")
         logger.info(
             "epoch %d/%d: loss %s, val mIoU %s",
             epoch + 1,
             epochs,
             "-" if history["train_loss"][-1] is None else f"{history['train_loss'][-1]:.4f}",
             "-" if miou is None else f"{miou:.4f}",
+        )
+    if not (out / WEIGHTS).is_file():
+        raise RuntimeError(
+            f"{out / WEIGHTS} was not written: no epoch finished; resume the run (--resume)"
         )
     stopped = bad_epochs >= patience and len(history["train_loss"]) < epochs
     seconds = seconds_before + time.perf_counter() - start_time
@@ -376,6 +465,7 @@ def train_specialist(
         train_seconds=seconds,
     )
     _atomic_json(out / CONFIG, config)
+    written("final")
     return TrainReport(
         out=out,
         arch=name,
@@ -394,23 +484,35 @@ def train_specialist(
     )
 
 
-def _resume_state(out: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
-    path = out / CHECKPOINT
-    if not path.is_file():
-        raise ValueError(f"resume: {out} holds no training run to resume (no {CHECKPOINT})")
-    config = json.loads((out / CONFIG).read_text(encoding="utf-8"))
-    saved = dict(config.get("settings", {}))
-    saved.pop("net_settings", None)
-    differ = [k for k in settings if saved.get(k) != settings[k]]
-    if differ:
-        shown = ", ".join(
-            f"{k}: {saved.get(k)!r} -> {settings[k]!r}"
-            for k in differ[:3]
-            if k not in ("train_files", "val_files")
-        )
-        raise ValueError(
-            f"resume: the settings differ from the run in {out} ({', '.join(differ)}"
-            f"{'; ' + shown if shown else ''}); resume with the same options, or train into "
-            f"another folder"
-        )
-    return torch.load(path, map_location="cpu", weights_only=True)
+def _comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues."""
+    return {k: v for k, v in settings.items() if k != "net_settings"}
+
+
+_CHECKPOINT_KEYS = (
+    "model",
+    "optimizer",
+    "epoch",
+    "best",
+    "best_epoch",
+    "bad_epochs",
+    "history",
+    "seconds",
+    "net_settings",
+)
+
+
+def _resume_state(out: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint to continue from (None: the run stopped before its first one), after
+    checking the run was trained with ``settings``."""
+    config_path, checkpoint = out / CONFIG, out / CHECKPOINT
+    saved = None
+    if config_path.is_file():
+        saved = read_json(config_path, "specialist config").get("settings")
+    state = load_checkpoint(checkpoint, _CHECKPOINT_KEYS) if checkpoint.is_file() else None
+    if state is not None and isinstance(state.get("settings"), dict):
+        saved = state["settings"]
+    if saved is None:
+        return None  # killed before the settings were written: nothing was trained yet
+    check_same_settings(out, dict(saved), _comparable(settings))
+    return state

@@ -20,8 +20,6 @@ from textseg.pipelines import TextSegmenter
 from textseg.train import load_specialist, train_specialist
 from textseg.train.data import IGNORE, TrainingSet, parse_source_weights, split_indices
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(autouse=True)
 def _one_thread():

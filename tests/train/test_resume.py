@@ -59,6 +59,7 @@ _PROCESSES.set_forkserver_preload(
 def _killed_child(point: str, train, args: tuple, kwargs: dict) -> None:
     os.environ[KILL_ENV] = point
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # random-init tiny models built outside the trainer's own seeding
     train(*args, **kwargs)
 
 

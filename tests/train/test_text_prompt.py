@@ -440,4 +440,10 @@ def test_bad_settings(
         train_text_prompt(
             kwargs.pop("sam"), kwargs.pop("clip"), kwargs.pop("data"), kwargs.pop("out"), **kwargs
         )
-    assert not (tmp_path / "out").exists()
+    # Bad settings leave nothing; data without masks, found after the folder was claimed,
+    # leaves only its manifest and lock (no run: a new one starts there without --resume).
+    out = tmp_path / "out"
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == [
+        ".textseg.json",
+        ".textseg.lock",
+    ]

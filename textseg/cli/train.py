@@ -173,8 +173,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "as prompts, SAM frozen. Writes OUT/model.safetensors and OUT/config.json."
         ),
     )
-    parser.add_argument("--sam", required=True, help="SAM registry name, e.g. sam-vit-b")
-    parser.add_argument("--clip", required=True, help="CLIP registry name, e.g. clip-vit-b-32")
+    parser.add_argument("--sam", default="sam-vit-b", help="SAM registry name (default sam-vit-b)")
+    parser.add_argument(
+        "--clip", default="clip-vit-b-32", help="CLIP registry name (default clip-vit-b-32)"
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the tiny random-init variants of --sam and --clip: offline, seconds (trials, tests)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument(
         "--data",
         required=True,
@@ -223,11 +231,15 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0. Library errors propagate for the CLI to turn into one line.
     """
+    from textseg._registry import test_variant
     from textseg.train.text_prompt import train_text_prompt
 
+    sam, clip = args.sam, args.clip
+    if args.tiny:
+        sam, clip = test_variant(sam), test_variant(clip)
     result = train_text_prompt(
-        args.sam,
-        args.clip,
+        sam,
+        clip,
         args.data,
         args.out,
         steps=args.steps,
@@ -249,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         log_every=args.log_every,
+        resume=args.resume,
     )
     print(
         f"{result.adapter}: {result.num_masks} masks from {result.num_images} images, loss "

@@ -40,14 +40,6 @@ KILL_POINTS = [
 FAST = {"settings", "checkpoint", "weights#2", "final"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Kills run in processes forked from a fork server, which imported torch but ran nothing: a
 # fork of the test process itself can hang once a thread pool ran in it (ultralytics, OpenMP).
 _PROCESSES = multiprocessing.get_context("forkserver")

@@ -21,15 +21,6 @@ from textseg.train import load_specialist, train_specialist
 from textseg.train.data import IGNORE, TrainingSet, parse_source_weights, split_indices
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train 5-10x faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def subset(data_dir: Path, root: Path, n: int, *, sources: dict[int, str] | None = None) -> Path:
     """The first ``n`` coco-dev images as their own COCO file (images stay in coco-dev)."""
     full = json.loads((data_dir / "coco-dev" / "annotations.json").read_text())

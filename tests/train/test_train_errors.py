@@ -18,14 +18,6 @@ from .test_resume import killed_at
 from .test_specialist import subset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def killed(ann: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run killed after its first epoch's checkpoint and config."""

@@ -22,14 +22,6 @@ from .test_specialist import subset
 pytest.importorskip("ultralytics")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ann(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return subset(data_dir, tmp_path_factory.mktemp("yolo"), 4)

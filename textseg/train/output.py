@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from textseg.io._common import atomic_write
+from textseg.io.folder import OutputFolder, claim_output
 from textseg.specialists.predictor import CONFIG, CONFIG_FORMAT, WEIGHTS
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "TrainReport",
     "check_resumable",
     "check_same_settings",
+    "claim_run",
     "load_checkpoint",
     "read_json",
     "sha256_file",
@@ -67,6 +69,21 @@ def written(name: str) -> None:
 #: What ``textseg train`` owns in its output folder (:func:`textseg.io.folder.claim_output`).
 OWNED = (CONFIG, WEIGHTS, "checkpoints", "ultralytics", "yolo-data")
 RESUME_HINT = "pass --resume (resume=True) to continue the run"
+
+
+def claim_run(
+    out: Path, command: str, *, resume: bool, owned: tuple[str, ...] = OWNED
+) -> OutputFolder:
+    """Claim ``out`` for a training run (:func:`textseg.io.folder.claim_output`): a new folder,
+    or with ``resume`` one a run of ``command`` was started in. The manifest is the run's first
+    write (test hook ``"manifest"``)."""
+    if resume:
+        check_resumable(out)
+    folder = claim_output(
+        out, command, owned=owned, mode="resume" if resume else "new", hint=RESUME_HINT
+    )
+    written("manifest")
+    return folder
 
 
 def check_resumable(out: Path) -> None:

@@ -1,23 +1,27 @@
-"""Train a specialist on a COCO dataset, and run it: :func:`train_specialist`,
-:func:`load_specialist`.
+"""Train a specialist on a COCO dataset: :func:`train_specialist` (running one is
+:mod:`textseg.specialists`; :func:`load_specialist` is re-exported here).
 
 The SAM data engine's last step: a foundation model labels (``textseg label``), a person may
 correct, and a small fast model is trained on the result. Architectures are registry entries of
-task ``"specialist"`` (:mod:`textseg.train.pretrained`): SegFormer b0..b5 (semantic, the
+task ``"specialist"`` (:mod:`textseg.specialists.pretrained`): SegFormer b0..b5 (semantic, the
 default), Mask R-CNN (instance) and, through ultralytics, YOLO-seg (instance, AGPL-3.0,
 :mod:`textseg.train.yolo`).
 
-The output folder ``out`` holds:
+The output folder ``out`` (claimed by ``textseg train``: :func:`textseg.io.folder.claim_output`)
+holds:
 
+- ``.textseg.json``: the manifest, written first;
 - ``config.json``: the architecture, the classes, the settings, the train/validation split,
   the history (training loss and validation mIoU per epoch), the best epoch and the time spent;
 - ``model.safetensors``: the weights of the best epoch (by validation mIoU; the last epoch when
-  there is no validation set), loaded strictly by :func:`load_specialist`;
+  there is no validation set or its images hold no annotation), loaded strictly by
+  :func:`load_specialist`;
 - ``checkpoints/last.pt``: the whole training state after the last finished epoch (weights,
   optimiser, counters, history), rewritten atomically every epoch.
 
-A killed run resumes with ``resume=True`` from the last finished epoch and ends in the same
-state as an uninterrupted run: the shuffling, flips and any randomness of epoch e are drawn
+``config.json`` (with the settings) is written before the first checkpoint and the settings are
+kept in the checkpoint too, so a run killed after any write resumes with ``resume=True`` from
+the last finished epoch and ends in the same state as an uninterrupted run: the shuffling, flips and any randomness of epoch e are drawn
 from ``(seed, e)`` alone. Early stopping ends training when the validation mIoU has not improved
 for ``patience`` epochs.
 """
@@ -37,7 +41,6 @@ import torch
 
 from textseg._device import resolve_device
 from textseg._registry import get_model_cfg, test_variant
-from textseg.io.folder import claim_output
 from textseg.specialists.nets import SpecialistNet, build_specialist
 from textseg.specialists.predictor import (
     Specialist,
@@ -51,15 +54,13 @@ from textseg.train.output import (
     CHECKPOINT,
     CONFIG,
     CONFIG_FORMAT,
-    OWNED,
-    RESUME_HINT,
     WEIGHTS,
     TrainReport,
     _atomic_json,
     _atomic_safetensors,
     _atomic_torch,
-    check_resumable,
     check_same_settings,
+    claim_run,
     load_checkpoint,
     read_json,
     written,
@@ -252,12 +253,7 @@ def train_specialist(
         "train_files": train_data.file_names,
         "val_files": val_data.file_names if val_data is not None else [],
     }
-    if resume:
-        check_resumable(out)
-    with claim_output(
-        out, "train", owned=OWNED, mode="resume" if resume else "new", hint=RESUME_HINT
-    ) as folder:
-        written("manifest")
+    with claim_run(out, "train", resume=resume) as folder:
         state = _resume_state(out, settings) if resume else None
         report = _train(
             out,

@@ -42,15 +42,13 @@ from torch import nn
 from textseg._hub import create_model
 from textseg._registry import get_model_cfg
 from textseg.clip.text import DEFAULT_TEMPLATES, embed_texts
-from textseg.io.folder import claim_output
 from textseg.prompters.clip_tokens import TextPromptAdapter, text_adapter_for
 from textseg.train.output import (
     CONFIG,
-    RESUME_HINT,
     WEIGHTS,
     _atomic_json,
-    check_resumable,
     check_same_settings,
+    claim_run,
     read_json,
     written,
 )
@@ -360,16 +358,7 @@ def train_text_prompt(
             )
         },
     }
-    if resume:
-        check_resumable(out_dir)
-    with claim_output(
-        out_dir,
-        "train-text-prompt",
-        owned=(WEIGHTS, CONFIG),
-        mode="resume" if resume else "new",
-        hint=RESUME_HINT,
-    ) as folder:
-        written("manifest")
+    with claim_run(out_dir, "train-text-prompt", resume=resume, owned=(WEIGHTS, CONFIG)) as folder:
         previous = None
         if resume and (out_dir / CONFIG).is_file():
             previous = read_json(out_dir / CONFIG, "text-prompt adapter config")

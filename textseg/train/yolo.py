@@ -41,20 +41,17 @@ import supervision as sv
 
 from textseg._registry import get_model_cfg
 from textseg.io._common import atomic_write
-from textseg.io.folder import claim_output
 from textseg.specialists.yolo import import_ultralytics, keep_threads, yaml_name
 from textseg.train.data import TrainingSet, open_split
 from textseg.train.output import (
     CONFIG,
     CONFIG_FORMAT,
-    OWNED,
-    RESUME_HINT,
     WEIGHTS,
     TrainReport,
     _atomic_json,
     _atomic_safetensors,
-    check_resumable,
     check_same_settings,
+    claim_run,
     read_json,
     sha256_file,
     written,
@@ -159,12 +156,7 @@ def train_yolo(
         "train_files": train_data.file_names,
         "val_files": val_data.file_names if val_data is not None else [],
     }
-    if resume:
-        check_resumable(out)
-    with claim_output(
-        out, "train", owned=OWNED, mode="resume" if resume else "new", hint=RESUME_HINT
-    ) as folder:
-        written("manifest")
+    with claim_run(out, "train", resume=resume) as folder:
         previous = None
         if resume and (out / CONFIG).is_file():
             previous = read_json(out / CONFIG, "specialist config")

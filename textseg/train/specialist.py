@@ -21,9 +21,9 @@ holds:
 
 ``config.json`` (with the settings) is written before the first checkpoint and the settings are
 kept in the checkpoint too, so a run killed after any write resumes with ``resume=True`` from
-the last finished epoch and ends in the same state as an uninterrupted run: the shuffling, flips and any randomness of epoch e are drawn
-from ``(seed, e)`` alone. Early stopping ends training when the validation mIoU has not improved
-for ``patience`` epochs.
+the last finished epoch and ends in the same state as an uninterrupted run: the shuffling, flips
+and any randomness of epoch e are drawn from ``(seed, e)`` alone. Early stopping ends training
+when the validation mIoU has not improved for ``patience`` epochs.
 """
 
 from __future__ import annotations

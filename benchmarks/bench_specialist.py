@@ -34,7 +34,7 @@ import torch
 from _common import coco_images, machine, table
 
 from textseg.pipelines import TextSegmenter
-from textseg.train.models import build_specialist
+from textseg.specialists.nets import build_specialist
 from textseg.train.specialist import CONFIG_FORMAT, load_specialist
 
 CLASSES = ("person", "car", "dog", "chair", "bottle", "cup", "bicycle", "cat")
@@ -50,7 +50,7 @@ def _specialist_dir(arch: str, classes: list[str], root: Path) -> Path:
     out = root / arch
     out.mkdir(parents=True)
     if cfg.arch["family"] == "yolo":
-        from textseg.train.yolo import build_segmentation_model
+        from textseg.specialists.yolo import build_segmentation_model
 
         net = build_segmentation_model(cfg.arch["yaml"], cfg.arch.get("scale"), len(classes))
         settings = {"input_size": cfg.input_size, "score_threshold": 0.25}

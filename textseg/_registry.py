@@ -48,7 +48,7 @@ _REGISTERING_MODULES = (
     "textseg.detectors.pretrained",
     "textseg.prompters.pretrained",
     "textseg.prompters.pretrained_sam3",
-    "textseg.train.pretrained",
+    "textseg.specialists.pretrained",
 )
 
 #: ``"published"`` (weights to resolve), ``"unpublished"`` (architecture only: load with

@@ -10,17 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from textseg.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_label_train_eval(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

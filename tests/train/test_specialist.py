@@ -4,11 +4,6 @@ weights, the specialist through the pipeline, exports read by pycocotools, the r
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +19,6 @@ from textseg.fields import check_fields
 from textseg.pipelines import TextSegmenter
 from textseg.train import load_specialist, train_specialist
 from textseg.train.data import IGNORE, TrainingSet, parse_source_weights, split_indices
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train 5-10x faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def subset(data_dir: Path, root: Path, n: int, *, sources: dict[int, str] | None = None) -> Path:
@@ -112,61 +96,6 @@ def test_loss_falls_on_coco_dev(arch, images, epochs, data_dir, tmp_path):
     assert torch.get_num_threads() == 3
     torch.set_num_threads(1)
     assert dets.mask is not None and dets.mask.shape[1:] == (37, 53)
-
-
-def _train_cli(dataset: Path, images: Path, out: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TEXTSEG_OFFLINE="1")
-    cmd = [sys.executable, "-m", "textseg.cli", "train", str(dataset), "--images", str(images),
-           "--out", str(out), "--tiny", "--epochs", "6", "--quiet", "--val-fraction", "0.25",
-           "--patience", "10", *extra]  # fmt: skip
-    return subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
-
-
-def test_killed_run_resumes_to_the_same_state(data_dir, tmp_path):
-    ann = subset(data_dir, tmp_path / "data", 6)
-    images = data_dir / "coco-dev" / "images"
-    options = dict(tiny=True, epochs=6, images=images, val_fraction=0.25, patience=10)
-    # A real SIGKILL of `textseg train` after its first checkpoint ...
-    killed = _train_cli(ann, images, tmp_path / "killed")
-    checkpoint = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait(timeout=60)
-    state = torch.load(checkpoint, weights_only=True)
-    assert 1 <= state["epoch"] < 6, f"the kill landed after epoch {state['epoch']} of 6"
-    with pytest.raises(ValueError, match="holds a training run"):
-        train_specialist(ann, tmp_path / "killed", **options)
-    with pytest.raises(ValueError, match="settings differ"):
-        train_specialist(ann, tmp_path / "killed", **{**options, "epochs": 5}, resume=True)
-    # ... then --resume, against the same run never interrupted, on one thread as the killed
-    # process ran (another thread count sums in another order: not bit-equal).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        resumed = train_specialist(ann, tmp_path / "killed", **options, resume=True, progress=False)
-        whole = train_specialist(ann, tmp_path / "whole", **options, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    assert resumed.resumed_from == state["epoch"] and resumed.epochs == whole.epochs == 6
-
-    a = load_file(tmp_path / "whole" / "model.safetensors")
-    b = load_file(tmp_path / "killed" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
-    ca = json.loads((tmp_path / "whole" / "config.json").read_text())
-    cb = json.loads((tmp_path / "killed" / "config.json").read_text())
-    assert ca["history"]["val_miou"] == cb["history"]["val_miou"]
-    np.testing.assert_allclose(ca["history"]["train_loss"], cb["history"]["train_loss"], atol=1e-6)
-    assert ca["best_epoch"] == cb["best_epoch"] and cb["epochs_done"] == 6
-
-
-def test_resume_without_a_run_is_an_error(small, data_dir, tmp_path):
-    images = data_dir / "coco-dev" / "images"
-    with pytest.raises(ValueError, match="no training run to resume"):
-        train_specialist(small, tmp_path / "none", tiny=True, resume=True, images=images)
 
 
 # ----------------------------------------------------------------------------- data
@@ -401,10 +330,10 @@ def test_ultralytics_leaves_pillow_alone(tmp_path):
     from PIL import Image
 
     from textseg._image import load_image
-    from textseg.train.yolo import _ultralytics
+    from textseg.specialists.yolo import import_ultralytics
 
     before = Image.open
-    _ultralytics()
+    import_ultralytics()
     assert Image.open is before
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")

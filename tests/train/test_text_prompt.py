@@ -24,11 +24,11 @@ from textseg.sam.backends.segment_anything import SegmentAnythingBackend
 from textseg.sam.cache import ImageEmbedding
 from textseg.train.text_prompt import (
     TrainResult,
-    _low_res_target,
     iter_coco_masks,
     mask_loss,
     train_text_prompt,
 )
+from textseg.train.text_prompt_data import low_res_target
 
 SAM, CLIP = "sam-vit-tiny-test", "clip-vit-tiny-test"
 ADAPTER = "sam-vit-tiny+clip-vit-tiny-text-adapter-tiny-test"
@@ -243,7 +243,7 @@ def test_low_res_targets_line_up_with_sam_masks(core) -> None:
     factor = core.image_size / low
     in_h, in_w = core.input_size(96, 128)  # 768 x 1024
     valid = (math.ceil(in_h / factor), math.ceil(in_w / factor))
-    target = _low_res_target(mask, valid, low)
+    target = low_res_target(mask, valid, low)
     assert target.shape == (256, 256) and not target[valid[0] :].any()
     emb = ImageEmbedding("k", "test", torch.zeros(1), (96, 128), (in_h, in_w))
     logits = torch.where(torch.from_numpy(target), 10.0, -10.0)[None]
@@ -440,4 +440,10 @@ def test_bad_settings(
         train_text_prompt(
             kwargs.pop("sam"), kwargs.pop("clip"), kwargs.pop("data"), kwargs.pop("out"), **kwargs
         )
-    assert not (tmp_path / "out").exists()
+    # Bad settings leave nothing; data without masks, found after the folder was claimed,
+    # leaves only its manifest and lock (no run: a new one starts there without --resume).
+    out = tmp_path / "out"
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == [
+        ".textseg.json",
+        ".textseg.lock",
+    ]

@@ -154,7 +154,7 @@ def vocabulary(args: argparse.Namespace, classes: Sequence[str] | None = None) -
 
     classes = list(classes) if classes is not None else args.classes
     if not classes and getattr(args, "specialist", None):
-        from textseg.train.specialist import specialist_classes
+        from textseg.specialists import specialist_classes
 
         classes = specialist_classes(args.specialist)
     if not classes:

@@ -9,9 +9,35 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
+from textseg.validators import positive_int, positive_number, unit_interval
+
 __all__ = ["add_parser", "run", "run_specialist"]
+
+
+def _type(check: Callable[[Any, str], Any], convert: Callable[[str], Any] = int) -> Any:
+    """An argparse type: ``convert`` the text, then ``check`` it (textseg.validators)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return check(convert(text), "value")
+        except (TypeError, ValueError) as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value: ")) from None
+
+    parse.__name__ = getattr(check, "__name__", "value")
+    return parse
+
+
+def _input_size(value: int, name: str) -> int:
+    from textseg.train.specialist import check_input_size
+
+    return check_input_size(value)  # type: ignore[return-value]
+
+
+_POSITIVE = _type(positive_int)
+_RATE = _type(positive_number, float)
 
 _ARCH_HELP = (
     "architecture (textseg models --task specialist): segformer-b0 (default) .. segformer-b5 "
@@ -54,10 +80,10 @@ def _add_specialist_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="train the architecture's tiny random-init variant: offline, seconds (trials, tests)",
     )
-    parser.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
+    parser.add_argument("--epochs", type=_POSITIVE, default=20, help="maximum epochs (default 20)")
     parser.add_argument(
         "--val-fraction",
-        type=float,
+        type=_type(lambda v, n: unit_interval(v, n, open_right=True), float),
         default=0.2,
         help="share of the images held out for validation and early stopping (default 0.2)",
     )
@@ -65,14 +91,17 @@ def _add_specialist_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--val-images", default=None, metavar="DIR", help="its image folder")
     parser.add_argument(
         "--patience",
-        type=int,
+        type=_POSITIVE,
         default=5,
         help="stop after this many epochs without a better validation mIoU (default 5)",
     )
-    parser.add_argument("--batch-size", type=int, default=None, help="images per step")
-    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate")
+    parser.add_argument("--batch-size", type=_POSITIVE, default=None, help="images per step")
+    parser.add_argument("--lr", type=_RATE, default=None, help="AdamW learning rate")
     parser.add_argument(
-        "--input-size", type=int, default=None, help="input side (SegFormer) or short side"
+        "--input-size",
+        type=_type(_input_size),
+        default=None,
+        help="input side (SegFormer) or short side, 32 to 4096 (default per architecture)",
     )
     parser.add_argument(
         "--no-pretrained",
@@ -144,8 +173,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "as prompts, SAM frozen. Writes OUT/model.safetensors and OUT/config.json."
         ),
     )
-    parser.add_argument("--sam", required=True, help="SAM registry name, e.g. sam-vit-b")
-    parser.add_argument("--clip", required=True, help="CLIP registry name, e.g. clip-vit-b-32")
+    parser.add_argument("--sam", default="sam-vit-b", help="SAM registry name (default sam-vit-b)")
+    parser.add_argument(
+        "--clip", default="clip-vit-b-32", help="CLIP registry name (default clip-vit-b-32)"
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the tiny random-init variants of --sam and --clip: offline, seconds (trials, tests)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument(
         "--data",
         required=True,
@@ -194,11 +231,15 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0. Library errors propagate for the CLI to turn into one line.
     """
+    from textseg._registry import test_variant
     from textseg.train.text_prompt import train_text_prompt
 
+    sam, clip = args.sam, args.clip
+    if args.tiny:
+        sam, clip = test_variant(sam), test_variant(clip)
     result = train_text_prompt(
-        args.sam,
-        args.clip,
+        sam,
+        clip,
         args.data,
         args.out,
         steps=args.steps,
@@ -220,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         log_every=args.log_every,
+        resume=args.resume,
     )
     print(
         f"{result.adapter}: {result.num_masks} masks from {result.num_images} images, loss "

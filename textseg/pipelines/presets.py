@@ -354,7 +354,7 @@ def build_components(
     from textseg.sam import AutomaticMaskGenerator, SamCore
 
     if specialist is not None:
-        from textseg.train.specialist import load_specialist
+        from textseg.specialists import load_specialist
 
         given = {"sam": sam, "sam_checkpoint": sam_checkpoint, "detector": detector, "clip": clip}
         clash = [k for k, v in given.items() if v is not None]

@@ -18,18 +18,18 @@ reserved class ``unknown``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from textseg._image import load_image
 from textseg.io.coco import load_coco
+from textseg.specialists.example import IGNORE, Example
 from textseg.vocab import UNKNOWN
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Example",
     "TrainingSet",
     "open_dataset",
+    "open_split",
     "parse_source_weights",
     "split_indices",
 ]
@@ -47,54 +48,6 @@ __all__ = [
 SOURCES = ("proposal", "corrected", "manual")
 #: The provenance of annotations without a ``source`` key: unreviewed machine labels.
 UNREVIEWED = "unreviewed"
-#: Label of ignored pixels in semantic targets.
-IGNORE = 255
-
-
-@dataclass
-class Example:
-    """One training image and its instances.
-
-    Attributes:
-        file_name: The image record's ``file_name``.
-        image: ``(H, W, 3)`` uint8 RGB.
-        masks: ``(N, H, W)`` bool instance masks (weight > 0 only).
-        class_ids: ``(N,)`` int64 index into :attr:`TrainingSet.classes`.
-        weights: ``(N,)`` float32 loss weight of each instance (> 0).
-        ignore: ``(H, W)`` bool pixels to leave out of the loss (crowd, ``unknown``, weight-0
-            instances).
-        excluded: Instances left out by a weight of 0 (instance training skips the image).
-    """
-
-    file_name: str
-    image: np.ndarray
-    masks: np.ndarray
-    class_ids: np.ndarray
-    weights: np.ndarray
-    ignore: np.ndarray
-    excluded: int = 0
-
-    def semantic(self, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The semantic target: ``(H, W)`` int64 labels (0 background, ``k + 1`` class k,
-        :data:`IGNORE`) and ``(H, W)`` float32 pixel weights, optionally resized (nearest) to
-        ``size`` ``(H, W)``.
-
-        Overlapping instances: the smaller one is painted last (it stays visible).
-        """
-        h, w = self.image.shape[:2]
-        labels = np.zeros((h, w), np.int64)
-        weights = np.ones((h, w), np.float32)
-        areas = self.masks.reshape(len(self.masks), -1).sum(axis=1) if len(self.masks) else []
-        for i in np.argsort(-np.asarray(areas), kind="stable"):
-            labels[self.masks[i]] = int(self.class_ids[i]) + 1
-            weights[self.masks[i]] = float(self.weights[i])
-        labels[self.ignore] = IGNORE
-        if size is not None and (h, w) != tuple(size):
-            dsize = (int(size[1]), int(size[0]))
-            labels = cv2.resize(labels.astype(np.uint8), dsize, interpolation=cv2.INTER_NEAREST)
-            labels = labels.astype(np.int64)
-            weights = cv2.resize(weights, dsize, interpolation=cv2.INTER_NEAREST)
-        return labels, weights
 
 
 def parse_source_weights(
@@ -301,10 +254,14 @@ def open_dataset(
         raise FileNotFoundError(
             f"{path} has no annotations.json; give the COCO file itself or a folder holding it"
         )
+    try:
+        coco = json.loads(annotations.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{annotations}: not a COCO JSON file ({err})") from None
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise ValueError(f"{annotations}: not a COCO JSON file (no 'images' list)")
     if images is None:
-        import json
-
-        info = json.loads(annotations.read_text(encoding="utf-8")).get("info") or {}
+        info = coco.get("info") or {}
         recorded = Path(str(info.get("image_root", ""))) if info.get("image_root") else None
         beside = annotations.parent / "images"
         if recorded is not None and recorded.is_dir():
@@ -312,6 +269,47 @@ def open_dataset(
         else:
             images = beside if beside.is_dir() else annotations.parent
     return TrainingSet(annotations, images, source_weights=source_weights)
+
+
+def open_split(
+    dataset: str | os.PathLike[str],
+    *,
+    images: str | os.PathLike[str] | None = None,
+    val: str | os.PathLike[str] | None = None,
+    val_images: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    source_weights: Mapping[str, float] | Sequence[str] | None = None,
+) -> tuple[TrainingSet, TrainingSet | None]:
+    """The training and validation sets of a run: ``val`` (same classes) when given, else a
+    seeded ``val_fraction`` split of ``dataset`` (:func:`split_indices`).
+
+    Raises:
+        ValueError: Other classes in ``val``, or no annotation on the training images (a
+            specialist would learn background only).
+    """
+    data = open_dataset(dataset, images=images, source_weights=source_weights)
+    if val is not None:
+        val_data: TrainingSet | None = open_dataset(
+            val, images=val_images, source_weights=source_weights
+        )
+        if val_data.classes != data.classes:
+            raise ValueError(
+                f"val: its classes {val_data.classes} differ from the training set's {data.classes}"
+            )
+        train_data = data
+    else:
+        train_idx, val_idx = split_indices(len(data), val_fraction, seed)
+        names = data.file_names
+        train_data = data.subset([names[i] for i in train_idx])
+        val_data = data.subset([names[i] for i in val_idx]) if len(val_idx) else None
+    if not any(train_data.provenance().values()):
+        raise ValueError(
+            f"{train_data.annotations}: its {len(train_data)} training images hold no "
+            f"annotation: a specialist would learn background only; label them first "
+            f"(textseg label, or the annotation app)"
+        )
+    return train_data, val_data
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,30 +1,33 @@
-"""Train a specialist on a COCO dataset, and run it: :func:`train_specialist`,
-:func:`load_specialist`.
+"""Train a specialist on a COCO dataset: :func:`train_specialist` (running one is
+:mod:`textseg.specialists`; :func:`load_specialist` is re-exported here).
 
 The SAM data engine's last step: a foundation model labels (``textseg label``), a person may
 correct, and a small fast model is trained on the result. Architectures are registry entries of
-task ``"specialist"`` (:mod:`textseg.train.pretrained`): SegFormer b0..b5 (semantic, the
+task ``"specialist"`` (:mod:`textseg.specialists.pretrained`): SegFormer b0..b5 (semantic, the
 default), Mask R-CNN (instance) and, through ultralytics, YOLO-seg (instance, AGPL-3.0,
 :mod:`textseg.train.yolo`).
 
-The output folder ``out`` holds:
+The output folder ``out`` (claimed by ``textseg train``: :func:`textseg.io.folder.claim_output`)
+holds:
 
+- ``.textseg.json``: the manifest, written first;
 - ``config.json``: the architecture, the classes, the settings, the train/validation split,
   the history (training loss and validation mIoU per epoch), the best epoch and the time spent;
 - ``model.safetensors``: the weights of the best epoch (by validation mIoU; the last epoch when
-  there is no validation set), loaded strictly by :func:`load_specialist`;
+  there is no validation set or its images hold no annotation), loaded strictly by
+  :func:`load_specialist`;
 - ``checkpoints/last.pt``: the whole training state after the last finished epoch (weights,
   optimiser, counters, history), rewritten atomically every epoch.
 
-A killed run resumes with ``resume=True`` from the last finished epoch and ends in the same
-state as an uninterrupted run: the shuffling, flips and any randomness of epoch e are drawn
-from ``(seed, e)`` alone. Early stopping ends training when the validation mIoU has not improved
-for ``patience`` epochs.
+``config.json`` (with the settings) is written before the first checkpoint and the settings are
+kept in the checkpoint too, so a run killed after any write resumes with ``resume=True`` from
+the last finished epoch and ends in the same state as an uninterrupted run: the shuffling, flips
+and any randomness of epoch e are drawn from ``(seed, e)`` alone. Early stopping ends training
+when the validation mIoU has not improved for ``patience`` epochs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,15 +37,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import supervision as sv
 import torch
 
 from textseg._device import resolve_device
-from textseg._image import ImageInput, to_rgb_uint8
 from textseg._registry import get_model_cfg, test_variant
-from textseg.train.data import TrainingSet, open_dataset, split_indices
+from textseg.specialists.nets import SpecialistNet, build_specialist
+from textseg.specialists.predictor import (
+    Specialist,
+    is_specialist_dir,
+    load_specialist,
+    specialist_classes,
+)
+from textseg.train.data import TrainingSet, open_split
 from textseg.train.metrics import SemanticIoU
-from textseg.train.models import SpecialistNet, build_specialist
 from textseg.train.output import (
     CHECKPOINT,
     CONFIG,
@@ -52,8 +59,13 @@ from textseg.train.output import (
     _atomic_json,
     _atomic_safetensors,
     _atomic_torch,
+    check_same_settings,
+    claim_run,
+    load_checkpoint,
+    read_json,
+    written,
 )
-from textseg.vocab import Vocabulary, normalize_name
+from textseg.validators import optional_positive_int, positive_int
 
 __all__ = [
     "CONFIG_FORMAT",
@@ -74,10 +86,33 @@ TINY_LR = 1e-3
 DEFAULT_BATCH = {"segformer": 8, "maskrcnn": 2, "yolo": 8}
 
 
-def _positive(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+#: The largest input side textseg trains at: memory grows with its square (20000 took 10 GB).
+MAX_INPUT_SIZE = 4096
+#: The smallest: SegFormer and Mask R-CNN downsample 32 times.
+MIN_INPUT_SIZE = 32
+
+
+def check_input_size(value: Any) -> int | None:
+    """None (the architecture's default) or an input side in ``[MIN_INPUT_SIZE,
+    MAX_INPUT_SIZE]``."""
+    value = optional_positive_int(value, "input_size")
+    if value is not None and not MIN_INPUT_SIZE <= value <= MAX_INPUT_SIZE:
+        raise ValueError(
+            f"input_size: expected {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels (the maximum: "
+            f"memory grows with its square), got {value}"
+        )
+    return value
+
+
+def specialist_arch(arch: str, tiny: bool) -> str:
+    """The registry name trained for ``arch`` (its tiny variant with ``tiny``).
+
+    Raises:
+        ValueError: ``arch`` is not a specialist architecture; the message lists those
+            ``textseg train`` takes.
+    """
+    cfg = get_model_cfg(arch, "specialist")
+    return test_variant(cfg.name) if tiny else cfg.name
 
 
 def _number(value: float | None) -> float | None:
@@ -163,10 +198,11 @@ def train_specialist(
         WeightsNotFoundError: ``pretrained`` and the backbone weights are missing.
     """
     start_time = time.perf_counter()
-    epochs = _positive(epochs, "epochs")
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ValueError(f"patience: expected a positive integer (epochs), got {patience!r}")
-    name = test_variant(arch) if tiny else arch
+    epochs = positive_int(epochs, "epochs")
+    patience = positive_int(patience, "patience (epochs)")
+    batch_size = optional_positive_int(batch_size, "batch_size")
+    input_size = check_input_size(input_size)
+    name = specialist_arch(arch, tiny)
     cfg = get_model_cfg(name, "specialist")
     family = cfg.arch["family"]
     if family == "yolo":
@@ -192,20 +228,16 @@ def train_specialist(
             progress=progress,
         )
     out = Path(out)
-    data = open_dataset(dataset, images=images, source_weights=source_weights)
-    if val is not None:
-        val_data = open_dataset(val, images=val_images, source_weights=source_weights)
-        if val_data.classes != data.classes:
-            raise ValueError(
-                f"val: its classes {val_data.classes} differ from the training set's {data.classes}"
-            )
-        train_data = data
-    else:
-        train_idx, val_idx = split_indices(len(data), val_fraction, seed)
-        names = data.file_names
-        train_data = data.subset([names[i] for i in train_idx])
-        val_data = data.subset([names[i] for i in val_idx]) if len(val_idx) else None
-    batch = _positive(batch_size or DEFAULT_BATCH[family], "batch_size")
+    train_data, val_data = open_split(
+        dataset,
+        images=images,
+        val=val,
+        val_images=val_images,
+        val_fraction=val_fraction,
+        seed=seed,
+        source_weights=source_weights,
+    )
+    batch = batch_size or DEFAULT_BATCH[family]
     rate = float(lr if lr is not None else (TINY_LR if cfg.is_test else DEFAULT_LR[family]))
     settings: dict[str, Any] = {
         "arch": name,
@@ -221,38 +253,71 @@ def train_specialist(
         "train_files": train_data.file_names,
         "val_files": val_data.file_names if val_data is not None else [],
     }
-    checkpoint_path = out / CHECKPOINT
-    state: dict[str, Any] | None = None
-    if resume:
-        state = _resume_state(out, settings)
-    elif checkpoint_path.exists():
-        raise ValueError(
-            f"{out} holds a training run ({CHECKPOINT}); pass resume=True (--resume) to continue "
-            f"it, or choose another output folder"
+    with claim_run(out, "train", resume=resume) as folder:
+        state = _resume_state(out, settings) if resume else None
+        report = _train(
+            out,
+            cfg,
+            train_data,
+            val_data,
+            settings,
+            state,
+            dataset=dataset,
+            device=device,
+            backbone_checkpoint=backbone_checkpoint,
+            progress=progress,
+            start_time=start_time,
         )
-    out.mkdir(parents=True, exist_ok=True)
+        folder.update(complete=True)
+        written("complete")
+    return report
 
+
+def _build_net(
+    cfg: Any,
+    classes: list[str],
+    settings: Mapping[str, Any],
+    state: Mapping[str, Any] | None,
+    backbone_checkpoint: str | os.PathLike[str] | None,
+) -> SpecialistNet:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(settings["seed"])
         if state is not None:
-            net = build_specialist(name, train_data.classes, **state["net_settings"])
-        else:
-            backbone = None
-            if settings["pretrained"]:
-                from textseg._hub import WeightsNotFoundError, create_model
+            return build_specialist(cfg.name, classes, **state["net_settings"])
+        backbone = None
+        if settings["pretrained"]:
+            from textseg._hub import WeightsNotFoundError, create_model
 
-                try:
-                    backbone = create_model(cfg, checkpoint=backbone_checkpoint)
-                except WeightsNotFoundError as err:
-                    raise WeightsNotFoundError(
-                        f"{err}; or train from random weights: pretrained=False (--no-pretrained)"
-                    ) from None
-            net = build_specialist(
-                name,
-                train_data.classes,
-                backbone=backbone,
-                **({"input_size": input_size} if input_size else {}),
-            )
+            try:
+                backbone = create_model(cfg, checkpoint=backbone_checkpoint)
+            except WeightsNotFoundError as err:
+                raise WeightsNotFoundError(
+                    f"{err}; or train from random weights: pretrained=False (--no-pretrained)"
+                ) from None
+        size = settings["input_size"]
+        return build_specialist(
+            cfg.name, classes, backbone=backbone, **({"input_size": size} if size else {})
+        )
+
+
+def _train(
+    out: Path,
+    cfg: Any,
+    train_data: TrainingSet,
+    val_data: TrainingSet | None,
+    settings: dict[str, Any],
+    state: dict[str, Any] | None,
+    *,
+    dataset: str | os.PathLike[str],
+    device: str,
+    backbone_checkpoint: str | os.PathLike[str] | None,
+    progress: bool | None,
+    start_time: float,
+) -> TrainReport:
+    """The epochs of a claimed run (fresh, ``state`` None, or resumed from ``state``)."""
+    name, seed, epochs = cfg.name, settings["seed"], settings["epochs"]
+    batch, rate, patience = settings["batch_size"], settings["lr"], settings["patience"]
+    net = _build_net(cfg, train_data.classes, settings, state, backbone_checkpoint)
     net.to(resolve_device(device))
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=rate, weight_decay=0.01)
@@ -276,14 +341,21 @@ def train_specialist(
         "format": CONFIG_FORMAT,
         "arch": name,
         "kind": net.kind,
-        "family": family,
+        "family": cfg.arch["family"],
         "classes": train_data.classes,
         "settings": settings,
         "dataset": str(Path(dataset)),
         "images": str(train_data.images_dir),
         "provenance": train_data.provenance(),
         "status": "training",
+        "history": history,
+        "best_epoch": best_epoch,
+        "epochs_done": first_epoch,
     }
+    # The settings are on disk before the first checkpoint: every later kill can resume.
+    _atomic_json(out / CONFIG, config)
+    written("settings")
+    validated = val_data is not None and len(val_data) > 0
 
     from tqdm.auto import tqdm
 
@@ -326,18 +398,27 @@ def train_specialist(
             bar.close()
         history["train_loss"].append(float(np.mean(losses)) if losses else None)
         miou = None
-        if val_data is not None and len(val_data):
+        if validated:
             miou = _number(evaluate_net(net, val_data, batch_size=batch)["miou"])
         history["val_miou"].append(miou)
-        score = -1.0 if miou is None else miou
-        if val_data is None or score > best:
-            best, best_epoch, bad_epochs = score, epoch + 1, 0
+        if miou is None and epoch == first_epoch and validated:
+            logger.warning(
+                "the %d held-out images have no annotation of a trained class: no validation "
+                "score; model.safetensors keeps the last epoch and early stopping is off",
+                len(val_data),
+            )
+        # Without a validation score (no held-out images, or none annotated) the last epoch
+        # is kept; with one, the best.
+        if (miou is None and best < 0) or (miou is not None and miou > best):
+            best = -1.0 if miou is None else miou
+            best_epoch, bad_epochs = epoch + 1, 0
             _atomic_safetensors(out / WEIGHTS, net.state_dict())
+            written("weights")
         else:
             bad_epochs += 1
         seconds = seconds_before + time.perf_counter() - start_time
         _atomic_torch(
-            checkpoint_path,
+            out / CHECKPOINT,
             {
                 "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -348,18 +429,25 @@ def train_specialist(
                 "history": history,
                 "seconds": seconds,
                 "net_settings": net.settings(),
+                "settings": _comparable(settings),
             },
         )
+        written("checkpoint")
         config.update(
             history=history, best_epoch=best_epoch, train_seconds=seconds, epochs_done=epoch + 1
         )
         _atomic_json(out / CONFIG, config)
+        written("config")
         logger.info(
             "epoch %d/%d: loss %s, val mIoU %s",
             epoch + 1,
             epochs,
             "-" if history["train_loss"][-1] is None else f"{history['train_loss'][-1]:.4f}",
             "-" if miou is None else f"{miou:.4f}",
+        )
+    if not (out / WEIGHTS).is_file():
+        raise RuntimeError(
+            f"{out / WEIGHTS} was not written: no epoch finished; resume the run (--resume)"
         )
     stopped = bad_epochs >= patience and len(history["train_loss"]) < epochs
     seconds = seconds_before + time.perf_counter() - start_time
@@ -373,6 +461,7 @@ def train_specialist(
         train_seconds=seconds,
     )
     _atomic_json(out / CONFIG, config)
+    written("final")
     return TrainReport(
         out=out,
         arch=name,
@@ -391,185 +480,35 @@ def train_specialist(
     )
 
 
-def _resume_state(out: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
-    path = out / CHECKPOINT
-    if not path.is_file():
-        raise ValueError(f"resume: {out} holds no training run to resume (no {CHECKPOINT})")
-    config = json.loads((out / CONFIG).read_text(encoding="utf-8"))
-    saved = dict(config.get("settings", {}))
-    saved.pop("net_settings", None)
-    differ = [k for k in settings if saved.get(k) != settings[k]]
-    if differ:
-        shown = ", ".join(
-            f"{k}: {saved.get(k)!r} -> {settings[k]!r}"
-            for k in differ[:3]
-            if k not in ("train_files", "val_files")
-        )
-        raise ValueError(
-            f"resume: the settings differ from the run in {out} ({', '.join(differ)}"
-            f"{'; ' + shown if shown else ''}); resume with the same options, or train into "
-            f"another folder"
-        )
-    return torch.load(path, map_location="cpu", weights_only=True)
+def _comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues."""
+    return {k: v for k, v in settings.items() if k != "net_settings"}
 
 
-# ------------------------------------------------------------------------------- inference
-def is_specialist_dir(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a folder written by :func:`train_specialist`."""
-    config = Path(path) / CONFIG
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("format") == CONFIG_FORMAT
-    except (OSError, ValueError):
-        return False
+_CHECKPOINT_KEYS = (
+    "model",
+    "optimizer",
+    "epoch",
+    "best",
+    "best_epoch",
+    "bad_epochs",
+    "history",
+    "seconds",
+    "net_settings",
+)
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise FileNotFoundError(f"specialist not found: {path}")
-    config_path = path / CONFIG
-    if not config_path.is_file():
-        raise ValueError(
-            f"{path} is not a specialist folder (no {CONFIG}); train one with `textseg train`"
-        )
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("format") != CONFIG_FORMAT:
-        raise ValueError(
-            f"{config_path}: not a textseg specialist config (format {config.get('format')!r})"
-        )
-    if not (path / WEIGHTS).is_file():
-        raise FileNotFoundError(
-            f"{path / WEIGHTS} is missing: the training run ended before its first epoch; "
-            f"resume it with `textseg train ... --resume`"
-        )
-    return config
-
-
-def specialist_classes(path: str | os.PathLike[str]) -> list[str]:
-    """The class names a specialist folder was trained on (reads ``config.json`` only)."""
-    return list(_read_config(Path(path))["classes"])
-
-
-class Specialist:
-    """A trained specialist: images in, instance masks with class names out.
-
-    It is a mask source for :class:`textseg.pipelines.TextSegmenter` (``masker=``; the
-    ``--specialist DIR`` option of ``segment``, ``count`` and ``label``): :meth:`segment`
-    answers a vocabulary with masks whose ``class_id`` indexes it, so the exports and counts
-    need no special case.
-
-    Attributes:
-        path: The folder it was loaded from.
-        classes: The class names it was trained on.
-        kind: ``"semantic"`` (one instance per connected region of a class) or ``"instance"``.
-        arch: Its registry architecture.
-        config: The folder's ``config.json``.
-    """
-
-    def __init__(self, net: Any, config: Mapping[str, Any], path: Path) -> None:
-        self.net = net
-        self.config = dict(config)
-        self.path = path
-        self.classes: list[str] = list(config["classes"])
-        self.kind: str = str(config["kind"])
-        self.arch: str = str(config["arch"])
-
-    def __repr__(self) -> str:
-        return f"Specialist({str(self.path)!r}, {self.arch}, classes={len(self.classes)})"
-
-    @property
-    def name(self) -> str:
-        return f"specialist:{self.arch}"
-
-    def predict(self, image: ImageInput) -> sv.Detections:
-        """Every instance of every trained class in one image.
-
-        Args:
-            image: A path, PIL image or ``(H, W, 3)`` uint8 RGB array.
-
-        Returns:
-            Detections: ``mask`` (N, H, W) bool, ``xyxy`` (N, 4) float32 box of the mask
-            (absolute pixels), ``confidence`` (the specialist's score), ``class_id`` indexing
-            :attr:`classes`, ``data["class_name"]``.
-        """
-        array = to_rgb_uint8(image)
-        dets = self.net.predict([array])[0]
-        dets.data["class_name"] = np.asarray(
-            [self.classes[int(c)] for c in dets.class_id], dtype=object
-        )
-        return dets
-
-    def segment(self, image: ImageInput, classes: Sequence[str] | Vocabulary) -> sv.Detections:
-        """The instances of the vocabulary's classes, ``class_id`` indexing ``classes``.
-
-        A vocabulary class matches a trained class by name or by one of its synonyms (after
-        textseg's name normalisation); per-class thresholds apply to ``confidence``.
-
-        Raises:
-            ValueError: A class the specialist was not trained on, or negative prompts (a
-                specialist reads no text).
-        """
-        vocab = Vocabulary.coerce(classes)
-        if vocab.negatives:
-            raise ValueError(
-                f"negative prompts ({', '.join(vocab.negatives)}) need a text prompter; the "
-                f"specialist {self.path} finds its trained classes only: drop --negative"
-            )
-        mapping = self._mapping(vocab)
-        dets = self.predict(image)
-        ids = mapping[np.asarray(dets.class_id, np.int64)] if len(dets) else np.zeros(0, int)
-        keep = ids >= 0
-        if len(dets):
-            conf = np.asarray(dets.confidence, np.float64)
-            keep &= conf >= vocab.thresholds_array(0.0)[np.maximum(ids, 0)]
-        dets = dets[keep]
-        dets.class_id = ids[keep].astype(np.int64)
-        dets.data["class_name"] = np.asarray(
-            [vocab.names[int(c)] for c in dets.class_id], dtype=object
-        )
-        return dets
-
-    def _mapping(self, vocab: Vocabulary) -> np.ndarray:
-        """Trained class index -> vocabulary class index (-1: not asked for)."""
-        trained = {normalize_name(c).casefold(): k for k, c in enumerate(self.classes)}
-        mapping = np.full(len(self.classes), -1, np.int64)
-        for i, name in enumerate(vocab.names):
-            hits = [
-                trained[p.casefold()]
-                for p in (name, *vocab.synonyms_of(i))
-                if p.casefold() in trained
-            ]
-            if not hits:
-                raise ValueError(
-                    f"class {name!r}: the specialist {self.path} was not trained on it; it "
-                    f"knows {', '.join(self.classes)} (a synonym may name one: --synonym "
-                    f"{name}=CLASS)"
-                )
-            mapping[hits] = i
-        return mapping
-
-
-def load_specialist(path: str | os.PathLike[str], *, device: str = "cpu") -> Specialist:
-    """Load a folder written by :func:`train_specialist` (weights loaded strictly).
-
-    Raises:
-        FileNotFoundError: The folder or its weights are missing.
-        ValueError: Not a specialist folder.
-        StateDictError: The weights do not fit the architecture in ``config.json``.
-    """
-    from textseg._hub import load_state_dict, load_strict
-
-    path = Path(path)
-    config = _read_config(path)
-    if config.get("family") == "yolo":
-        from textseg.train.yolo import load_yolo_specialist
-
-        return Specialist(load_yolo_specialist(path, config, device), config, path)
-    net = build_specialist(
-        config["arch"], config["classes"], **config["settings"].get("net_settings", {})
-    )
-    load_strict(net, load_state_dict(path / WEIGHTS), f"specialist {path}")
-    net.to(resolve_device(device))
-    net.eval()
-    return Specialist(net, config, path)
+def _resume_state(out: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint to continue from (None: the run stopped before its first one), after
+    checking the run was trained with ``settings``."""
+    config_path, checkpoint = out / CONFIG, out / CHECKPOINT
+    saved = None
+    if config_path.is_file():
+        saved = read_json(config_path, "specialist config").get("settings")
+    state = load_checkpoint(checkpoint, _CHECKPOINT_KEYS) if checkpoint.is_file() else None
+    if state is not None and isinstance(state.get("settings"), dict):
+        saved = state["settings"]
+    if saved is None:
+        return None  # killed before the settings were written: nothing was trained yet
+    check_same_settings(out, dict(saved), _comparable(settings))
+    return state

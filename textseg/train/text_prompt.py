@@ -27,25 +27,38 @@ The result is a folder with ``model.safetensors`` (the adapter's state dict, loa
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from textseg._image import IMAGE_SUFFIXES, list_images, load_image
-from textseg.clip.crops import masked_crop
+from textseg._hub import create_model
+from textseg._registry import get_model_cfg
 from textseg.clip.text import DEFAULT_TEMPLATES, embed_texts
-from textseg.io.coco import load_coco
 from textseg.prompters.clip_tokens import TextPromptAdapter, text_adapter_for
+from textseg.train.output import (
+    CONFIG,
+    WEIGHTS,
+    _atomic_json,
+    check_same_settings,
+    claim_run,
+    read_json,
+    written,
+)
+from textseg.train.text_prompt_data import (
+    MaskDataset,
+    build_dataset,
+    coco_paths,
+    iter_coco_masks,
+    iter_folder_masks,
+)
 
 __all__ = [
     "TrainResult",
@@ -87,169 +100,6 @@ class TrainResult:
     num_images: int
     num_masks: int
     model: TextPromptAdapter | None = field(default=None, repr=False)
-
-
-# ----------------------------------------------------------------------------------- data
-
-
-def _coco_paths(data: Path) -> tuple[Path, Path]:
-    if data.is_file() and data.suffix == ".json":
-        ann = data
-        root = data.parent
-    else:
-        ann = data / "annotations.json"
-        root = data
-    images = root / "images"
-    return ann, images if images.is_dir() else root
-
-
-def iter_coco_masks(
-    data: str | os.PathLike[str],
-) -> Iterator[tuple[Path, np.ndarray, list[np.ndarray], list[str]]]:
-    """Images of a COCO-format dataset with their instance masks.
-
-    Args:
-        data: A folder holding ``annotations.json`` and ``images/`` (image ``file_name`` s are
-            relative to ``images/``, or to the folder if it has none), or the JSON file.
-
-    Yields:
-        ``(image path, (H, W, 3) uint8 RGB image, [(H, W) bool mask, ...], [class name, ...])``
-        per image with at least one non-crowd annotation; crowd annotations are skipped.
-
-    Raises:
-        FileNotFoundError: No annotations file or a missing image.
-        ValueError: An annotation whose mask size differs from its image.
-    """
-    ann_path, image_dir = _coco_paths(Path(data))
-    if not ann_path.is_file():
-        raise FileNotFoundError(f"data: no COCO annotations at {ann_path}")
-    coco = load_coco(ann_path)
-    for info in coco.images:
-        dets = coco.detections[int(info["id"])]
-        crowd = np.asarray(dets.data.get("iscrowd", np.zeros(len(dets))), bool)
-        if len(dets) == 0 or crowd.all() or dets.mask is None:
-            continue
-        path = image_dir / info["file_name"]
-        image = load_image(path)
-        if image.shape[:2] != dets.mask.shape[1:]:
-            raise ValueError(
-                f"{path.name}: annotations are {dets.mask.shape[1:]} (the COCO image record), "
-                f"the image is {image.shape[:2]}"
-            )
-        keep = np.flatnonzero(~crowd)
-        names = np.asarray(dets.data["class_name"])[keep]
-        yield path, image, [dets.mask[i] for i in keep], [str(n) for n in names]
-
-
-def iter_folder_masks(
-    folder: str | os.PathLike[str], generator: Any
-) -> Iterator[tuple[Path, np.ndarray, list[np.ndarray], list[str]]]:
-    """Images of a folder with the masks ``generator`` (an AutomaticMaskGenerator) finds.
-
-    Yields:
-        ``(image path, image, masks, [])`` per image (no class names), in file-name order.
-    """
-    names = list_images(folder)
-    if not names:
-        raise FileNotFoundError(
-            f"data: {folder} has neither annotations.json nor images "
-            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    for path in (Path(folder) / n for n in names):
-        image = load_image(path)
-        dets = generator.generate(image)
-        yield path, image, list(dets.mask) if dets.mask is not None else [], []
-
-
-def _low_res_target(mask: np.ndarray, valid: tuple[int, int], size: int) -> np.ndarray:
-    """``(H, W)`` bool mask -> ``(size, size)`` bool target in the decoder's low-res frame."""
-    vh, vw = valid
-    small = cv2.resize(mask.astype(np.float32), (vw, vh), interpolation=cv2.INTER_AREA)
-    out = np.zeros((size, size), bool)
-    out[:vh, :vw] = small >= 0.5
-    return out
-
-
-@dataclass
-class _Dataset:
-    embeddings: list[torch.Tensor]  # per image (1, C, h, w) float16 on CPU
-    valid: list[tuple[int, int]]  # per image, low-res rows/cols covering the image
-    image_of: np.ndarray  # (M,) image index per mask
-    targets: torch.Tensor  # (M, S, S) bool
-    clip_embeddings: torch.Tensor  # (M, D) float32
-    class_of: np.ndarray  # (M,) index into class_names, -1 for none
-    class_names: list[str]
-
-
-def _build_dataset(
-    items: Iterator[tuple[Path, np.ndarray, list[np.ndarray], list[str]]],
-    core: Any,
-    clip: Any,
-    *,
-    max_images: int | None,
-    max_masks_per_image: int,
-    min_mask_area: int,
-    crop_margin: float,
-    empty_hint: str = "",
-) -> _Dataset:
-    low = int(core.backend.low_res_size)
-    factor = core.image_size / low
-    embeddings, valid, image_of, targets, clip_rows, class_of = [], [], [], [], [], []
-    class_names: list[str] = []
-    class_index: dict[str, int] = {}
-    for path, image, masks, classes in items:
-        areas = [int(m.sum()) for m in masks]
-        order = [i for i in np.argsort(areas)[::-1] if areas[i] >= max(1, min_mask_area)]
-        order = order[:max_masks_per_image]
-        if not order:
-            logger.info("%s: no mask of at least %d pixels, skipped", path.name, min_mask_area)
-            continue
-        emb = core.encode(image)
-        in_h, in_w = emb.input_size
-        size = (min(low, math.ceil(in_h / factor)), min(low, math.ceil(in_w / factor)))
-        image_id = len(embeddings)
-        # Leave inference mode's tensor behind: a plain copy can enter the training graph.
-        embeddings.append(emb.embedding.detach().to("cpu", torch.float16).clone())
-        valid.append(size)
-        crops = []
-        for i in order:
-            crop = masked_crop(
-                image,
-                masks[i],
-                fill=clip.pixel_mean,
-                context=crop_margin,
-                max_size=int(clip.input_size),
-            )
-            crops.append(crop)
-            targets.append(_low_res_target(masks[i], size, low))
-            image_of.append(image_id)
-            name = classes[i] if classes else ""
-            if name:
-                if name not in class_index:
-                    class_index[name] = len(class_names)
-                    class_names.append(name)
-                class_of.append(class_index[name])
-            else:
-                class_of.append(-1)
-        clip_rows.append(clip.encode_images(crops).float().cpu().clone())
-        # Stop here, not when the next item arrives: pulling it would load (and, for a folder,
-        # run the automatic generator on) an image that is not used.
-        if max_images is not None and len(embeddings) >= max_images:
-            break
-    if not embeddings:
-        raise ValueError(
-            f"data: no usable masks: none of at least min_mask_area={min_mask_area} pixels"
-            f"{empty_hint or '; check the dataset or lower min_mask_area'}"
-        )
-    return _Dataset(
-        embeddings=embeddings,
-        valid=valid,
-        image_of=np.asarray(image_of, np.int64),
-        targets=torch.from_numpy(np.stack(targets)),
-        clip_embeddings=torch.cat(clip_rows),
-        class_of=np.asarray(class_of, np.int64),
-        class_names=class_names,
-    )
 
 
 # ------------------------------------------------------------------------- model and loss
@@ -319,7 +169,7 @@ def mask_loss(
     return focal_weight * focal + dice_weight * dice
 
 
-def _valid_masks(ds: _Dataset, index: np.ndarray, size: int) -> torch.Tensor:
+def _valid_masks(ds: MaskDataset, index: np.ndarray, size: int) -> torch.Tensor:
     out = torch.zeros((len(index), size, size), dtype=torch.bool)
     for row, i in enumerate(index):
         vh, vw = ds.valid[ds.image_of[i]]
@@ -330,7 +180,7 @@ def _valid_masks(ds: _Dataset, index: np.ndarray, size: int) -> torch.Tensor:
 def _batch_loss(
     sam: nn.Module,
     adapter: TextPromptAdapter,
-    ds: _Dataset,
+    ds: MaskDataset,
     index: np.ndarray,
     prompts: torch.Tensor,
     device: torch.device,
@@ -360,7 +210,7 @@ def _batch_loss(
 def _eval_loss(
     sam: nn.Module,
     adapter: TextPromptAdapter,
-    ds: _Dataset,
+    ds: MaskDataset,
     index: np.ndarray,
     device: torch.device,
     weights: tuple[float, float],
@@ -411,6 +261,7 @@ def train_text_prompt(
     device: str | torch.device | None = "cpu",
     seed: int = 0,
     log_every: int = 50,
+    resume: bool = False,
 ) -> TrainResult:
     """Train a :class:`TextPromptAdapter` for one SAM and one CLIP (EXPERIMENTAL).
 
@@ -448,24 +299,19 @@ def train_text_prompt(
         device: Where to train.
         seed: Seed of the adapter's initialisation and of the mask sampling.
         log_every: Log the mean loss every this many steps (``logging`` at INFO).
+        resume: Continue the run in ``out`` (killed, or finished: then it is returned as it
+            is). A run killed before its weights were written trains again from its settings:
+            seeded, it ends in the same state.
 
     Returns:
         :class:`TrainResult`.
 
     Raises:
         ValueError: Bad settings, an unregistered SAM/CLIP pair, a SAM that takes no token
-            prompts, or data without usable masks.
+            prompts, or data without usable masks; ``out`` holds a run and ``resume`` is
+            False, or ``resume`` with no run or other settings.
         FileNotFoundError: Missing data.
     """
-    from safetensors.torch import save_file
-
-    from textseg._device import resolve_device
-    from textseg._hub import create_model, load_state_dict, load_strict
-    from textseg._registry import get_model_cfg
-    from textseg.clip.encoders import load_clip
-    from textseg.sam.automatic import AutomaticMaskGenerator
-    from textseg.sam.core import SamCore
-
     steps = _positive_int(steps, "steps")
     batch_size = _positive_int(batch_size, "batch_size")
     max_masks_per_image = _positive_int(max_masks_per_image, "max_masks_per_image")
@@ -480,10 +326,103 @@ def train_text_prompt(
     data_path = Path(data)
     if not data_path.exists():
         raise FileNotFoundError(f"data: {data_path} does not exist")
-    torch_device = resolve_device(device)
-
     name = adapter if adapter is not None else text_adapter_for(sam, clip)
     cfg = get_model_cfg(name, task="text-prompt")
+    out_dir = Path(out)
+    settings: dict[str, Any] = {
+        "adapter": cfg.name,
+        "sam": sam,
+        "clip": clip,
+        "data": str(data_path),
+        "steps": steps,
+        "lr": float(lr),
+        "batch_size": batch_size,
+        "text_mix": float(text_mix),
+        "max_images": max_images,
+        "max_masks_per_image": max_masks_per_image,
+        "min_mask_area": min_mask_area,
+        "crop_margin": float(crop_margin),
+        "focal_weight": float(focal_weight),
+        "dice_weight": float(dice_weight),
+        "weight_decay": float(weight_decay),
+        "eval_masks": eval_masks,
+        "amg_options": dict(amg_options or {}),
+        "templates": list(templates),
+        "seed": seed,
+        **{
+            key: None if path is None else str(path)
+            for key, path in (
+                ("init_checkpoint", init_checkpoint),
+                ("sam_checkpoint", sam_checkpoint),
+                ("clip_checkpoint", clip_checkpoint),
+            )
+        },
+    }
+    with claim_run(out_dir, "train-text-prompt", resume=resume, owned=(WEIGHTS, CONFIG)) as folder:
+        previous = None
+        if resume and (out_dir / CONFIG).is_file():
+            previous = read_json(out_dir / CONFIG, "text-prompt adapter config")
+            check_same_settings(out_dir, previous.get("settings", {}), settings)
+        if previous is not None and previous.get("status") == "done":
+            result = _finished(out_dir, cfg, previous)
+        else:
+            result = _fit(
+                cfg, settings, out_dir, data_path, amg_options, templates, device, log_every
+            )
+        folder.update(complete=True)
+        written("complete")
+    return result
+
+
+def _finished(out_dir: Path, cfg: Any, config: Mapping[str, Any]) -> TrainResult:
+    """The result of a finished run, read back from its folder."""
+    from textseg._hub import load_state_dict, load_strict
+
+    checkpoint = out_dir / WEIGHTS
+    model: TextPromptAdapter = create_model(cfg, pretrained=False)
+    load_strict(model, load_state_dict(checkpoint), cfg.name)
+    return TrainResult(
+        checkpoint=checkpoint,
+        config=out_dir / CONFIG,
+        adapter=cfg.name,
+        losses=list(config.get("losses", [])),
+        initial_loss=float(config["initial_loss"]),
+        final_loss=float(config["final_loss"]),
+        num_images=int(config["num_images"]),
+        num_masks=int(config["num_masks"]),
+        model=model.eval(),
+    )
+
+
+def _fit(
+    cfg: Any,
+    settings: Mapping[str, Any],
+    out_dir: Path,
+    data_path: Path,
+    amg_options: Mapping[str, Any] | None,
+    templates: Sequence[str],
+    device: str | torch.device | None,
+    log_every: int,
+) -> TrainResult:
+    """Build the masks, train, write the weights and the final config."""
+    from safetensors.torch import save_file
+
+    from textseg._device import resolve_device
+    from textseg._hub import load_state_dict, load_strict
+    from textseg.clip.encoders import load_clip
+    from textseg.sam.automatic import AutomaticMaskGenerator
+    from textseg.sam.core import SamCore
+
+    name, sam, clip = cfg.name, settings["sam"], settings["clip"]
+    steps, lr, batch_size = settings["steps"], settings["lr"], settings["batch_size"]
+    text_mix, seed = settings["text_mix"], settings["seed"]
+    max_images, max_masks_per_image = settings["max_images"], settings["max_masks_per_image"]
+    min_mask_area, crop_margin = settings["min_mask_area"], settings["crop_margin"]
+    focal_weight, dice_weight = settings["focal_weight"], settings["dice_weight"]
+    weight_decay, eval_masks = settings["weight_decay"], settings["eval_masks"]
+    init_checkpoint = settings["init_checkpoint"]
+    sam_checkpoint, clip_checkpoint = settings["sam_checkpoint"], settings["clip_checkpoint"]
+    torch_device = resolve_device(device)
     # The cache lets the embedding the automatic generator computed for an image be reused for
     # training instead of running the image encoder a second time.
     core = SamCore(sam, checkpoint=sam_checkpoint, device=torch_device, cache_bytes=1 << 28)
@@ -503,7 +442,7 @@ def train_text_prompt(
             f"embeddings and {sam!r} takes {prompt_dim}-d tokens"
         )
 
-    ann_path, _ = _coco_paths(data_path)
+    ann_path, _ = coco_paths(data_path)
     if ann_path.is_file():
         items = iter_coco_masks(data_path)
         source = "coco"
@@ -517,7 +456,7 @@ def train_text_prompt(
             f"{generator.pred_iou_thresh}, stability_score_thresh="
             f"{generator.stability_score_thresh}); lower min_mask_area or those thresholds"
         )
-    ds = _build_dataset(
+    ds = build_dataset(
         items,
         core,
         clip_enc,
@@ -582,18 +521,19 @@ def train_text_prompt(
     model.eval()
     final = _eval_loss(sam_model, model, ds, eval_index, torch_device, weights, batch_size)
 
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = out_dir / "model.safetensors"
+    # The settings first: a kill from here on resumes (the steps train again, seeded).
+    config = out_dir / CONFIG
+    base = {"format": CONFIG_FORMAT, "version": 1, "adapter": cfg.name, "sam": sam, "clip": clip}
+    _atomic_json(config, {**base, "settings": dict(settings), "status": "training"})
+    written("settings")
+    checkpoint = out_dir / WEIGHTS
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(checkpoint), metadata={"format": CONFIG_FORMAT, "adapter": cfg.name})
-    config = out_dir / "config.json"
+    tmp = checkpoint.with_name(f".{checkpoint.name}.tmp")
+    save_file(state, str(tmp), metadata={"format": CONFIG_FORMAT, "adapter": cfg.name})
+    os.replace(tmp, checkpoint)
+    written("weights")
     summary = {
-        "format": CONFIG_FORMAT,
-        "version": 1,
-        "adapter": cfg.name,
-        "sam": sam,
-        "clip": clip,
+        **base,
         "arch": {k: cfg.arch[k] for k in ("clip_dim", "prompt_dim", "num_tokens", "hidden_dim")},
         "data": str(data_path),
         "data_source": source,
@@ -612,8 +552,12 @@ def train_text_prompt(
         "seed": seed,
         "initial_loss": initial,
         "final_loss": final,
+        "losses": losses,
+        "settings": dict(settings),
+        "status": "done",
     }
-    config.write_text(json.dumps(summary, indent=2))
+    _atomic_json(config, summary)
+    written("final")
     return TrainResult(
         checkpoint=checkpoint,
         config=config,

@@ -13,29 +13,36 @@ dict (``model.safetensors``) beside ``config.json``, the layout every specialist
 
 What differs from SegFormer and Mask R-CNN, because ultralytics owns the loop:
 
-- checkpoints are ultralytics' (``OUT/ultralytics/weights/last.pt`` every epoch), and
-  ``--resume`` is ultralytics' resume of that run (it unpickles its own checkpoint);
+- checkpoints are ultralytics' (pickled Python objects: loading one runs its code). After each
+  epoch textseg copies ultralytics' ``last.pt`` to ``OUT/checkpoints/yolo-epochN.pt`` and
+  records its sha256 in ``config.json``; ``--resume`` hands ultralytics that copy only when
+  its hash matches, written back over ``OUT/ultralytics/weights/last.pt`` (so a file planted
+  there is never read), and refuses a mismatch. ``model.safetensors`` is written from the
+  trainer's own weights in the same callback: nothing ultralytics saved is unpickled;
+- everything stays in ``OUT`` (ultralytics gets absolute paths: a relative one would send it
+  to its own ``runs/`` folder); a finished run is never handed back to ultralytics;
 - early stopping is ultralytics' ``patience`` on its own fitness (mask mAP), not textseg's mIoU;
 - provenance weights can only filter (0 or 1): ultralytics has no per-instance loss weight.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import hashlib
 import os
+import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import supervision as sv
-import torch
-from PIL import Image
 
 from textseg._registry import get_model_cfg
-from textseg.train.data import TrainingSet, open_dataset, split_indices
+from textseg.io._common import atomic_write
+from textseg.specialists.yolo import import_ultralytics, keep_threads, yaml_name
+from textseg.train.data import TrainingSet, open_split
 from textseg.train.output import (
     CONFIG,
     CONFIG_FORMAT,
@@ -43,61 +50,14 @@ from textseg.train.output import (
     TrainReport,
     _atomic_json,
     _atomic_safetensors,
+    check_same_settings,
+    claim_run,
+    read_json,
+    sha256_file,
+    written,
 )
 
-__all__ = ["YoloNet", "build_segmentation_model", "load_yolo_specialist", "train_yolo"]
-
-_INSTALL = (
-    "YOLO-seg specialists need ultralytics (AGPL-3.0): pip install 'textseg[yolo]'; or pick "
-    "--arch segformer-b0 (Apache-2.0) or maskrcnn-r50-fpn (BSD)"
-)
-
-
-@contextlib.contextmanager
-def _keep_threads() -> Iterator[None]:
-    """ultralytics sets torch's global thread count (to cores - 1) on import and in every
-    ``select_device`` (each train and predict call); put the caller's back afterwards, so the
-    other models of the process keep theirs."""
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _ultralytics() -> Any:
-    """Import ultralytics, undoing its one process-wide patch: on import it replaces
-    ``PIL.Image.open`` by a wrapper that tries to pip-install ``pi-heif`` whenever Pillow cannot
-    identify a file, which turned textseg's "cannot read image" into an install attempt and a
-    ``ModuleNotFoundError`` for every later image read of the process."""
-    with _keep_threads():
-        try:
-            import ultralytics
-            from ultralytics.utils import patches
-        except ImportError as err:
-            raise ImportError(_INSTALL) from err
-    if Image.open is getattr(patches, "image_open", None):
-        Image.open = patches._image_open
-    return ultralytics
-
-
-def build_segmentation_model(yaml: str, scale: str | None, nc: int) -> Any:
-    """An ultralytics ``SegmentationModel`` from its bundled YAML (e.g. ``yolo11-seg.yaml``
-    at scale ``"n"``), random weights, ``nc`` classes.
-
-    Raises:
-        ImportError: ultralytics is not installed.
-    """
-    _ultralytics()
-    from ultralytics.nn.tasks import SegmentationModel
-
-    return SegmentationModel(_yaml_name(yaml, scale), nc=nc, verbose=False)
-
-
-def _yaml_name(yaml: str, scale: str | None) -> str:
-    """``yolo11-seg.yaml`` at scale ``n`` -> ``yolo11n-seg.yaml`` (ultralytics reads the scale
-    from the name)."""
-    return yaml.replace("-seg.yaml", f"{scale}-seg.yaml") if scale else yaml
+__all__ = ["train_yolo"]
 
 
 def _write_yolo_dataset(
@@ -156,7 +116,7 @@ def train_yolo(
     source_weights: Mapping[str, float] | Sequence[str] | None = None,
     resume: bool = False,
     progress: bool | None = None,
-) -> Any:
+) -> TrainReport:
     """Train the YOLO-seg registry entry ``name`` with ultralytics (see the module docstring;
     the options are :func:`textseg.train.train_specialist`'s).
 
@@ -166,97 +126,75 @@ def train_yolo(
     Raises:
         ImportError: ultralytics is not installed.
         ValueError: Provenance weights other than 0 and 1; ``out`` holds a run and ``resume``
-            is False, or ``resume`` with no run.
+            is False, or ``resume`` with no run, other settings, or a checkpoint whose sha256
+            is not the one textseg recorded.
     """
-    _ultralytics()
-    from ultralytics import YOLO
-
+    import_ultralytics()
     cfg = get_model_cfg(name, "specialist")
-    out = Path(out)
-    run_dir = out / "ultralytics"
-    last = run_dir / "weights" / "last.pt"
-    if resume and not last.is_file():
-        raise ValueError(f"resume: {out} holds no ultralytics run to resume (no {last})")
-    if not resume and last.exists():
-        raise ValueError(
-            f"{out} holds a training run ({last}); pass resume=True (--resume) to continue it, "
-            f"or choose another output folder"
-        )
-    data = open_dataset(dataset, images=images, source_weights=source_weights)
-    if val is not None:
-        val_data = open_dataset(val, images=val_images, source_weights=source_weights)
-        train_data = data
-    else:
-        train_idx, val_idx = split_indices(len(data), val_fraction, seed)
-        names = data.file_names
-        train_data = data.subset([names[i] for i in train_idx])
-        val_data = data.subset([names[i] for i in val_idx]) if len(val_idx) else None
+    # Absolute: ultralytics puts a relative project under its own runs_dir.
+    out = Path(out).resolve()
+    train_data, val_data = open_split(
+        dataset,
+        images=images,
+        val=val,
+        val_images=val_images,
+        val_fraction=val_fraction,
+        seed=seed,
+        source_weights=source_weights,
+    )
     imgsz = int(input_size or cfg.input_size or 640)
-    start = time.perf_counter()
-    if resume:
-        model = YOLO(str(last))
-        with _keep_threads():
-            model.train(resume=True)
-    else:
-        yaml_path, _, n_val = _write_yolo_dataset(train_data, val_data, out / "yolo-data")
-        if n_val == 0:  # ultralytics needs a validation split; reuse the training images
-            text = yaml_path.read_text(encoding="utf-8")
-            yaml_path.write_text(text + "val: images/train\n", encoding="utf-8")
-        model = YOLO(_yaml_name(cfg.arch["yaml"], cfg.arch.get("scale")), task="segment")
-        with _keep_threads():
-            model.train(
-                data=str(yaml_path),
-                epochs=int(epochs),
-                imgsz=imgsz,
-                batch=int(batch_size or 8),
-                lr0=float(lr if lr is not None else 1e-3),
-                optimizer="AdamW",
-                patience=int(patience),
-                seed=int(seed),
-                deterministic=True,
-                device=device,
-                project=str(out),
-                name="ultralytics",
-                exist_ok=True,
-                pretrained=False,
-                plots=False,
-                amp=False,
-                workers=0,
-                verbose=False,
-            )
-    seconds = time.perf_counter() - start
-    best = run_dir / "weights" / "best.pt"
-    trained = YOLO(str(best if best.is_file() else last)).model
-    state = {k: v.float() for k, v in trained.state_dict().items()}
-    _atomic_safetensors(out / WEIGHTS, state)
-    history = _history(run_dir / "results.csv")
-    config = {
-        "format": CONFIG_FORMAT,
+    settings: dict[str, Any] = {
         "arch": name,
-        "kind": "instance",
-        "family": "yolo",
         "classes": train_data.classes,
-        "settings": {
-            "arch": name,
-            "classes": train_data.classes,
-            "epochs": int(epochs),
-            "seed": seed,
-            "input_size": imgsz,
-            "source_weights": train_data.source_weights,
-            "train_files": train_data.file_names,
-            "val_files": val_data.file_names if val_data is not None else [],
-            "net_settings": {"input_size": imgsz, "score_threshold": 0.25},
-        },
-        "dataset": str(Path(dataset)),
-        "images": str(train_data.images_dir),
-        "provenance": train_data.provenance(),
-        "history": history,
-        "train_seconds": seconds,
-        "epochs_done": len(history.get("train_loss", [])),
-        "status": "done",
-        "licence": "AGPL-3.0 (ultralytics)",
+        "epochs": int(epochs),
+        "batch_size": int(batch_size or 8),
+        "lr": float(lr if lr is not None else 1e-3),
+        "patience": int(patience),
+        "seed": seed,
+        "input_size": imgsz,
+        "source_weights": train_data.source_weights,
+        "train_files": train_data.file_names,
+        "val_files": val_data.file_names if val_data is not None else [],
     }
-    _atomic_json(out / CONFIG, config)
+    with claim_run(out, "train", resume=resume) as folder:
+        previous = None
+        if resume and (out / CONFIG).is_file():
+            previous = read_json(out / CONFIG, "specialist config")
+            saved = {k: v for k, v in previous.get("settings", {}).items() if k != "net_settings"}
+            if previous.get("status") == "done" and saved.get("epochs") != settings["epochs"]:
+                raise ValueError(
+                    f"resume: the run in {out} is finished ({previous.get('epochs_done')} of its "
+                    f"{saved.get('epochs')} epochs); ultralytics cannot extend a finished run: "
+                    f"train into another folder for more epochs"
+                )
+            check_same_settings(out, saved, settings)
+        config = {
+            "format": CONFIG_FORMAT,
+            "arch": name,
+            "kind": "instance",
+            "family": "yolo",
+            "classes": train_data.classes,
+            "settings": {
+                **settings,
+                "net_settings": {"input_size": imgsz, "score_threshold": 0.25},
+            },
+            "dataset": str(Path(dataset)),
+            "images": str(train_data.images_dir),
+            "provenance": train_data.provenance(),
+            "status": "training",
+            "licence": "AGPL-3.0 (ultralytics)",
+            **{k: previous[k] for k in _CARRIED if previous and k in previous},
+        }
+        if previous is None or previous.get("status") != "done":
+            _run(out, cfg, train_data, val_data, settings, config, device)
+        if not (out / WEIGHTS).is_file():
+            raise RuntimeError(f"{out / WEIGHTS} was not written: ultralytics saved no epoch")
+        history = config.get("history", {})
+        config.update(status="done", epochs_done=len(history.get("train_loss", [])))
+        _atomic_json(out / CONFIG, config)
+        written("final")
+        folder.update(complete=True)
+        written("complete")
     losses = history.get("train_loss", [])
     return TrainReport(
         out=out,
@@ -264,14 +202,144 @@ def train_yolo(
         kind="instance",
         classes=train_data.classes,
         epochs=len(losses),
-        best_epoch=len(losses),
+        best_epoch=int(config.get("best_epoch", len(losses))),
         best_miou=None,
         train_loss=losses,
         val_miou=[None] * len(losses),
-        seconds=seconds,
+        resumed_from=int(previous.get("epochs_done", 0)) if previous else 0,
+        seconds=float(config.get("train_seconds", 0.0)),
         train_images=len(train_data),
         val_images=0 if val_data is None else len(val_data),
     )
+
+
+#: What a resumed run keeps from the config of the run it continues.
+_CARRIED = ("checkpoint", "history", "best_epoch", "epochs_done", "train_seconds", "status")
+
+
+def _run(
+    out: Path,
+    cfg: Any,
+    train_data: TrainingSet,
+    val_data: TrainingSet | None,
+    settings: Mapping[str, Any],
+    config: dict[str, Any],
+    device: str,
+) -> None:
+    """Hand the run to ultralytics: fresh, or resumed from textseg's verified copy of its last
+    checkpoint. ``config`` is rewritten after every epoch (history, checkpoint record)."""
+    from ultralytics import YOLO
+
+    run_dir, checkpoints = out / "ultralytics", out / "checkpoints"
+    last = run_dir / "weights" / "last.pt"
+    record = config.get("checkpoint")
+    epochs = int(settings["epochs"])
+    done = record is not None and (int(record["epoch"]) >= epochs or record.get("stopped"))
+    seconds_before = float(config.get("train_seconds", 0.0))
+    config["status"] = "training"
+    _atomic_json(out / CONFIG, config)  # the settings, before ultralytics writes anything
+    written("settings")
+    if done:
+        return
+    start = time.perf_counter()
+
+    def on_model_save(trainer: Any) -> None:
+        epoch = int(trainer.epoch) + 1
+        if trainer.best_fitness == trainer.fitness:
+            state = {k: v.detach().float() for k, v in trainer.ema.ema.state_dict().items()}
+            _atomic_safetensors(out / WEIGHTS, state)
+            config["best_epoch"] = epoch
+            written("weights")
+        payload = Path(trainer.last).read_bytes()
+        copy = checkpoints / f"yolo-epoch{epoch}.pt"
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        atomic_write(copy, payload)
+        written("checkpoint")
+        config["checkpoint"] = {
+            "file": str(copy.relative_to(out)),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "epoch": epoch,
+            "stopped": bool(trainer.stop) and epoch < epochs,
+        }
+        config["history"] = _history(run_dir / "results.csv")
+        config["epochs_done"] = epoch
+        config["train_seconds"] = seconds_before + time.perf_counter() - start
+        _atomic_json(out / CONFIG, config)
+        written("config")
+        for old in checkpoints.glob("yolo-epoch*.pt"):
+            if old != copy:
+                old.unlink(missing_ok=True)
+
+    if record is not None:
+        source = out / str(record["file"])
+        if not source.is_file() or sha256_file(source) != record.get("sha256"):
+            raise ValueError(
+                f"{source}: not the checkpoint textseg wrote (its sha256 differs from the one "
+                f"in {out / CONFIG}); it is not loaded (ultralytics checkpoints run code when "
+                f"loaded): delete the folder's run or train into another folder"
+            )
+        # ultralytics resumes from its own last.pt: put the verified copy there, over whatever
+        # the folder holds, and drop the results rows of epochs the copy has not seen.
+        last.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, last)
+        _truncate_results(run_dir / "results.csv", int(record["epoch"]))
+        model = YOLO(str(last))
+        model.add_callback("on_model_save", on_model_save)
+        with keep_threads():
+            # Where this folder is now, not where the checkpoint says it was.
+            model.train(
+                resume=True, data=str(out / "yolo-data" / "data.yaml"), save_dir=str(run_dir)
+            )
+        return
+    for stale in (run_dir, out / "yolo-data", checkpoints):  # a run killed before its first epoch
+        if stale.exists():
+            shutil.rmtree(stale)
+    yaml_path, _, n_val = _write_yolo_dataset(train_data, val_data, out / "yolo-data")
+    if n_val == 0:  # ultralytics needs a validation split; reuse the training images
+        text = yaml_path.read_text(encoding="utf-8")
+        yaml_path.write_text(text + "val: images/train\n", encoding="utf-8")
+    model = YOLO(yaml_name(cfg.arch["yaml"], cfg.arch.get("scale")), task="segment")
+    model.add_callback("on_model_save", on_model_save)
+    with keep_threads():
+        model.train(
+            data=str(yaml_path),
+            epochs=epochs,
+            imgsz=int(settings["input_size"]),
+            batch=int(settings["batch_size"]),
+            lr0=float(settings["lr"]),
+            optimizer="AdamW",
+            patience=int(settings["patience"]),
+            seed=int(settings["seed"]),
+            deterministic=True,
+            device=device,
+            project=str(out),
+            name="ultralytics",
+            exist_ok=True,
+            pretrained=False,
+            plots=False,
+            amp=False,
+            workers=0,
+            verbose=False,
+        )
+
+
+def _truncate_results(path: Path, epochs: int) -> None:
+    """Keep the rows of ``results.csv`` for epochs ``<= epochs`` (a killed run may have logged
+    an epoch whose checkpoint it never saved; the resumed run logs it again)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = lines[:1] + [
+        line for line in lines[1:] if line.strip() and _epoch(line.split(",")[0]) <= epochs
+    ]
+    atomic_write(path, "".join(kept))
+
+
+def _epoch(text: str) -> int:
+    try:
+        return int(float(text))
+    except ValueError:
+        return 0
 
 
 def _history(path: Path) -> dict[str, list[float | None]]:
@@ -289,80 +357,10 @@ def _history(path: Path) -> dict[str, list[float | None]]:
             return None
         return value if value is not None and np.isfinite(value) else None
 
+    # One row per epoch, the last one logged: a resumed run logs again the epoch it redoes.
+    rows = list({_epoch(r.get("epoch", "0")): r for r in rows}.values())
     losses = [sum(number(r[k]) or 0.0 for k in loss_keys) for r in rows]
     return {
         "train_loss": losses,
         "val_mask_map": [number(r.get("metrics/mAP50-95(M)")) for r in rows],
     }
-
-
-class YoloNet:
-    """A loaded YOLO-seg specialist: ``predict(images) -> list[Detections]`` through
-    ultralytics' predictor (letterbox, NMS, masks at the image's resolution)."""
-
-    kind = "instance"
-
-    def __init__(self, model: Any, classes: Sequence[str], imgsz: int, conf: float) -> None:
-        from ultralytics import YOLO
-
-        model.names = dict(enumerate(classes))
-        self.classes = list(classes)
-        self.imgsz = imgsz
-        self.conf = conf
-        self._yolo = YOLO(model.yaml["yaml_file"], task="segment")
-        self._yolo.model = model
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
-        out = []
-        for image in images:
-            h, w = image.shape[:2]
-            # ultralytics reads numpy images as BGR (OpenCV's order).
-            with _keep_threads():
-                result = self._yolo.predict(
-                    np.ascontiguousarray(image[:, :, ::-1]),
-                    imgsz=self.imgsz,
-                    conf=self.conf,
-                    retina_masks=True,
-                    verbose=False,
-                    device=str(next(self._yolo.model.parameters()).device),
-                )[0]
-            if result.masks is None or len(result.boxes) == 0:
-                out.append(
-                    sv.Detections(
-                        xyxy=np.zeros((0, 4), np.float32),
-                        mask=np.zeros((0, h, w), bool),
-                        confidence=np.zeros(0, np.float32),
-                        class_id=np.zeros(0, np.int64),
-                    )
-                )
-                continue
-            masks = result.masks.data.cpu().numpy() > 0.5
-            keep = masks.any(axis=(1, 2))
-            masks = masks[keep]
-            out.append(
-                sv.Detections(
-                    xyxy=sv.mask_to_xyxy(masks).astype(np.float32)
-                    if len(masks)
-                    else np.zeros((0, 4), np.float32),
-                    mask=masks,
-                    confidence=result.boxes.conf.cpu().numpy()[keep].astype(np.float32),
-                    class_id=result.boxes.cls.cpu().numpy()[keep].astype(np.int64),
-                )
-            )
-        return out
-
-
-def load_yolo_specialist(path: Path, config: Mapping[str, Any], device: str) -> YoloNet:
-    """Build the YOLO-seg architecture of ``config`` and load ``model.safetensors`` strictly."""
-    from textseg._device import resolve_device
-    from textseg._hub import load_state_dict, load_strict
-
-    cfg = get_model_cfg(config["arch"], "specialist")
-    classes = list(config["classes"])
-    model = build_segmentation_model(cfg.arch["yaml"], cfg.arch.get("scale"), len(classes))
-    load_strict(model, load_state_dict(path / "model.safetensors"), f"specialist {path}")
-    model.to(resolve_device(device)).eval()
-    settings = config["settings"].get("net_settings", {})
-    return YoloNet(
-        model, classes, int(settings.get("input_size", 640)), settings.get("score_threshold", 0.25)
-    )

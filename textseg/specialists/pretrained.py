@@ -4,7 +4,7 @@ A specialist is a small, fast model trained by ``textseg train`` on a COCO datas
 sized to the dataset's classes when training starts, so what the registry describes, builds and
 loads is the part that has published weights: the **backbone**. ``create_model(name)`` returns
 that backbone with its pretrained weights (resolved as for every other model: ``checkpoint=``
-> ``TEXTSEG_WEIGHTS`` > hub cache > download) and :mod:`textseg.train.models` builds the whole
+> ``TEXTSEG_WEIGHTS`` > hub cache > download) and :mod:`textseg.specialists.nets` builds the whole
 specialist around it.
 
 - SegFormer (semantic, the default): transformers ``SegformerModel``, the MiT encoders
@@ -120,7 +120,7 @@ def build_yolo_seg(cfg: ModelCfg) -> Any:
     Raises:
         ImportError: ultralytics is not installed (``pip install 'textseg[yolo]'``; AGPL-3.0).
     """
-    from textseg.train.yolo import build_segmentation_model
+    from textseg.specialists.yolo import build_segmentation_model
 
     return build_segmentation_model(cfg.arch["yaml"], cfg.arch.get("scale"), nc=1)
 

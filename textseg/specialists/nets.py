@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from textseg._registry import ModelCfg, get_model_cfg
-from textseg.train.data import IGNORE, Example
-from textseg.train.pretrained import segformer_config_kwargs
+from textseg.specialists.example import IGNORE, Example
+from textseg.specialists.pretrained import segformer_config_kwargs
 
 __all__ = ["MaskRcnnSpecialist", "SegformerSpecialist", "SpecialistNet", "build_specialist"]
 
@@ -86,7 +86,7 @@ class SegformerSpecialist(SpecialistNet):
 
     Training resizes each image to ``input_size`` x ``input_size``; the loss is the pixel
     cross-entropy over the 1/4-resolution logits upsampled to the input, ignoring
-    :data:`~textseg.train.data.IGNORE` pixels and weighting each pixel by its instance's
+    :data:`~textseg.specialists.example.IGNORE` pixels and weighting each pixel by its instance's
     provenance weight. Prediction upsamples the class probabilities to the image and splits
     each class's pixels into connected regions (8-connectivity), one instance each, scored by
     the region's mean probability.
@@ -367,6 +367,6 @@ def build_specialist(
     if family not in FAMILIES:
         raise ValueError(
             f"{arch}: the {family!r} family is not built here (YOLO specialists are trained "
-            f"and run by ultralytics: see textseg.train.yolo)"
+            f"and run by ultralytics: see textseg.specialists.yolo)"
         )
     return FAMILIES[family](cfg, classes, backbone, **settings)

@@ -7,6 +7,7 @@ import io
 import socket
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,12 @@ def png(image: np.ndarray) -> bytes:
 def small_image(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
     """A distinct small RGB image per seed."""
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def kit() -> SimpleNamespace:
+    """The helpers above, for the test modules (which cannot import a conftest)."""
+    return SimpleNamespace(LiveServer=LiveServer, png=png, small_image=small_image)
 
 
 @pytest.fixture(scope="session")

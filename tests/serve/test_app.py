@@ -252,3 +252,34 @@ def test_token_required_except_health(kit: Any, segmenter: Any) -> None:
             assert c.get("/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
             basic = base64.b64encode(b"labelstudio:s3cret").decode()
             assert c.get("/models", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+
+
+def test_label_studio_router_included_when_present(
+    kit: Any, segmenter: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    from fastapi import APIRouter
+
+    import textseg.serve
+    from textseg.serve import BatchingService, create_app
+
+    seen = []
+
+    def make_router(service: Any) -> APIRouter:
+        seen.append(service)
+        router = APIRouter()
+        router.add_api_route("/setup", lambda: {"model_version": "x"}, methods=["POST"])
+        return router
+
+    fake = types.ModuleType("textseg.serve.labelstudio")
+    fake.make_router = make_router
+    monkeypatch.setitem(sys.modules, "textseg.serve.labelstudio", fake)
+    monkeypatch.setattr(textseg.serve, "labelstudio", fake, raising=False)
+    service = BatchingService(segmenter, name="ls")
+    with kit.LiveServer(create_app(service, token="t")) as server:
+        r = httpx.post(f"{server.url}/setup", headers={"Authorization": "Bearer t"})
+        assert r.json() == {"model_version": "x"}
+        assert httpx.post(f"{server.url}/setup").status_code == 401  # the token guards it too
+    assert seen == [service]

@@ -181,6 +181,7 @@ def create_app(
     max_pixels: int = 40_000_000,
     allowed_root: str | Path | None = None,
     store_bytes: int = 512 << 20,
+    mask_store_bytes: int = 64 << 20,
     labelstudio: bool = True,
 ) -> FastAPI:
     """The HTTP app around one segmentation service.
@@ -192,8 +193,10 @@ def create_app(
         max_pixels: Largest image (width x height); larger ones get 413.
         allowed_root: Folder under which ``image_path`` may name files (None: paths refused;
             ``..`` and symlinks out of it are refused).
-        store_bytes: Byte budget of the images and click masks kept for ``image_id`` /
-            ``mask_id``.
+        store_bytes: Byte budget of the images kept for ``image_id`` (least recently used
+            dropped first).
+        mask_store_bytes: Byte budget of the click masks kept for ``mask_id`` (256 KB each:
+            SAM's 256 x 256 low-res logits).
         labelstudio: Include the Label Studio ML backend routes when
             :mod:`textseg.serve.labelstudio` is installed.
     """
@@ -203,6 +206,7 @@ def create_app(
         allowed_root=Path(allowed_root) if allowed_root is not None else None,
     )
     store = ImageStore(store_bytes)
+    mask_store = ImageStore(mask_store_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -306,7 +310,7 @@ def create_app(
         prompt = inputs.click_prompt(params)
         masks = inputs.mask_format(params)
         if params.get("mask_id") is not None:
-            logits = store.get(str(params["mask_id"]))
+            logits = mask_store.get(str(params["mask_id"]))
             if logits is None:
                 raise HttpError(
                     404,
@@ -324,7 +328,7 @@ def create_app(
         logits = dets.data.get("low_res_logits")
         if logits is not None:
             for item, low_res in zip(instances, logits):
-                item["mask_id"] = store.put_mask(low_res)
+                item["mask_id"] = mask_store.put_mask(low_res)
         return {
             "image_id": key,
             "width": int(image.shape[1]),
@@ -343,7 +347,15 @@ def create_app(
     @router.get("/models")
     async def models() -> Any:
         """What is served: preset, models, device, batching and queue settings, counters."""
-        return {"models": [service.describe()], "images_kept": len(store)}
+        return {
+            "models": [service.describe()],
+            "kept": {
+                "images": len(store),
+                "image_bytes": store.nbytes,
+                "masks": len(mask_store),
+                "mask_bytes": mask_store.nbytes,
+            },
+        }
 
     app.include_router(router)
     if labelstudio:

@@ -379,7 +379,7 @@ class BatchingService:
                 "misses": stats.misses,
                 "bytes": stats.nbytes,
             }
-        return out | self.info
+        return {**self.info, **out}  # measured values win over how it was built
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Stop the worker after the batch it is running; queued requests are cancelled."""

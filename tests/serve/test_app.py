@@ -37,6 +37,10 @@ def test_health_and_models(client: httpx.Client) -> None:
     assert models[0]["model"] == "grounded-sam"
     assert models[0]["sam"] == "sam-vit-tiny-test"
     assert models[0]["queue_size"] >= 1
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/segment", "/count", "/click", "/health", "/models"} <= set(paths)
+    body = paths["/segment"]["post"]["requestBody"]["content"]
+    assert "classes" in body["application/json"]["schema"]["properties"]
 
 
 def test_segment_upload_answers_instances_counts_timings(kit: Any, client: httpx.Client) -> None:

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from textseg.serve import _inputs as inputs
 from textseg.serve._inputs import HttpError, Limits
+from textseg.serve._openapi import CLICK_BODY, SEGMENT_BODY
 from textseg.serve._responses import click_instances, result_instances
 from textseg.serve._store import ImageStore
 from textseg.serve.protocol import SegmentationService
@@ -271,7 +272,7 @@ def create_app(
         result = await run_in_threadpool(lambda: service.segment(image, vocab, **options))
         return masks, result, vocab.names, start, key
 
-    @router.post("/segment")
+    @router.post("/segment", openapi_extra=SEGMENT_BODY)
     async def segment(request: Request) -> Any:
         """Segment one image: every instance of ``classes`` with class, score, box and mask
         (COCO RLE, or polygons with ``masks: "polygons"``), the counts and stage timings."""
@@ -288,7 +289,7 @@ def create_app(
             "timings": {**result.timings, "request": _ms(start)},
         }
 
-    @router.post("/count")
+    @router.post("/count", openapi_extra=SEGMENT_BODY)
     async def count(request: Request) -> Any:
         """Count the instances of ``classes`` in one image (no masks)."""
         _, result, names, start, key = await _segment(request)
@@ -299,7 +300,7 @@ def create_app(
             "timings": {**result.timings, "request": _ms(start)},
         }
 
-    @router.post("/click")
+    @router.post("/click", openapi_extra=CLICK_BODY)
     async def click(request: Request) -> Any:
         """Masks for clicks (``points`` + ``labels``), a ``box`` and/or a previous mask
         (``mask_id``) on an image (``image_id`` of an earlier answer, or the image itself).

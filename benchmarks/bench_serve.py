@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clicks", type=int, default=1000)
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--classes", nargs="+", default=["person", "dog", "car"])
+    p.add_argument(
+        "--only", choices=("segment", "click"), default=None, help="run one part (default both)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny models, a few requests")
     args = p.parse_args(argv)
     if args.quick:
@@ -193,9 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     image = coco_images(1)[0][1]
     if args.quick:  # a quarter-size image: the smoke run takes seconds, not minutes
         image = np.ascontiguousarray(image[::4, ::4])
+    seg = click = None
     with BackgroundServer(create_app(service)) as server:
-        seg = bench_segment(args, segmenter, server.url, image)
-        click = bench_click(args, service, server.url, image)
+        if args.only in (None, "segment"):
+            print("bench_serve: /segment ...", file=sys.stderr, flush=True)
+            seg = bench_segment(args, segmenter, server.url, image)
+        if args.only in (None, "click"):
+            print("bench_serve: /click ...", file=sys.stderr, flush=True)
+            click = bench_click(args, service, server.url, image)
     print(f"machine: {machine()}")
     print(
         f"preset {args.preset} ({'tiny' if args.quick else 'real size, random weights'}), "
@@ -203,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         f"clients, max batch {args.max_batch}; load average before {load[0]:.1f}, after "
         f"{os.getloadavg()[0]:.1f}"
     )
+    if seg is not None:
+        _print_segment(args, seg)
+    if click is not None:
+        _print_click(args, click)
+    return 0
+
+
+def _print_segment(args: argparse.Namespace, seg: dict) -> None:
     print()
     print("| /segment | requests/s | p50 s | p99 s |")
     print("|---|---|---|---|")
@@ -215,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{seg['served_p50']:.2f} | {seg['served_p99']:.2f} |"
     )
     print(f"| ratio | {seg['served_rps'] / seg['loop_rps']:.2f}x | | |")
+
+
+def _print_click(args: argparse.Namespace, click: dict) -> None:
     print()
     print("| /click on a cached image | p50 ms |")
     print("|---|---|")
@@ -229,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{click['masks_kept']} ({click['mask_bytes'] / 2**20:.0f} MiB, bounded)"
     )
     assert click["first_cached"] is False
-    return 0
 
 
 if __name__ == "__main__":

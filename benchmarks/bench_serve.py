@@ -208,9 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(
         f"preset {args.preset} ({'tiny' if args.quick else 'real size, random weights'}), "
-        f"{image.shape[1]}x{image.shape[0]}, {args.requests} requests, {args.clients} "
-        f"clients, max batch {args.max_batch}; load average before {load[0]:.1f}, after "
-        f"{os.getloadavg()[0]:.1f}"
+        f"{image.shape[1]}x{image.shape[0]}"
+        + (
+            f", {args.requests} requests, {args.clients} clients, max batch {args.max_batch}"
+            if seg is not None
+            else ""
+        )
+        + f"; load average before {load[0]:.1f}, after {os.getloadavg()[0]:.1f}"
     )
     if seg is not None:
         _print_segment(args, seg)

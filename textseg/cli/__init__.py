@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from textseg.cli import app, label, models, segment, track, train
+from textseg.cli import app, label, models, segment, serve, track, train
 from textseg.cli import eval as eval_
 from textseg.cli._common import CliError
 
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     label.add_parser(sub)
     eval_.add_parser(sub)
     app.add_parser(sub)
+    serve.add_parser(sub)
     train.add_parser(sub)
     return parser
 

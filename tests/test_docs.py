@@ -113,13 +113,12 @@ def offline_command(command: str, tiny_commands: set[str], models: dict[str, str
     """``--tiny`` after every ``textseg CMD`` that takes it; registry names -> tiny variants in
     the commands that do not."""
 
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(1)
-        return f"textseg {name} --tiny" if name in tiny_commands else match.group(0)
-
-    out = re.sub(r"\btextseg ([\w-]+)", sub, command)
-    words = [models.get(w, w) for w in out.split(" ")]
-    return " ".join(words)
+    name = re.search(r"\btextseg ([\w-]+)", command)
+    if name is None:
+        return command
+    if name.group(1) in tiny_commands:  # --tiny maps every model, presets keep their names
+        return re.sub(r"\btextseg ([\w-]+)", r"textseg \1 --tiny", command)
+    return " ".join(models.get(w, w) for w in command.split(" "))
 
 
 def offline_python(code: str, models: dict[str, str]) -> str:
@@ -175,9 +174,9 @@ def room(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "my-dataset" / "annotations.json").write_text(json.dumps(gt))
     from textseg.video.synthetic import from_coco
 
-    clip = from_coco(coco / "annotations.json", "000000000009.jpg", num_frames=3, min_area=2000)
-    clip.write_video(root / "street.mp4")
-    clip.write_davis(root / "davis", "street")
+    ann = coco / "annotations.json"
+    from_coco(ann, "000000000009.jpg", num_frames=2, min_area=2000).write_video(root / "street.mp4")
+    from_coco(ann, "000000000009.jpg", num_frames=3, min_area=2000).write_davis(root / "davis")
     return root
 
 
@@ -260,8 +259,8 @@ def test_the_substitutions() -> None:
     models = {"sam-vit-b": "sam-vit-tiny-test", "clip-vit-b-32": "clip-vit-tiny-test"}
     tiny = {"segment", "eval"}
     assert (
-        offline_command("textseg segment a.jpg -c dog | head", tiny, models)
-        == "textseg segment --tiny a.jpg -c dog | head"
+        offline_command("textseg segment a.jpg -c dog --preset sam3 | head", tiny, models)
+        == "textseg segment --tiny a.jpg -c dog --preset sam3 | head"
     )
     assert (
         offline_command(

@@ -13,9 +13,10 @@ import torch
 
 from textseg._hub import create_model
 from textseg._image import to_rgb_uint8
+from textseg.clip.tokenizer import clip_bpe_vocab
 from textseg.detectors import Owlv2Detector, build_detector
 from textseg.detectors.owlv2 import pad_to_square
-from textseg.detectors.tokenizers import _clip_vocab_and_merges, clip_tokenizer
+from textseg.detectors.tokenizers import clip_tokenizer
 from textseg.vocab import Vocabulary
 
 
@@ -170,7 +171,7 @@ def test_checkpoint_folder_with_tokenizer(tmp_path) -> None:
     state = {k: v.clone() for k, v in net.state_dict().items()}
     state["owlv2.text_model.embeddings.position_ids"] = torch.arange(16)[None]
     save_file(state, str(tmp_path / "model.safetensors"))
-    vocab, merges = _clip_vocab_and_merges()
+    vocab, merges = clip_bpe_vocab()
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
     (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges))
     loaded = create_model("owlv2-tiny-test", task="detector", checkpoint=tmp_path)

@@ -3,7 +3,8 @@
 One module per command (or group of commands); each has ``add_parser(subparsers)`` and a
 ``run(args)`` that calls library functions. Every library error becomes one line on stderr and a
 non-zero exit (1 for runtime errors, 2 for usage errors), never a traceback;
-``TEXTSEG_DEBUG=1`` shows the traceback.
+``TEXTSEG_DEBUG=1`` shows the traceback. Output piped into a reader that stops early
+(``textseg models | head``) ends quietly with exit 0.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in LOGGING_COMMANDS:  # long runs: show the loss as it goes
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe surfaces here, inside the handler below
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except KeyboardInterrupt:
         print("textseg: interrupted", file=sys.stderr)
         return 130
@@ -63,3 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"textseg: error: {message}", file=sys.stderr)
         return _EXIT_ERROR
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout has gone (``| head``): point stdout at devnull, so that Python's
+    flush at exit does not raise a second BrokenPipeError (the recipe of Python's ``signal``
+    documentation, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     from textseg.eval.dataset import load_dataset
     from textseg.pipelines import TextSegmenter
+    from textseg.pipelines.presets import get_preset
 
     if args.protocols and "video" in args.protocols.split(","):
         from textseg.cli.track import run_video_eval
@@ -133,10 +134,10 @@ def run(args: argparse.Namespace) -> int:
             plot=not args.no_plot,
             name=args.preset,
             progress=False if args.no_progress else None,
+            tiny=args.tiny or get_preset(args.preset).tiny,
             specialist_options={
                 "specialist": args.specialist_dir,
                 "arch": args.arch,
-                "tiny": args.tiny,
                 "epochs": args.epochs,
                 "val_fraction": args.val_fraction,
                 "seed": args.seed,

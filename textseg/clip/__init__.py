@@ -5,6 +5,8 @@
   builds a registered model (``textseg.list_models("clip")``).
 - :class:`TextEmbedder` embeds a vocabulary once (templates, class ensembles, reject texts).
 - :func:`masked_crop` cuts the crop CLIP judges a mask by (outside the mask blanked).
+- :mod:`textseg.clip.tokenizer` is CLIP's BPE tokenizer, built offline (also OWLv2's and
+  SAM 3's).
 """
 
 from textseg.clip.crops import mask_box, masked_crop

@@ -7,21 +7,19 @@
   ``[UNK]``), the words of the COCO class names, and BERT's special tokens at BERT's ids. Those
   ids matter: the transformers model finds phrase boundaries by the ids of ``[CLS]`` (101),
   ``[SEP]`` (102), ``.`` (1012) and ``?`` (1029).
-- OWLv2 uses CLIP's byte-level BPE. open_clip ships CLIP's merge list
-  (``bpe_simple_vocab_16e6.txt.gz``) inside its package; :func:`clip_tokenizer` builds the same
-  49408-entry vocabulary from it, so test models and random-weight builds need no download.
-  Published checkpoints bring ``vocab.json`` and ``merges.txt`` (:func:`clip_tokenizer_from_files`).
+- OWLv2 uses CLIP's byte-level BPE: :func:`clip_tokenizer` and
+  :func:`clip_tokenizer_from_files` are :mod:`textseg.clip.tokenizer`'s (one copy for CLIP,
+  OWLv2 and SAM 3), re-exported here.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip
-import importlib.util
-import json
 import os
 from pathlib import Path
 from typing import Any
+
+from textseg.clip.tokenizer import clip_tokenizer, clip_tokenizer_from_files
 
 __all__ = [
     "BERT_SPECIAL_IDS",
@@ -52,8 +50,6 @@ table toilet tv laptop mouse remote keyboard cell phone microwave oven toaster s
 refrigerator book clock vase scissors teddy hair drier toothbrush door wheel window toy
 picture photo a an the of and with red blue green white black
 """
-
-_CLIP_MERGES = 49152 - 256 - 2  # merges CLIP uses out of the file (as open_clip/OpenAI do)
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,70 +108,3 @@ def bert_tokenizer_from_file(vocab_file: str | os.PathLike[str]) -> Any:
             f"{', '.join(wrong)}"
         )
     return BertTokenizer(vocab=vocab, do_lower_case=True)
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable unicode characters.
-
-    The order matters: the vocabulary lists the printable bytes first, then the others.
-    """
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    mapping = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
-def _open_clip_bpe_file() -> Path:
-    spec = importlib.util.find_spec("open_clip")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "open_clip is needed for the offline CLIP tokenizer (it ships CLIP's BPE merges); "
-            "pip install open_clip_torch"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
-
-
-@functools.lru_cache(maxsize=1)
-def _clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
-    with gzip.open(_open_clip_bpe_file(), "rt", encoding="utf-8") as f:
-        lines = f.read().split("\n")[1 : _CLIP_MERGES + 1]
-    merges = tuple(tuple(line.split()) for line in lines)
-    symbols = list(_bytes_to_unicode().values())
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {t: i for i, t in enumerate(tokens)}, merges  # type: ignore[return-value]
-
-
-def clip_tokenizer(pad_token: str = "!") -> Any:
-    """CLIP's BPE tokenizer (49408 ids) built from the merge list open_clip ships.
-
-    Args:
-        pad_token: Padding token; OWLv2's tokenizer pads with ``"!"`` (id 0).
-    """
-    from transformers import CLIPTokenizer
-
-    vocab, merges = _clip_vocab_and_merges()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token)
-
-
-def clip_tokenizer_from_files(folder: str | os.PathLike[str], pad_token: str = "!") -> Any:
-    """CLIP's tokenizer from a checkpoint folder holding ``vocab.json`` and ``merges.txt``.
-
-    Raises:
-        FileNotFoundError: A file is missing.
-    """
-    from transformers import CLIPTokenizer
-
-    folder = Path(folder)
-    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-    lines = (folder / "merges.txt").read_text(encoding="utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
-    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token)

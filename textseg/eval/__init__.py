@@ -15,7 +15,10 @@ Example::
 - ``label``: the labeler naming the ground-truth masks, accuracy and unknown rate;
 - ``count``: the pipeline's per-image, per-class counts, MAE and exact-match rate.
 
-The command line is ``textseg eval DATASET --preset NAME --out DIR``.
+One runner (:mod:`textseg.eval.runner`) feeds the protocols' accumulators
+(:mod:`textseg.eval.accumulators`) image by image, for :func:`evaluate` and for
+:func:`textseg.eval.compare.compare_presets` alike. The command line is
+``textseg eval DATASET --preset NAME --out DIR``.
 """
 
 from textseg.eval.dataset import EvalDataset, Sample, load_dataset

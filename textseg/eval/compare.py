@@ -28,25 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from textseg.eval.dataset import EvalDataset, Sample
-from textseg.eval.metrics import mask_iou
-from textseg.eval.protocols import (
-    PROTOCOLS,
-    _BoxPrompts,
-    _check_classes,
-    _Counting,
-    _dataset,
-    _labeler,
-    _Labeling,
-    _per_prompt,
-    _PointPrompts,
-    _Protocol,
-    _run,
-    _TextPrompts,
-    _Vocab,
-    parse_protocols,
-)
+from textseg.eval.accumulators import NOT_RUN
+from textseg.eval.dataset import EvalDataset
 from textseg.eval.report import EvalReport, check_matplotlib
+from textseg.eval.runner import PROTOCOLS, parse_protocols, prepare, run_protocols
 
 __all__ = ["HEADLINE", "Comparison", "compare_presets", "parse_presets"]
 
@@ -79,59 +64,6 @@ def parse_presets(presets: str | Iterable[str]) -> list[str]:
     for name in names:
         get_preset(name)
     return names
-
-
-class _RefinedBoxPrompts(_BoxPrompts):
-    """The box protocol through :func:`~textseg.pipelines.decode_prompts` with refinement."""
-
-    def __init__(self, vocab: _Vocab, sam: Any, rounds: int) -> None:
-        super().__init__(vocab, sam)
-        self.name = "box_refine"
-        self.rounds = rounds
-        #: Why this SAM cannot be refined (its mask inputs are not SAM's 256x256), or None.
-        self.unsupported: str | None = None
-
-    def _update(self, sample: Sample, result: Any | None) -> None:
-        from textseg.pipelines.decode import decode_prompts
-        from textseg.prompters.base import ClassPrompts
-        from textseg.sam.prompts import Prompts
-
-        gt = sample.gt
-        n = len(gt)
-        if n == 0 or self.unsupported:
-            return
-        start = time.perf_counter()
-        emb = self.sam.encode(sample.image)
-        self._time("encode", (time.perf_counter() - start) * 1000.0)
-        start = time.perf_counter()
-        prompts = ClassPrompts(
-            prompts=Prompts.from_boxes(gt.xyxy.astype(np.float32)),
-            class_id=np.full(n, -1, np.int64),
-            confidence=np.full(n, np.nan, np.float32),
-            multimask=False,
-        )
-        try:
-            dets = decode_prompts(
-                self.sam, sample.image, prompts, embedding=emb, refine=self.rounds
-            )
-        except ValueError as err:  # e.g. SAM 3's tracker: 288x288 logits, no mask input
-            self.unsupported = str(err).splitlines()[0]
-            return
-        self._time("decode", (time.perf_counter() - start) * 1000.0)
-        self.ious.append(mask_iou(_per_prompt(dets, n, self.name), gt.mask))
-        self.ids.append(self.vocab.gt_ids(sample))
-
-    def finish(self) -> Any:
-        result = super().finish()
-        if self.unsupported:
-            result.metrics = {"miou": None, "miou_class_mean": None}
-            result.notes[0] = f"not run: {self.unsupported}"
-            return result
-        result.notes[0] = (
-            f"box = the tight box of the ground-truth mask; {self.rounds} refinement round(s): "
-            f"the same box plus the previous mask's low-res logits"
-        )
-        return result
 
 
 @dataclass
@@ -289,27 +221,6 @@ class Comparison:
         return paths
 
 
-def _accumulators(
-    names: Sequence[str], vocab: _Vocab, data: EvalDataset, segmenter: Any, refine: int, labeler
-) -> list[_Protocol]:
-    sam = getattr(segmenter, "sam", None)
-    out: list[_Protocol] = []
-    for protocol in names:
-        if protocol == "box":
-            out.append(_BoxPrompts(vocab, sam))
-            if refine:
-                out.append(_RefinedBoxPrompts(vocab, sam, refine))
-        elif protocol == "point":
-            out.append(_PointPrompts(vocab, sam))
-        elif protocol == "text":
-            out.append(_TextPrompts(vocab, data))
-        elif protocol == "label":
-            out.append(_Labeling(vocab, _labeler(segmenter, labeler)))
-        elif protocol == "count":
-            out.append(_Counting(vocab))
-    return out
-
-
 def compare_presets(
     dataset: str | os.PathLike[str] | EvalDataset,
     presets: str | Sequence[str],
@@ -359,20 +270,17 @@ def compare_presets(
     protocol_names = parse_protocols(protocols)
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise ValueError(f"refine: expected an integer >= 0 (rounds), got {refine!r}")
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        if plot:
-            check_matplotlib()
-    data = _dataset(dataset, max_images)
-    vocab = _Vocab(data)
-    _check_classes(vocab, data)
+    data, vocab = prepare(dataset, max_images, out_dir=out_dir, plot=plot)
     comparison = Comparison(
         dataset=f"{data.name} ({data.annotations_path})",
         images=len(data),
         classes=list(vocab.names),
         presets=names,
     )
+    from textseg.pipelines.presets import get_preset
+
     for name in names:
+        tiny = bool(preset_options.get("tiny")) or get_preset(name).tiny
         start = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=[]):
@@ -385,14 +293,22 @@ def compare_presets(
 
                     segmenter = TextSegmenter.from_preset(name, **preset_options)
                 build_s = time.perf_counter() - start
-                accumulators = _accumulators(
-                    protocol_names, vocab, data, segmenter, refine, labeler
+                report = run_protocols(
+                    data,
+                    vocab,
+                    segmenter,
+                    protocol_names,
+                    labeler=labeler,
+                    tiny=tiny,
+                    refine=refine,
+                    name=name,
+                    progress=progress,
                 )
-                results, timings = _run(data, vocab, accumulators, segmenter, progress)
-        except (ValueError, OSError, RuntimeError) as err:  # missing weights, bad option, OOM
+        # Missing weights, an option the preset does not take, out of memory.
+        except (ValueError, TypeError, OSError, RuntimeError) as err:
             comparison.errors[name] = str(err).splitlines()[0] if str(err) else type(err).__name__
             continue
-        by_name = {r.name: r for r in results}
+        by_name = report.protocols
         measured = {
             protocol: {
                 m: float(by_name[protocol].metrics[m])
@@ -403,24 +319,18 @@ def compare_presets(
             if protocol in by_name
         }
         comparison.metrics[name] = {p: values for p, values in measured.items() if values}
-        refined = [a for a in accumulators if isinstance(a, _RefinedBoxPrompts)]
-        if refined and refined[0].unsupported:
-            comparison.skipped[name] = {"box_refine": refined[0].unsupported}
+        refined = by_name.get("box_refine")
+        if refined is not None and refined.notes[0].startswith(NOT_RUN):
+            comparison.skipped[name] = {"box_refine": refined.notes[0][len(NOT_RUN) :]}
+        timings = report.timings
         row = {"build_s": build_s, "wall_s": timings["wall_s"]}
         row["ms_per_image"] = timings["ms_per_image"]
         row.update(timings.get("pipeline_ms", {}))
         comparison.timings[name] = row
-        sam = getattr(segmenter, "sam", None)
-        comparison.reports[name] = EvalReport(
-            dataset=comparison.dataset,
-            segmenter=name,
-            device=str(getattr(sam, "device", "cpu")),
-            images=len(data),
-            classes=list(vocab.names),
-            protocols={r.name: r for r in results if r.name in protocol_names},
-            timings=timings,
-        )
-        del segmenter, accumulators, results  # one preset's models in memory at a time
+        # The preset's own report holds the protocols asked for (box_refine is in the table).
+        report.protocols = {k: r for k, r in by_name.items() if k in protocol_names}
+        comparison.reports[name] = report
+        del segmenter, report, by_name  # one preset's models in memory at a time
         gc.collect()
     if out_dir is not None:
         comparison.save(out_dir, plot=plot)

@@ -9,9 +9,17 @@ non-zero exit (1 for runtime errors, 2 for usage errors), never a traceback;
 
 from __future__ import annotations
 
+import os
+
+# The command is the application: before any command module loads torch (and its OpenMP
+# runtime), idle OpenMP threads are told to sleep rather than spin. Spinning threads cost CPU
+# time when other processes hold the cores: a 24-frame tiny `textseg track` took 188 CPU-seconds
+# spinning against 22 passive on a busy 2-core machine (docs/performance.md). A user's own
+# OMP_WAIT_POLICY wins; `import textseg` as a library changes nothing.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 

@@ -186,6 +186,24 @@ def test_unpublished_architecture_needs_a_checkpoint(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value)
 
 
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_a_given_checkpoint_is_loaded_whatever_pretrained_says(tmp_path, pretrained):
+    torch.manual_seed(1)
+    saved = create_model("sam-vit-tiny-test").state_dict()
+    path = tmp_path / "sam.pt"
+    torch.save(saved, path)
+    torch.manual_seed(2)
+    loaded = create_model("sam-vit-tiny-test", pretrained=pretrained, checkpoint=path)
+    for key, value in saved.items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    # ... strictly: a file that does not fit is an error, not a silent random init.
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(StateDictError, match="missing keys"):
+        create_model("sam-vit-tiny-test", pretrained=pretrained, checkpoint=tmp_path / "other.pt")
+    with pytest.raises(WeightsNotFoundError, match="not found"):
+        create_model("sam-vit-tiny-test", pretrained=pretrained, checkpoint=tmp_path / "no.pt")
+
+
 def test_registry_states_are_explicit():
     from textseg._registry import get_model_cfg
 

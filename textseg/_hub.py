@@ -400,10 +400,12 @@ def create_model(
     Args:
         name: Registry name or entry.
         task: Restrict the lookup to this task (better error messages).
-        pretrained: Load weights. False builds the architecture with random weights and never
-            touches the disk or the network (used for speed measurements at real sizes).
-        checkpoint: Explicit file or folder, first in the resolution order. Also accepted for
-            random-init models, e.g. a state dict saved from one.
+        pretrained: Load the published weights. False builds the architecture with random
+            weights and never touches the disk or the network (used for speed measurements at
+            real sizes), unless ``checkpoint`` is given.
+        checkpoint: Explicit file or folder, first in the resolution order; always loaded
+            (strictly) when given, whatever ``pretrained`` says. Also accepted for random-init
+            models, e.g. a state dict saved from one.
 
     Returns:
         The model (an ``nn.Module`` or a wrapper the entry's builder returns), on CPU, in
@@ -417,7 +419,8 @@ def create_model(
             f"weights"
         )
     model = cfg.builder(cfg)
-    if pretrained and (cfg.weights is not None or checkpoint is not None):
+    # A checkpoint given is a checkpoint loaded: pretrained=False only skips published weights.
+    if checkpoint is not None or (pretrained and cfg.weights is not None):
         path = resolve_weights(cfg, checkpoint)
         if cfg.loader is not None:
             cfg.loader(model, path)

@@ -20,7 +20,7 @@ from textseg._hub import (
     locate_weights,
     resolve_weights,
 )
-from textseg._registry import ModelCfg, Weights
+from textseg._registry import ModelCfg, Weights, get_model_cfg
 
 
 def _tiny_linear(cfg: ModelCfg) -> torch.nn.Module:
@@ -167,7 +167,7 @@ def test_random_init_models_need_no_files():
     model = create_model("sam-vit-tiny-test")
     assert isinstance(model, torch.nn.Module) and not model.training
     with pytest.raises(ValueError, match="random-init test model"):
-        resolve_weights(_hub.get_model_cfg("sam-vit-tiny-test"))
+        resolve_weights(get_model_cfg("sam-vit-tiny-test"))
 
 
 def test_explicit_missing_checkpoint():

@@ -88,6 +88,8 @@ class SamCore:
             (False); None: autocast on CUDA only.
         compile: Run the image encoder through ``torch.compile`` (the first image compiles;
             needs a working compiler toolchain, Triton on CUDA). Off by default.
+        tiny: Build the registry name's tiny random-init variant (``--tiny``), unless a
+            ``checkpoint`` is given (it is loaded into the named architecture).
 
     Example:
         >>> core = SamCore("sam-vit-tiny-test")  # doctest: +SKIP
@@ -107,15 +109,18 @@ class SamCore:
         chunk_size: int | None = None,
         autocast: bool | None = None,
         compile: bool = False,
+        tiny: bool = False,
     ) -> None:
         torch_device = resolve_device(device)
         precision = resolve_precision(dtype, torch_device, autocast=autocast)
         torch_dtype = precision.weights
         if isinstance(model, str):
             from textseg._hub import create_model
+            from textseg._registry import resolve_cfg
 
-            self.name = model if checkpoint is None else f"{model}+{checkpoint}"
-            module = create_model(model, task="sam", pretrained=pretrained, checkpoint=checkpoint)
+            cfg = resolve_cfg(model, "sam", tiny=tiny, checkpoint=checkpoint)
+            self.name = cfg.name if checkpoint is None else f"{cfg.name}+{checkpoint}"
+            module = create_model(cfg, task="sam", pretrained=pretrained, checkpoint=checkpoint)
         else:
             self.name = type(model).__name__
             module = model

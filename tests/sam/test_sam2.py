@@ -234,12 +234,137 @@ def test_edgetam_entry_and_backend():
     assert dets.mask.shape == (1, 90, 120)
 
 
-def test_official_edgetam_layout_is_refused(tmp_path):
+#: transformers -> official EdgeTAM names (the inverse of textseg's converter, written out).
+_TO_OFFICIAL = (
+    (r"^vision_encoder\.backbone\.timm_model\.", "image_encoder.trunk.body."),
+    (r"^vision_encoder\.neck\.convs\.(\d+)\.", r"image_encoder.neck.convs.\1.conv."),
+    (r"^prompt_encoder\.mask_embed\.conv1\.", "sam_prompt_encoder.mask_downscaling.0."),
+    (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "sam_prompt_encoder.mask_downscaling.1."),
+    (r"^prompt_encoder\.mask_embed\.conv2\.", "sam_prompt_encoder.mask_downscaling.3."),
+    (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "sam_prompt_encoder.mask_downscaling.4."),
+    (r"^prompt_encoder\.mask_embed\.conv3\.", "sam_prompt_encoder.mask_downscaling.6."),
+    (r"^prompt_encoder\.", "sam_prompt_encoder."),
+    (r"^mask_decoder\.upscale_conv1\.", "sam_mask_decoder.output_upscaling.0."),
+    (r"^mask_decoder\.upscale_layer_norm\.", "sam_mask_decoder.output_upscaling.1."),
+    (r"^mask_decoder\.upscale_conv2\.", "sam_mask_decoder.output_upscaling.3."),
+    (r"^mask_decoder\.", "sam_mask_decoder."),
+    (r"\.layer_norm_final_attn\.", ".norm_final_attn."),
+    (r"\.o_proj\.", ".out_proj."),
+    (r"^memory_encoder\.feature_projection\.", "memory_encoder.pix_feat_proj."),
+    (r"^memory_encoder\.projection\.", "memory_encoder.out_proj."),
+    (r"^memory_encoder\.memory_fuser\.", "memory_encoder.fuser."),
+    (r"\.depthwise_conv\.", ".dwconv."),
+    (r"\.pointwise_conv(\d)\.", r".pwconv\1."),
+    (r"\.scale$", ".gamma"),
+    (r"\.mlp\.up_proj\.", ".linear1."),
+    (r"\.mlp\.down_proj\.", ".linear2."),
+    (r"\.layer_norm(\d?)\.", r".norm\1."),
+    (r"^no_memory_embedding$", "no_mem_embed"),
+    (r"^no_memory_positional_encoding$", "no_mem_pos_enc"),
+    (r"^no_object_pointer$", "no_obj_ptr"),
+    (r"^object_pointer_proj\.", "obj_ptr_proj."),
+    (r"^memory_temporal_positional_encoding$", "maskmem_tpos_enc"),
+)
+_PERCEIVER_TO_OFFICIAL = (
+    (r"\.latents_1d$", ".latents"),
+    (r"\.layer_norm_input\.", ".attn.norm_x."),
+    (r"\.layer_norm_latents\.", ".attn.norm_latents."),
+    (r"\.layer_norm_self\.", ".self_attn.norm."),
+    (r"\.cross_attention\.", ".attn."),
+    (r"\.self_attention\.", ".self_attn."),
+    (r"\.q_proj\.", ".to_q."),
+    (r"\.o_proj\.", ".to_out."),
+    (r"\.self_mlp\.layer_norm\.", ".self_ff.0."),
+    (r"\.self_mlp\.up_proj\.", ".self_ff.1."),
+    (r"\.self_mlp\.down_proj\.", ".self_ff.3."),
+    (r"\.mlp\.layer_norm\.", ".ff.0."),
+    (r"\.mlp\.up_proj\.", ".ff.1."),
+    (r"\.mlp\.down_proj\.", ".ff.3."),
+    (r"^spatial_perceiver\.layer_norm\.", "spatial_perceiver.norm."),
+)
+
+
+def _official_edgetam(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An official-layout EdgeTAM state dict (``edgetam.pt``'s ``"model"``) from a
+    transformers one."""
+    import re
+
+    out: dict[str, torch.Tensor] = {}
+    mlp = re.compile(r"^(.*)\.(proj_in|proj_out|layers\.(\d+))\.(weight|bias)$")
+    depths: dict[str, int] = {}
+    for key in hf:
+        if (m := mlp.match(key)) and m.group(3) is not None:
+            depths[m.group(1)] = max(depths.get(m.group(1), 0), int(m.group(3)) + 1)
+    down = re.compile(
+        r"^memory_encoder\.mask_downsampler\.(?:layers\.(\d+)\.(conv|layer_norm)|final_conv)\."
+    )
+    n_down = 1 + max(int(m.group(1)) for k in hf if (m := down.match(k)) and m.group(1))
+    for key, value in hf.items():
+        if key == "shared_image_embedding.positional_embedding":
+            continue
+        if key == "prompt_encoder.point_embed.weight":
+            for i, row in enumerate(value):
+                out[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = row[None].clone()
+            continue
+        if key == "prompt_encoder.shared_embedding.positional_embedding":
+            out["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = value
+            continue
+        if key.startswith("spatial_perceiver."):
+            new = key
+            for pattern, repl in _PERCEIVER_TO_OFFICIAL:
+                new = re.sub(pattern, repl, new)
+            if ".k_proj." in new:
+                v = hf[key.replace(".k_proj.", ".v_proj.")]
+                out[new.replace(".k_proj.", ".to_kv.")] = torch.cat([value, v])
+            elif ".v_proj." not in new:
+                out[new] = value
+            continue
+        new = key
+        if (m := mlp.match(key)) and not key.startswith("spatial_perceiver."):
+            prefix, part, index, kind = m.groups()
+            depth = depths.get(prefix, 0) + 2
+            official = {"proj_in": 0, "proj_out": depth - 1}.get(part)
+            official = int(index) + 1 if official is None else official
+            if prefix.endswith(("mlp", "_head", "proj")) or ".output_hypernetworks_mlps." in key:
+                new = f"{prefix}.layers.{official}.{kind}"
+        if m := down.match(new):
+            layer = m.group(1)
+            index = 3 * n_down if layer is None else 3 * int(layer) + (m.group(2) != "conv")
+            new = down.sub(f"memory_encoder.mask_downsampler.encoder.{index}.", new)
+        for pattern, repl in _TO_OFFICIAL:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out
+
+
+def _assert_same(model, reference):
+    state = model.state_dict()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(state[key], value), key
+
+
+def test_edgetam_loads_the_transformers_layout(tmp_path):
+    """transformers' own EdgeTAM file (save_pretrained: model.safetensors) through the
+    registry; its spatial_perceiver.* keys are transformers' too."""
+    torch.manual_seed(0)
     hf = create_model("edgetam-tiny-test", pretrained=False)
-    state = {
-        k.replace("vision_encoder.backbone.", "image_encoder.trunk.body."): v
-        for k, v in hf.state_dict().items()
-    }
-    torch.save({"model": state}, tmp_path / "edgetam.pt")
-    with pytest.raises(ValueError, match="official EdgeTAM checkpoint"):
-        create_model("edgetam-tiny-test", checkpoint=tmp_path / "edgetam.pt")
+    hf.save_pretrained(tmp_path / "EdgeTAM-hf")
+    _assert_same(create_model("edgetam-tiny-test", checkpoint=tmp_path / "EdgeTAM-hf"), hf)
+    path = tmp_path / "EdgeTAM-hf" / "model.safetensors"
+    _assert_same(create_model("edgetam-tiny-test", checkpoint=path), hf)
+
+
+def test_edgetam_loads_the_official_layout(tmp_path):
+    torch.manual_seed(0)
+    hf = create_model("edgetam-tiny-test", pretrained=False)
+    state = hf.state_dict()
+    # One matrix under two names in every real checkpoint (random init draws two).
+    state["shared_image_embedding.positional_embedding"].copy_(
+        state["prompt_encoder.shared_embedding.positional_embedding"]
+    )
+    official = _official_edgetam(state)
+    assert any(k.startswith("image_encoder.trunk.body.") for k in official)
+    assert any(".attn.to_kv." in k for k in official)
+    assert not any(k.startswith(("vision_encoder.", "mask_decoder.")) for k in official)
+    torch.save({"model": official}, tmp_path / "edgetam.pt")
+    _assert_same(create_model("edgetam-tiny-test", checkpoint=tmp_path / "edgetam.pt"), hf)

@@ -208,6 +208,56 @@ def test_core_masks_agree_with_official(official_pt, core: SamCore) -> None:
         assert iou > 0.9
 
 
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def test_core_is_the_official_image_predictor_end_to_end(
+    official_pt, core: SamCore, data_dir, tmp_path
+) -> None:
+    """Image bytes in, masks out: SamCore's SAM 2 pre-processing (SAM2Transforms: float
+    tensor, antialiased bilinear resize) and upsampling (one bilinear step to the image) are
+    the official predictor's."""
+    from PIL import Image
+
+    model, _ = official_pt
+    predictor = _image_predictor(model)
+    path = tmp_path / "photo.jpg"
+    Image.open(data_dir / "demo" / "dog.jpg").convert("RGB").resize((333, 250)).save(path)
+    image = np.array(Image.open(path).convert("RGB"))
+    h, w = image.shape[:2]
+    boxes = np.array([[20, 30, 200, 220], [150, 10, 320, 120], [5, 5, 330, 245]], np.float32)
+    points = np.array([[[100.0, 120.0]], [[250.0, 60.0]], [[30.0, 200.0]]], np.float32)
+    with torch.inference_mode():
+        predictor.set_image(image)
+        reference = predictor._transforms(image)[None]
+        by_box, _, _ = predictor.predict(box=boxes, multimask_output=False)
+        by_point = [
+            predictor.predict(point_coords=p, point_labels=np.ones(1), multimask_output=True)[0]
+            for p in points
+        ]
+    pixels, size = core.preprocess(image)
+    assert size == (256, 256)
+    torch.testing.assert_close(pixels, reference, atol=1e-6, rtol=0)
+
+    dets = core.predict(str(path), boxes=boxes, multimask_output=False)
+    ious = [_mask_iou(ours, theirs > 0) for ours, theirs in zip(dets.mask, by_box[:, 0])]
+    clicks = core.predict(
+        str(path),
+        points=points,
+        point_labels=np.ones((3, 1)),
+        multimask_output=True,
+        return_all=True,
+    )
+    theirs = np.concatenate(by_point) > 0
+    assert clicks.mask.shape == (9, h, w) and theirs.shape == (9, h, w)
+    ious += [_mask_iou(a, b) for a, b in zip(clicks.mask, theirs)]
+    print(f"SAM 2.1 tiny image parity: min mask IoU {min(ious):.6f} over {len(ious)} masks")
+    assert sum(m.sum() for m in dets.mask) > 0
+    assert min(ious) >= 0.999
+
+
 def test_core_stretches_the_image(core: SamCore) -> None:
     assert core.backend.resize_mode == "stretch"
     assert core.input_size(100, 400) == (256, 256)

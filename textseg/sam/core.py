@@ -175,11 +175,19 @@ class SamCore:
         scale = self.image_size / max(height, width)
         return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
-    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    def preprocess(
+        self, image: np.ndarray, *, video: bool = False
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         """``(H, W, 3) uint8`` -> ``(1, 3, S, S)`` normalised, padded model input and its
-        resized size. Resizing is PIL bilinear, as segment_anything's ``ResizeLongestSide``."""
+        resized size. Resizing is PIL bilinear, as segment_anything's ``ResizeLongestSide``;
+        a backend with a reference pre-processing of its own does it instead (SAM 2: the
+        official image predictor's, or with ``video`` its video loader's, which the
+        propagator uses for frames; see :meth:`SamBackend.preprocess`)."""
         h, w = image.shape[:2]
         new_h, new_w = self.input_size(h, w)
+        own = self.backend.preprocess(image, video=video)
+        if own is not None:
+            return own, (new_h, new_w)
         resized = np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
         x = torch.from_numpy(resized).permute(2, 0, 1).float()
         x = (x - self._mean) / self._std
@@ -396,14 +404,16 @@ class SamCore:
 
         Same arithmetic as segment_anything's ``postprocess_masks`` (bilinear to the padded
         input size, crop, bilinear to the original size), but only the rows and columns that
-        survive the crop are upsampled.
+        survive the crop are upsampled. Stretched inputs (SAM 2, SAM 3's tracker) go to the
+        original size in one bilinear step, as the official SAM 2 predictors do.
         """
         if low_res.shape[0] == 0:
             return low_res.new_zeros((0, *emb.original_size))
         s = self.image_size
-        if s % low_res.shape[-1] and getattr(self.backend, "resize_mode", "") == "stretch":
-            # SAM 3's tracker: 288 -> 1008 is 3.5x. Its input is stretched (nothing padded), so
-            # the logits go straight to the image, as transformers' post-processing does.
+        if getattr(self.backend, "resize_mode", "") == "stretch":
+            # SAM 2 and SAM 3's tracker: the input is stretched (nothing padded), so the logits
+            # go straight to the image in one bilinear step, as the official SAM 2 predictors
+            # and transformers' post-processing do (two steps round differently).
             x = F.interpolate(
                 low_res[:, None], emb.original_size, mode="bilinear", align_corners=False
             )

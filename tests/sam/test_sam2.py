@@ -219,9 +219,21 @@ def test_core_is_the_official_image_predictor_end_to_end(
     """Image bytes in, masks out: SamCore's SAM 2 pre-processing (SAM2Transforms: float
     tensor, antialiased bilinear resize) and upsampling (one bilinear step to the image) are
     the official predictor's."""
+    model, _ = official_pt
+    _image_parity(model, core, data_dir, tmp_path)
+
+
+@pytest.mark.slow
+def test_published_size_is_the_official_image_predictor(data_dir, tmp_path) -> None:
+    model = _official("sam2.1-hiera-tiny")
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": model.state_dict()}, path)
+    _image_parity(model, SamCore("sam2.1-hiera-tiny", checkpoint=str(path)), data_dir, tmp_path)
+
+
+def _image_parity(model, core: SamCore, data_dir, tmp_path) -> None:
     from PIL import Image
 
-    model, _ = official_pt
     predictor = _image_predictor(model)
     path = tmp_path / "photo.jpg"
     Image.open(data_dir / "demo" / "dog.jpg").convert("RGB").resize((333, 250)).save(path)
@@ -238,7 +250,7 @@ def test_core_is_the_official_image_predictor_end_to_end(
             for p in points
         ]
     pixels, size = core.preprocess(image)
-    assert size == (256, 256)
+    assert size == (core.image_size, core.image_size)
     torch.testing.assert_close(pixels, reference, atol=1e-6, rtol=0)
 
     dets = core.predict(str(path), boxes=boxes, multimask_output=False)
@@ -253,7 +265,7 @@ def test_core_is_the_official_image_predictor_end_to_end(
     theirs = np.concatenate(by_point) > 0
     assert clicks.mask.shape == (9, h, w) and theirs.shape == (9, h, w)
     ious += [_mask_iou(a, b) for a, b in zip(clicks.mask, theirs)]
-    print(f"SAM 2.1 tiny image parity: min mask IoU {min(ious):.6f} over {len(ious)} masks")
+    print(f"{core.name} image parity: min mask IoU {min(ious):.6f} over {len(ious)} masks")
     assert sum(m.sum() for m in dets.mask) > 0
     assert min(ious) >= 0.999
 

@@ -20,7 +20,7 @@ from textseg._hub import (
     locate_weights,
     resolve_weights,
 )
-from textseg._registry import ModelCfg, Weights
+from textseg._registry import ModelCfg, Weights, get_model_cfg
 
 
 def _tiny_linear(cfg: ModelCfg) -> torch.nn.Module:
@@ -167,7 +167,7 @@ def test_random_init_models_need_no_files():
     model = create_model("sam-vit-tiny-test")
     assert isinstance(model, torch.nn.Module) and not model.training
     with pytest.raises(ValueError, match="random-init test model"):
-        resolve_weights(_hub.get_model_cfg("sam-vit-tiny-test"))
+        resolve_weights(get_model_cfg("sam-vit-tiny-test"))
 
 
 def test_explicit_missing_checkpoint():
@@ -184,6 +184,24 @@ def test_unpublished_architecture_needs_a_checkpoint(tmp_path):
     loaded = create_model("sam-vit-b+clip-vit-b-32-text-adapter", checkpoint=path)
     for key, value in random.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_a_given_checkpoint_is_loaded_whatever_pretrained_says(tmp_path, pretrained):
+    torch.manual_seed(1)
+    saved = create_model("sam-vit-tiny-test").state_dict()
+    path = tmp_path / "sam.pt"
+    torch.save(saved, path)
+    torch.manual_seed(2)
+    loaded = create_model("sam-vit-tiny-test", pretrained=pretrained, checkpoint=path)
+    for key, value in saved.items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    # ... strictly: a file that does not fit is an error, not a silent random init.
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(StateDictError, match="missing keys"):
+        create_model("sam-vit-tiny-test", pretrained=pretrained, checkpoint=tmp_path / "other.pt")
+    with pytest.raises(WeightsNotFoundError, match="not found"):
+        create_model("sam-vit-tiny-test", pretrained=pretrained, checkpoint=tmp_path / "no.pt")
 
 
 def test_registry_states_are_explicit():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from textseg._registry import get_model_cfg, list_models, register_model
 
@@ -86,3 +87,74 @@ def test_public_surface():
     assert textseg.get_model_cfg("sam-vit-b").status == "published"
     with pytest.raises(textseg.WeightsNotFoundError, match="no published weights"):
         textseg.create_model("sam-vit-b+clip-vit-b-32-text-adapter")
+
+
+# ------------------------------------------------------------------ tiny=True, one mapping
+@pytest.mark.parametrize(
+    ("build", "name", "tiny"),
+    [
+        ("sam", "sam-vit-b", "sam-vit-tiny-test"),
+        ("sam", "sam2.1-hiera-large", "sam2.1-tiny-test"),
+        ("clip", "clip-vit-b-32", "clip-vit-tiny-test"),
+        ("clip", "hf-clip-vit-l-14", "hf-clip-vit-tiny-test"),
+        ("detector", "grounding-dino-base", "grounding-dino-tiny-test"),
+        ("detector", "owlv2-large", "owlv2-tiny-test"),
+    ],
+)
+def test_tiny_reaches_every_model(build, name, tiny):
+    """SamCore, load_clip and build_detector take tiny=True as from_preset does: the
+    registry's test variant of the same architecture, no weights needed."""
+    from textseg._registry import test_variant
+
+    assert test_variant(name) == tiny
+    if build == "sam":
+        from textseg.sam import SamCore
+
+        assert SamCore(name, tiny=True).name == tiny
+    elif build == "clip":
+        from textseg.clip import load_clip
+
+        assert load_clip(name, tiny=True).name == tiny
+    else:
+        from textseg.detectors import build_detector
+
+        assert build_detector(name, tiny=True).net.name == tiny
+
+
+def test_tiny_keeps_the_architecture_of_a_given_checkpoint(tmp_path):
+    from textseg._hub import create_model
+    from textseg._registry import resolve_cfg
+
+    assert resolve_cfg("sam-vit-b", tiny=True).name == "sam-vit-tiny-test"
+    assert resolve_cfg("sam-vit-b", tiny=True, checkpoint="x.pt").name == "sam-vit-b"
+    assert resolve_cfg("sam-vit-tiny-test", tiny=True).name == "sam-vit-tiny-test"
+    torch.manual_seed(0)
+    saved = create_model("mobile-sam", pretrained=False).state_dict()
+    path = tmp_path / "finetuned.pt"
+    torch.save(saved, path)
+    loaded = create_model("mobile-sam", tiny=True, checkpoint=path)
+    assert set(loaded.state_dict()) == set(saved)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_from_preset_tiny_with_a_real_size_sam_checkpoint(tmp_path, data_dir):
+    """--tiny --sam mobile-sam --sam-checkpoint FILE: the fine-tuned real-size SAM with the
+    detector and CLIP tiny."""
+    from textseg._hub import create_model
+    from textseg.pipelines import TextSegmenter
+
+    torch.manual_seed(0)
+    saved = create_model("mobile-sam", pretrained=False).state_dict()
+    path = tmp_path / "finetuned.pt"
+    torch.save(saved, path)
+    seg = TextSegmenter.from_preset(
+        "grounded-sam-verified", tiny=True, sam="mobile-sam", sam_checkpoint=str(path)
+    )
+    assert seg.sam.name == f"mobile-sam+{path}"
+    assert seg.sam.image_size == 1024
+    loaded = seg.sam.backend.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+    assert seg.prompter.detector.net.name == "grounding-dino-tiny-test"
+    assert seg.labeler.encoder.name == "clip-vit-tiny-test"
+    result = seg.segment(data_dir / "demo" / "dog.jpg", ["dog"])
+    assert "dog" in result.counts

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from textseg._registry import ModelCfg, Weights, get_model_cfg
+from textseg._registry import ModelCfg, Weights, resolve_cfg
 
 __all__ = [
     "ChecksumError",
@@ -394,22 +394,27 @@ def create_model(
     task: str | None = None,
     pretrained: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
+    tiny: bool = False,
 ) -> Any:
     """Build a registered model and load its weights through the resolution order.
 
     Args:
         name: Registry name or entry.
         task: Restrict the lookup to this task (better error messages).
-        pretrained: Load weights. False builds the architecture with random weights and never
-            touches the disk or the network (used for speed measurements at real sizes).
-        checkpoint: Explicit file or folder, first in the resolution order. Also accepted for
-            random-init models, e.g. a state dict saved from one.
+        pretrained: Load the published weights. False builds the architecture with random
+            weights and never touches the disk or the network (used for speed measurements at
+            real sizes), unless ``checkpoint`` is given.
+        checkpoint: Explicit file or folder, first in the resolution order; always loaded
+            (strictly) when given, whatever ``pretrained`` says. Also accepted for random-init
+            models, e.g. a state dict saved from one.
+        tiny: Build the entry's tiny random-init variant instead (``--tiny``), unless a
+            ``checkpoint`` is given (see :func:`textseg._registry.resolve_cfg`).
 
     Returns:
         The model (an ``nn.Module`` or a wrapper the entry's builder returns), on CPU, in
         eval mode.
     """
-    cfg = name if isinstance(name, ModelCfg) else get_model_cfg(name, task)
+    cfg = resolve_cfg(name, task, tiny=tiny, checkpoint=checkpoint)
     if pretrained and cfg.status == "unpublished" and checkpoint is None:
         raise WeightsNotFoundError(
             f"{cfg.name!r} has no published weights (architecture only): train or obtain a "
@@ -417,7 +422,8 @@ def create_model(
             f"weights"
         )
     model = cfg.builder(cfg)
-    if pretrained and (cfg.weights is not None or checkpoint is not None):
+    # A checkpoint given is a checkpoint loaded: pretrained=False only skips published weights.
+    if checkpoint is not None or (pretrained and cfg.weights is not None):
         path = resolve_weights(cfg, checkpoint)
         if cfg.loader is not None:
             cfg.loader(model, path)

@@ -35,6 +35,7 @@ __all__ = [
     "get_model_cfg",
     "list_models",
     "register_model",
+    "resolve_cfg",
     "test_variant",
 ]
 
@@ -272,3 +273,20 @@ def get_model_cfg(name: str, task: str | None = None) -> ModelCfg:
     hint = f" Did you mean {close[0]!r}?" if close else ""
     kind = f"{task} model" if task else "model"
     raise ValueError(f"unknown {kind} {name!r}.{hint} Valid names: {', '.join(valid)}")
+
+
+def resolve_cfg(
+    name: str | ModelCfg, task: str | None = None, *, tiny: bool = False, checkpoint: Any = None
+) -> ModelCfg:
+    """The entry to build for ``name``: with ``tiny`` its tiny random-init variant
+    (:func:`test_variant`, what ``--tiny`` builds), unless a ``checkpoint`` is given: a
+    checkpoint is loaded into the architecture it names (e.g. a fine-tuned real-size SAM tried
+    with every other model tiny).
+
+    Raises:
+        ValueError: Unknown name (for ``task``), or ``tiny`` for an entry with no test variant.
+    """
+    cfg = name if isinstance(name, ModelCfg) else get_model_cfg(name, task)
+    if tiny and checkpoint is None:
+        cfg = get_model_cfg(test_variant(cfg.name), task)
+    return cfg

@@ -208,6 +208,128 @@ def test_core_masks_agree_with_official(official_pt, core: SamCore) -> None:
         assert iou > 0.9
 
 
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def test_core_is_the_official_image_predictor_end_to_end(
+    official_pt, core: SamCore, data_dir, tmp_path
+) -> None:
+    """Image bytes in, masks out: SamCore's SAM 2 pre-processing (SAM2Transforms: float
+    tensor, antialiased bilinear resize) and upsampling (one bilinear step to the image) are
+    the official predictor's."""
+    model, _ = official_pt
+    _image_parity(model, core, data_dir, tmp_path)
+
+
+@pytest.mark.slow
+def test_published_size_is_the_official_image_predictor(data_dir, tmp_path) -> None:
+    model = _official("sam2.1-hiera-tiny")
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": model.state_dict()}, path)
+    _image_parity(model, SamCore("sam2.1-hiera-tiny", checkpoint=str(path)), data_dir, tmp_path)
+
+
+def _image_parity(model, core: SamCore, data_dir, tmp_path) -> None:
+    from PIL import Image
+
+    predictor = _image_predictor(model)
+    path = tmp_path / "photo.jpg"
+    Image.open(data_dir / "demo" / "dog.jpg").convert("RGB").resize((333, 250)).save(path)
+    image = np.array(Image.open(path).convert("RGB"))
+    h, w = image.shape[:2]
+    boxes = np.array([[20, 30, 200, 220], [150, 10, 320, 120], [5, 5, 330, 245]], np.float32)
+    points = np.array([[[100.0, 120.0]], [[250.0, 60.0]], [[30.0, 200.0]]], np.float32)
+    with torch.inference_mode():
+        predictor.set_image(image)
+        reference = predictor._transforms(image)[None]
+        by_box, _, _ = predictor.predict(box=boxes, multimask_output=False)
+        by_point = [
+            predictor.predict(point_coords=p, point_labels=np.ones(1), multimask_output=True)[0]
+            for p in points
+        ]
+    pixels, size = core.preprocess(image)
+    assert size == (core.image_size, core.image_size)
+    torch.testing.assert_close(pixels, reference, atol=1e-6, rtol=0)
+
+    dets = core.predict(str(path), boxes=boxes, multimask_output=False)
+    ious = [_mask_iou(ours, theirs > 0) for ours, theirs in zip(dets.mask, by_box[:, 0])]
+    clicks = core.predict(
+        str(path),
+        points=points,
+        point_labels=np.ones((3, 1)),
+        multimask_output=True,
+        return_all=True,
+    )
+    theirs = np.concatenate(by_point) > 0
+    assert clicks.mask.shape == (9, h, w) and theirs.shape == (9, h, w)
+    ious += [_mask_iou(a, b) for a, b in zip(clicks.mask, theirs)]
+    print(f"{core.name} image parity: min mask IoU {min(ious):.6f} over {len(ious)} masks")
+    assert sum(m.sum() for m in dets.mask) > 0
+    assert min(ious) >= 0.999
+
+
+# ------------------------------------------------------------------------------------ video
+FRAMES = 6
+
+
+def _frames(data_dir, folder, size=(240, 180)) -> list[np.ndarray]:
+    """A pan over a photo, saved as JPEG frames; returns them decoded as the official loader
+    decodes them (PIL, RGB)."""
+    from PIL import Image
+
+    photo = Image.open(data_dir / "demo" / "dog.jpg").convert("RGB")
+    photo = photo.resize((size[0] + 8 * FRAMES, size[1]))
+    folder.mkdir()
+    out = []
+    for t in range(FRAMES):
+        path = folder / f"{t:05d}.jpg"
+        photo.crop((8 * t, 0, 8 * t + size[0], size[1])).save(path, quality=95)
+        out.append(np.array(Image.open(path).convert("RGB")))
+    return out
+
+
+@pytest.mark.parametrize(
+    "name", ["sam2.1-tiny-test", pytest.param("sam2.1-hiera-tiny", marks=pytest.mark.slow)]
+)
+def test_video_masks_match_the_official_video_predictor(name, data_dir, tmp_path) -> None:
+    """JPEG frames in, masks out: the propagator pre-processes frames as the official video
+    loader (``SamCore.preprocess(image, video=True)``: PIL's bicubic resize of the uint8
+    frame) and upsamples the logits in one bilinear step."""
+    from textseg.video.propagator import Sam2Propagator
+
+    official = _official(name, video=True)
+    checkpoint = tmp_path / "official.pt"
+    torch.save({"model": official.state_dict()}, checkpoint)
+    frames = _frames(data_dir, tmp_path / "frames")
+    h, w = frames[0].shape[:2]
+    start = np.zeros((h, w), bool)
+    start[40:150, 60:190] = True
+
+    with torch.inference_mode():
+        state = official.init_state(str(tmp_path / "frames"))
+        official.add_new_mask(state, frame_idx=0, obj_id=1, mask=start)
+        theirs = {t: (m[0, 0] > 0).numpy() for t, _, m in official.propagate_in_video(state)}
+
+    core = SamCore(name, checkpoint=str(checkpoint))
+    pixels, _ = core.preprocess(frames[0], video=True)
+    torch.testing.assert_close(pixels[0], state["images"][0], atol=1e-6, rtol=0)
+    propagator = Sam2Propagator(core)
+    ours = {}
+    for t, frame in enumerate(frames):
+        out = propagator.propagate(t, frame)
+        if t == 0:
+            out = propagator.add(0, [1], start[None])
+        ours[t] = out.masks[0]
+
+    assert sorted(theirs) == sorted(ours) == list(range(FRAMES))
+    ious = [_mask_iou(ours[t], theirs[t]) for t in range(FRAMES)]
+    print(f"{name} video parity: min mask IoU {min(ious):.6f} over {FRAMES} frames")
+    assert all(theirs[t].any() for t in range(FRAMES))
+    assert min(ious) >= 0.999
+
+
 def test_core_stretches_the_image(core: SamCore) -> None:
     assert core.backend.resize_mode == "stretch"
     assert core.input_size(100, 400) == (256, 256)
@@ -234,12 +356,137 @@ def test_edgetam_entry_and_backend():
     assert dets.mask.shape == (1, 90, 120)
 
 
-def test_official_edgetam_layout_is_refused(tmp_path):
+#: transformers -> official EdgeTAM names (the inverse of textseg's converter, written out).
+_TO_OFFICIAL = (
+    (r"^vision_encoder\.backbone\.timm_model\.", "image_encoder.trunk.body."),
+    (r"^vision_encoder\.neck\.convs\.(\d+)\.", r"image_encoder.neck.convs.\1.conv."),
+    (r"^prompt_encoder\.mask_embed\.conv1\.", "sam_prompt_encoder.mask_downscaling.0."),
+    (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "sam_prompt_encoder.mask_downscaling.1."),
+    (r"^prompt_encoder\.mask_embed\.conv2\.", "sam_prompt_encoder.mask_downscaling.3."),
+    (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "sam_prompt_encoder.mask_downscaling.4."),
+    (r"^prompt_encoder\.mask_embed\.conv3\.", "sam_prompt_encoder.mask_downscaling.6."),
+    (r"^prompt_encoder\.", "sam_prompt_encoder."),
+    (r"^mask_decoder\.upscale_conv1\.", "sam_mask_decoder.output_upscaling.0."),
+    (r"^mask_decoder\.upscale_layer_norm\.", "sam_mask_decoder.output_upscaling.1."),
+    (r"^mask_decoder\.upscale_conv2\.", "sam_mask_decoder.output_upscaling.3."),
+    (r"^mask_decoder\.", "sam_mask_decoder."),
+    (r"\.layer_norm_final_attn\.", ".norm_final_attn."),
+    (r"\.o_proj\.", ".out_proj."),
+    (r"^memory_encoder\.feature_projection\.", "memory_encoder.pix_feat_proj."),
+    (r"^memory_encoder\.projection\.", "memory_encoder.out_proj."),
+    (r"^memory_encoder\.memory_fuser\.", "memory_encoder.fuser."),
+    (r"\.depthwise_conv\.", ".dwconv."),
+    (r"\.pointwise_conv(\d)\.", r".pwconv\1."),
+    (r"\.scale$", ".gamma"),
+    (r"\.mlp\.up_proj\.", ".linear1."),
+    (r"\.mlp\.down_proj\.", ".linear2."),
+    (r"\.layer_norm(\d?)\.", r".norm\1."),
+    (r"^no_memory_embedding$", "no_mem_embed"),
+    (r"^no_memory_positional_encoding$", "no_mem_pos_enc"),
+    (r"^no_object_pointer$", "no_obj_ptr"),
+    (r"^object_pointer_proj\.", "obj_ptr_proj."),
+    (r"^memory_temporal_positional_encoding$", "maskmem_tpos_enc"),
+)
+_PERCEIVER_TO_OFFICIAL = (
+    (r"\.latents_1d$", ".latents"),
+    (r"\.layer_norm_input\.", ".attn.norm_x."),
+    (r"\.layer_norm_latents\.", ".attn.norm_latents."),
+    (r"\.layer_norm_self\.", ".self_attn.norm."),
+    (r"\.cross_attention\.", ".attn."),
+    (r"\.self_attention\.", ".self_attn."),
+    (r"\.q_proj\.", ".to_q."),
+    (r"\.o_proj\.", ".to_out."),
+    (r"\.self_mlp\.layer_norm\.", ".self_ff.0."),
+    (r"\.self_mlp\.up_proj\.", ".self_ff.1."),
+    (r"\.self_mlp\.down_proj\.", ".self_ff.3."),
+    (r"\.mlp\.layer_norm\.", ".ff.0."),
+    (r"\.mlp\.up_proj\.", ".ff.1."),
+    (r"\.mlp\.down_proj\.", ".ff.3."),
+    (r"^spatial_perceiver\.layer_norm\.", "spatial_perceiver.norm."),
+)
+
+
+def _official_edgetam(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An official-layout EdgeTAM state dict (``edgetam.pt``'s ``"model"``) from a
+    transformers one."""
+    import re
+
+    out: dict[str, torch.Tensor] = {}
+    mlp = re.compile(r"^(.*)\.(proj_in|proj_out|layers\.(\d+))\.(weight|bias)$")
+    depths: dict[str, int] = {}
+    for key in hf:
+        if (m := mlp.match(key)) and m.group(3) is not None:
+            depths[m.group(1)] = max(depths.get(m.group(1), 0), int(m.group(3)) + 1)
+    down = re.compile(
+        r"^memory_encoder\.mask_downsampler\.(?:layers\.(\d+)\.(conv|layer_norm)|final_conv)\."
+    )
+    n_down = 1 + max(int(m.group(1)) for k in hf if (m := down.match(k)) and m.group(1))
+    for key, value in hf.items():
+        if key == "shared_image_embedding.positional_embedding":
+            continue
+        if key == "prompt_encoder.point_embed.weight":
+            for i, row in enumerate(value):
+                out[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = row[None].clone()
+            continue
+        if key == "prompt_encoder.shared_embedding.positional_embedding":
+            out["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = value
+            continue
+        if key.startswith("spatial_perceiver."):
+            new = key
+            for pattern, repl in _PERCEIVER_TO_OFFICIAL:
+                new = re.sub(pattern, repl, new)
+            if ".k_proj." in new:
+                v = hf[key.replace(".k_proj.", ".v_proj.")]
+                out[new.replace(".k_proj.", ".to_kv.")] = torch.cat([value, v])
+            elif ".v_proj." not in new:
+                out[new] = value
+            continue
+        new = key
+        if (m := mlp.match(key)) and not key.startswith("spatial_perceiver."):
+            prefix, part, index, kind = m.groups()
+            depth = depths.get(prefix, 0) + 2
+            official = {"proj_in": 0, "proj_out": depth - 1}.get(part)
+            official = int(index) + 1 if official is None else official
+            if prefix.endswith(("mlp", "_head", "proj")) or ".output_hypernetworks_mlps." in key:
+                new = f"{prefix}.layers.{official}.{kind}"
+        if m := down.match(new):
+            layer = m.group(1)
+            index = 3 * n_down if layer is None else 3 * int(layer) + (m.group(2) != "conv")
+            new = down.sub(f"memory_encoder.mask_downsampler.encoder.{index}.", new)
+        for pattern, repl in _TO_OFFICIAL:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out
+
+
+def _assert_same(model, reference):
+    state = model.state_dict()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(state[key], value), key
+
+
+def test_edgetam_loads_the_transformers_layout(tmp_path):
+    """transformers' own EdgeTAM file (save_pretrained: model.safetensors) through the
+    registry; its spatial_perceiver.* keys are transformers' too."""
+    torch.manual_seed(0)
     hf = create_model("edgetam-tiny-test", pretrained=False)
-    state = {
-        k.replace("vision_encoder.backbone.", "image_encoder.trunk.body."): v
-        for k, v in hf.state_dict().items()
-    }
-    torch.save({"model": state}, tmp_path / "edgetam.pt")
-    with pytest.raises(ValueError, match="official EdgeTAM checkpoint"):
-        create_model("edgetam-tiny-test", checkpoint=tmp_path / "edgetam.pt")
+    hf.save_pretrained(tmp_path / "EdgeTAM-hf")
+    _assert_same(create_model("edgetam-tiny-test", checkpoint=tmp_path / "EdgeTAM-hf"), hf)
+    path = tmp_path / "EdgeTAM-hf" / "model.safetensors"
+    _assert_same(create_model("edgetam-tiny-test", checkpoint=path), hf)
+
+
+def test_edgetam_loads_the_official_layout(tmp_path):
+    torch.manual_seed(0)
+    hf = create_model("edgetam-tiny-test", pretrained=False)
+    state = hf.state_dict()
+    # One matrix under two names in every real checkpoint (random init draws two).
+    state["shared_image_embedding.positional_embedding"].copy_(
+        state["prompt_encoder.shared_embedding.positional_embedding"]
+    )
+    official = _official_edgetam(state)
+    assert any(k.startswith("image_encoder.trunk.body.") for k in official)
+    assert any(".attn.to_kv." in k for k in official)
+    assert not any(k.startswith(("vision_encoder.", "mask_decoder.")) for k in official)
+    torch.save({"model": official}, tmp_path / "edgetam.pt")
+    _assert_same(create_model("edgetam-tiny-test", checkpoint=tmp_path / "edgetam.pt"), hf)

@@ -282,7 +282,9 @@ def test_tracker_with_one_prompt_equals_the_bare_predictor(which, request):
     bare = []
     with torch.inference_mode():
         for t, frame in enumerate(frames):
-            pixels = sam2_core.preprocess(frame)[0]
+            # Frames as the official video loader; the keyframe's features are the image
+            # pipeline's embedding, which the tracker reuses.
+            pixels = sam2_core.preprocess(frame, video=t > 0)[0]
             if t == 0:
                 session.add_new_frame(pixels[0], frame_idx=0)
                 session.add_mask_inputs(session.obj_id_to_idx(1), 0, (m >= 0.5).float())

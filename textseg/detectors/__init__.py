@@ -33,6 +33,7 @@ def build_detector(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     pretrained: bool = True,
+    tiny: bool = False,
     **kwargs: Any,
 ) -> DetectorBase:
     """The right detector for a registry name (``textseg.list_models("detector")``).
@@ -41,6 +42,8 @@ def build_detector(
         model: Registry name or a built :class:`TextDetectorModel`.
         checkpoint: Explicit weights file or folder.
         pretrained: Load weights (False: random weights).
+        tiny: Build the registry name's tiny random-init variant (``--tiny``), unless a
+            ``checkpoint`` is given.
         **kwargs: Passed to :class:`GroundingDinoDetector` or :class:`Owlv2Detector`
             (``device``, ``box_threshold``...).
 
@@ -49,7 +52,7 @@ def build_detector(
     """
     from transformers import GroundingDinoForObjectDetection
 
-    net = build_net(model, checkpoint=checkpoint, pretrained=pretrained)
+    net = build_net(model, checkpoint=checkpoint, pretrained=pretrained, tiny=tiny)
     if isinstance(net.model, GroundingDinoForObjectDetection):
         return GroundingDinoDetector(net, **kwargs)
     return Owlv2Detector(net, **kwargs)

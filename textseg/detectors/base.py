@@ -99,8 +99,10 @@ def build_net(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     pretrained: bool = True,
+    tiny: bool = False,
 ) -> TextDetectorModel:
-    """``model`` as a built network: a registry name is built (and its weights loaded).
+    """``model`` as a built network: a registry name is built (and its weights loaded); with
+    ``tiny`` its tiny random-init variant (unless a ``checkpoint`` is given).
 
     Raises:
         TypeError: ``model`` is neither a name nor a TextDetectorModel, or the name is no
@@ -118,7 +120,9 @@ def build_net(
         )
     from textseg._hub import create_model
 
-    net = create_model(model, task="detector", pretrained=pretrained, checkpoint=checkpoint)
+    net = create_model(
+        model, task="detector", pretrained=pretrained, checkpoint=checkpoint, tiny=tiny
+    )
     if not isinstance(net, TextDetectorModel):
         raise TypeError(f"model: registry entry {model!r} does not build a text detector")
     return net

@@ -20,10 +20,11 @@ The table :data:`PRESETS` is the one place that lists them; ``README.md`` descri
 - ``tiny-test``: an alias of ``grounded-sam-verified`` with ``tiny=True``.
 
 ``tiny=True`` (``--tiny`` on the command line) builds every preset with the tiny random-init
-variant of each of its models (:func:`textseg._registry.test_variant`): the whole composition
+variant of each of its models (:func:`textseg._registry.resolve_cfg`): the whole composition
 runs offline in seconds, with meaningless masks. Every component can be overridden by registry
 name (``sam=``, ``detector=``, ``clip=``); ``sam_checkpoint=`` loads fine-tuned SAM weights of
-the chosen architecture.
+the chosen architecture, which keeps its size under ``tiny=True`` (a fine-tuned real-size SAM
+tried with the rest tiny).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from textseg._registry import get_model_cfg, test_variant
+from textseg._registry import get_model_cfg, resolve_cfg
 
 __all__ = ["PRESETS", "Preset", "build_components", "fetch_all", "list_presets"]
 
@@ -323,7 +324,8 @@ def build_components(
     Args:
         name: One of :func:`list_presets`.
         tiny: Build the tiny random-init variant of every model (offline, seconds); the
-            component overrides below are mapped to their tiny variants too.
+            component overrides below are mapped to their tiny variants too, except a ``sam``
+            given a ``sam_checkpoint`` (the checkpoint's architecture is built).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``, for every component.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` for SAM.
         sam: SAM registry name (``textseg.list_models("sam")``).
@@ -385,7 +387,13 @@ def build_components(
 
         names["text_adapter"] = text_adapter_for(names["sam"], names["clip"])
     if tiny:
-        names = {k: None if v is None else test_variant(v) for k, v in names.items()}
+        # An explicit SAM checkpoint keeps its (real-size) architecture: a fine-tuned SAM
+        # tried with every other model tiny.
+        checkpoints = {"sam": sam_checkpoint}
+        names = {
+            k: None if v is None else resolve_cfg(v, tiny=True, checkpoint=checkpoints.get(k)).name
+            for k, v in names.items()
+        }
     needs_clip = preset.prompter in ("clip-points", "clip-tokens") or bool(
         preset.labeler or preset.selector
     )

@@ -38,6 +38,7 @@ _TEXT = dict(
     num_attention_heads=16,
     max_position_embeddings=32,
     projection_dim=512,
+    hidden_act="gelu",  # SAM 3's; CLIP's own default is quick_gelu
 )
 _TEXT_TINY = dict(
     hidden_size=32,
@@ -46,6 +47,7 @@ _TEXT_TINY = dict(
     num_attention_heads=2,
     max_position_embeddings=32,
     projection_dim=32,
+    hidden_act="gelu",
 )
 _LITE_TEXT_S0 = dict(
     hidden_size=512,

@@ -88,6 +88,8 @@ class SamCore:
             (False); None: autocast on CUDA only.
         compile: Run the image encoder through ``torch.compile`` (the first image compiles;
             needs a working compiler toolchain, Triton on CUDA). Off by default.
+        tiny: Build the registry name's tiny random-init variant (``--tiny``), unless a
+            ``checkpoint`` is given (it is loaded into the named architecture).
 
     Example:
         >>> core = SamCore("sam-vit-tiny-test")  # doctest: +SKIP
@@ -107,15 +109,18 @@ class SamCore:
         chunk_size: int | None = None,
         autocast: bool | None = None,
         compile: bool = False,
+        tiny: bool = False,
     ) -> None:
         torch_device = resolve_device(device)
         precision = resolve_precision(dtype, torch_device, autocast=autocast)
         torch_dtype = precision.weights
         if isinstance(model, str):
             from textseg._hub import create_model
+            from textseg._registry import resolve_cfg
 
-            self.name = model if checkpoint is None else f"{model}+{checkpoint}"
-            module = create_model(model, task="sam", pretrained=pretrained, checkpoint=checkpoint)
+            cfg = resolve_cfg(model, "sam", tiny=tiny, checkpoint=checkpoint)
+            self.name = cfg.name if checkpoint is None else f"{cfg.name}+{checkpoint}"
+            module = create_model(cfg, task="sam", pretrained=pretrained, checkpoint=checkpoint)
         else:
             self.name = type(model).__name__
             module = model
@@ -170,11 +175,19 @@ class SamCore:
         scale = self.image_size / max(height, width)
         return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
-    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    def preprocess(
+        self, image: np.ndarray, *, video: bool = False
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         """``(H, W, 3) uint8`` -> ``(1, 3, S, S)`` normalised, padded model input and its
-        resized size. Resizing is PIL bilinear, as segment_anything's ``ResizeLongestSide``."""
+        resized size. Resizing is PIL bilinear, as segment_anything's ``ResizeLongestSide``;
+        a backend with a reference pre-processing of its own does it instead (SAM 2: the
+        official image predictor's, or with ``video`` its video loader's, which the
+        propagator uses for frames; see :meth:`SamBackend.preprocess`)."""
         h, w = image.shape[:2]
         new_h, new_w = self.input_size(h, w)
+        own = self.backend.preprocess(image, video=video)
+        if own is not None:
+            return own, (new_h, new_w)
         resized = np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
         x = torch.from_numpy(resized).permute(2, 0, 1).float()
         x = (x - self._mean) / self._std
@@ -391,14 +404,16 @@ class SamCore:
 
         Same arithmetic as segment_anything's ``postprocess_masks`` (bilinear to the padded
         input size, crop, bilinear to the original size), but only the rows and columns that
-        survive the crop are upsampled.
+        survive the crop are upsampled. Stretched inputs (SAM 2, SAM 3's tracker) go to the
+        original size in one bilinear step, as the official SAM 2 predictors do.
         """
         if low_res.shape[0] == 0:
             return low_res.new_zeros((0, *emb.original_size))
         s = self.image_size
-        if s % low_res.shape[-1] and getattr(self.backend, "resize_mode", "") == "stretch":
-            # SAM 3's tracker: 288 -> 1008 is 3.5x. Its input is stretched (nothing padded), so
-            # the logits go straight to the image, as transformers' post-processing does.
+        if getattr(self.backend, "resize_mode", "") == "stretch":
+            # SAM 2 and SAM 3's tracker: the input is stretched (nothing padded), so the logits
+            # go straight to the image in one bilinear step, as the official SAM 2 predictors
+            # and transformers' post-processing do (two steps round differently).
             x = F.interpolate(
                 low_res[:, None], emb.original_size, mode="bilinear", align_corners=False
             )

@@ -13,7 +13,8 @@ client verifies its downloads.
 
 EdgeTAM loads from the transformers-layout port its transformers integration uses
 (``yonigozlan/EdgeTAM-hf``, converted by the transformers maintainers from Meta's
-``edgetam.pt``); the official file's RepViT trunk and spatial perceiver are not converted here.
+``edgetam.pt``); Meta's ``edgetam.pt`` itself loads too, converted as transformers converts it
+(:mod:`textseg.sam.modeling.convert_sam2`).
 """
 
 from __future__ import annotations

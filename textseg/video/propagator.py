@@ -260,7 +260,7 @@ class Sam2Propagator:
             )
         self._prune(frame)
         self._frame = frame
-        pixels, _ = self.sam.preprocess(image)
+        pixels, _ = self.sam.preprocess(image, video=True)
         self._session.add_new_frame(pixels[0], frame_idx=frame)
         if embedding is not None:
             self._session.cache.cache_vision_features(frame, self._features_from(embedding))

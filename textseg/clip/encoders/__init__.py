@@ -59,6 +59,7 @@ def load_clip(
     dtype: str | torch.dtype | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     pretrained: bool = True,
+    tiny: bool = False,
 ) -> ClipEncoder:
     """Build a registered CLIP model as a :class:`ClipEncoder`.
 
@@ -72,15 +73,17 @@ def load_clip(
         checkpoint: Explicit state dict file (or folder holding one).
         pretrained: False builds the architecture with random weights and never touches the
             disk or the network.
+        tiny: Build the entry's tiny random-init variant (``--tiny``), unless a
+            ``checkpoint`` is given.
 
     Raises:
         ValueError: Unknown name (the message lists the valid ones).
         textseg._hub.WeightsNotFoundError: Weights not on disk and not downloadable.
     """
     from textseg._hub import create_model
-    from textseg._registry import get_model_cfg
+    from textseg._registry import resolve_cfg
 
-    cfg = get_model_cfg(name, task="clip")
+    cfg = resolve_cfg(name, "clip", tiny=tiny, checkpoint=checkpoint)
     backend = cfg.arch.get("backend")
     if backend not in _BACKENDS:
         raise ValueError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 
+import numpy as np
 import torch
 
 __all__ = ["SamBackend", "TransformersBackend", "check_prompts"]
@@ -55,6 +56,17 @@ class SamBackend(abc.ABC):
         """The model's image encoder module (quantized / compiled by :meth:`quantize_int8` and
         :meth:`compile_encoder`)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose its image encoder")
+
+    def preprocess(self, image: np.ndarray, *, video: bool = False) -> torch.Tensor | None:
+        """``(H, W, 3) uint8`` RGB -> ``(1, 3, S, S)`` normalised model input, for a backend
+        whose reference pre-processing is not the core's (SAM 2's official predictors); None
+        (the default): the core resizes (``resize_mode``) and normalises itself.
+
+        Args:
+            video: A video frame: the reference's video loader, where it differs from its
+                image predictor.
+        """
+        return None
 
     def quantize_int8(self) -> None:
         """Dynamic int8 quantization of the image encoder's linear layers (CPU, in place).

@@ -16,25 +16,37 @@ the "no memory" embedding is added), so the video tracker reuses the embeddings 
 pipeline computed on keyframes (see :func:`unpack_features`).
 
 As the official ``SAM2ImagePredictor``, the image is resized to the square model input without
-keeping its aspect ratio (:attr:`Sam2Backend.resize_mode` ``"stretch"``); boxes are two corner
-points followed by a padding point; a prompt with only a mask input has no sparse token; the
-single-mask output falls back to the best multimask output when it is unstable (SAM 2's dynamic
-multimask).
+keeping its aspect ratio (:attr:`Sam2Backend.resize_mode` ``"stretch"``), exactly as the
+official package does it (:meth:`Sam2Backend.preprocess`): images as ``SAM2Transforms`` (0-1
+floats, bilinear antialiased resize of the float tensor, ImageNet normalisation), video frames
+as its video loader (``load_video_frames``: PIL's bicubic resize of the uint8 frame, then
+/255); boxes are two corner points followed by a padding point; a prompt with only a mask
+input has no sparse token; the single-mask output falls back to the best multimask output when
+it is unstable (SAM 2's dynamic multimask).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from textseg.sam.backends.base import TransformersBackend, check_prompts
 
-__all__ = ["Sam2Backend", "pack_features", "unpack_features"]
+__all__ = ["SAM2_MEAN", "SAM2_STD", "Sam2Backend", "pack_features", "unpack_features"]
 
 #: Class names of the models this backend takes (checked by name: importing transformers'
 #: model classes is slow and the BACKENDS table dispatches on the qualified name).
 _MODELS = ("Sam2VideoModel", "Sam2Model", "EdgeTamVideoModel", "EdgeTamModel")
+
+
+#: The official package's normalisation on the 0-1 scale (``SAM2Transforms``,
+#: ``load_video_frames``); normalising on this scale, not 0-255, gives its exact floats.
+SAM2_MEAN = (0.485, 0.456, 0.406)
+SAM2_STD = (0.229, 0.224, 0.225)
 
 
 def pack_features(levels: list[torch.Tensor]) -> torch.Tensor:
@@ -96,6 +108,25 @@ class Sam2Backend(TransformersBackend):
         grid = self.image_size // int(prompt.patch_size)
         self.low_res_size = 4 * grid
         self.hidden_size = int(prompt.hidden_size)
+
+    def preprocess(self, image: np.ndarray, *, video: bool = False) -> torch.Tensor | None:
+        """``(H, W, 3) uint8`` RGB -> ``(1, 3, S, S)`` float32, as the official package does:
+        ``SAM2ImagePredictor`` (``ToTensor``, torchvision ``Resize`` of the float tensor:
+        bilinear, antialiased; ``Normalize``) or, with ``video``, ``SAM2VideoPredictor``'s
+        frame loader (PIL ``resize`` of the uint8 frame, bicubic; /255 in float64; then
+        normalised in float32)."""
+        s = self.image_size
+        if video:
+            resized = np.asarray(Image.fromarray(image).resize((s, s), Image.Resampling.BICUBIC))
+            x = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div(255)
+            x = F.interpolate(
+                x[None], (s, s), mode="bilinear", align_corners=False, antialias=True
+            )[0]
+        mean = torch.tensor(SAM2_MEAN, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(SAM2_STD, dtype=torch.float32).view(3, 1, 1)
+        return ((x - mean) / std)[None]
 
     @torch.inference_mode()
     def features(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

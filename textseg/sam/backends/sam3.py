@@ -39,6 +39,10 @@ class Sam3TrackerBackend(Sam2Backend):
     pixel_mean = SAM3_MEAN
     pixel_std = SAM3_STD
 
+    def preprocess(self, image: Any, *, video: bool = False) -> torch.Tensor | None:
+        """None: the core's own resizing (SAM 2's official pre-processing is not SAM 3's)."""
+        return None
+
     def __init__(self, model: torch.nn.Module) -> None:
         if type(model).__name__ != "Sam3TrackerModel":
             raise TypeError(f"expected a transformers Sam3TrackerModel, got {type(model).__name__}")

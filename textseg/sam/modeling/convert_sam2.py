@@ -29,8 +29,21 @@ The mapping, official -> transformers:
   ``object_pointer_proj``, ``temporal_positional_encoding_projection_layer``,
   ``memory_temporal_positional_encoding``, ``occlusion_spatial_embedding_parameter``.
 
-A transformers-layout state dict (``model.safetensors`` of the ``*-hf`` repos) passes through
-:func:`to_hf_state_dict` unchanged, so one registry converter takes either file.
+EdgeTAM's official file (``edgetam.pt``) has the same layout plus, as transformers' own
+conversion maps it: the RepViT trunk ``image_encoder.trunk.body.`` ->
+``vision_encoder.backbone.timm_model.``; the memory attention's ``linear1/2`` ->
+``mlp.up_proj/down_proj``; the spatial perceiver's ``latents`` -> ``latents_1d``,
+``attn``/``self_attn`` -> ``cross_attention``/``self_attention`` (``to_q``, ``to_out`` ->
+``q_proj``, ``o_proj``; the fused ``to_kv`` split in two halves, ``k_proj`` and ``v_proj``),
+``attn.norm_x``, ``attn.norm_latents``, ``self_attn.norm`` -> ``layer_norm_input``,
+``layer_norm_latents``, ``layer_norm_self``, ``ff``/``self_ff`` ``.0/.1/.3`` -> ``mlp``/``self_mlp``
+``.layer_norm/.up_proj/.down_proj``.
+
+A transformers-layout state dict (``model.safetensors`` of the ``*-hf`` repos, EdgeTAM's
+included: its model also has ``spatial_perceiver.*`` keys) passes through
+:func:`to_hf_state_dict` unchanged, so one registry converter takes either file; the layouts
+are told apart by the official-only prefixes (``image_encoder.trunk.``, ``sam_mask_decoder.``,
+``sam_prompt_encoder.``).
 """
 
 from __future__ import annotations
@@ -75,6 +88,30 @@ _RENAMES: tuple[tuple[str, str], ...] = (
     (r"^no_obj_embed_spatial$", "occlusion_spatial_embedding_parameter"),
     (r"^memory_attention\.norm\.", "memory_attention.layer_norm."),
 )
+#: EdgeTAM's official names (see the module docstring), applied after :data:`_RENAMES`.
+_EDGETAM_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^vision_encoder\.backbone\.body\.", "vision_encoder.backbone.timm_model."),
+    (r"^(memory_attention\.layers\.\d+)\.linear1\.", r"\1.mlp.up_proj."),
+    (r"^(memory_attention\.layers\.\d+)\.linear2\.", r"\1.mlp.down_proj."),
+)
+#: EdgeTAM's spatial perceiver, official -> transformers (applied instead of _RENAMES).
+_PERCEIVER_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^spatial_perceiver\.latents$", "spatial_perceiver.latents_1d"),
+    (r"^spatial_perceiver\.norm\.", "spatial_perceiver.layer_norm."),
+    (r"\.attn\.norm_x\.", ".layer_norm_input."),
+    (r"\.attn\.norm_latents\.", ".layer_norm_latents."),
+    (r"\.self_attn\.norm\.", ".layer_norm_self."),
+    (r"\.attn\.to_", ".cross_attention.to_"),
+    (r"\.self_attn\.to_", ".self_attention.to_"),
+    (r"\.to_q\.", ".q_proj."),
+    (r"\.to_out\.", ".o_proj."),
+    (r"\.self_ff\.0\.", ".self_mlp.layer_norm."),
+    (r"\.self_ff\.1\.", ".self_mlp.up_proj."),
+    (r"\.self_ff\.3\.", ".self_mlp.down_proj."),
+    (r"\.ff\.0\.", ".mlp.layer_norm."),
+    (r"\.ff\.1\.", ".mlp.up_proj."),
+    (r"\.ff\.3\.", ".mlp.down_proj."),
+)
 _MLP = re.compile(
     r"^(.*\.(?:mlp|iou_prediction_head|output_hypernetworks_mlps\.\d+|pred_obj_score_head)"
     r"|obj_ptr_proj)\.layers\.(\d+)\.(weight|bias)$"
@@ -101,20 +138,35 @@ def _mlp_depths(keys: list[str]) -> dict[str, int]:
     return depths
 
 
+def _perceiver_entries(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One official EdgeTAM ``spatial_perceiver.*`` entry in transformers' names (two for a
+    fused ``to_kv`` projection: its first half is the keys', the second the values')."""
+    for pattern, repl in _PERCEIVER_RENAMES:
+        key = re.sub(pattern, repl, key)
+    if ".to_kv." in key:
+        k, v = torch.chunk(value, 2, dim=0)
+        return {key.replace(".to_kv.", ".k_proj."): k, key.replace(".to_kv.", ".v_proj."): v}
+    return {key: value}
+
+
 def official_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an official SAM 2 / 2.1 state dict to ``Sam2VideoModel``'s keys.
+    """Rename an official SAM 2 / 2.1 or EdgeTAM state dict to ``Sam2VideoModel``'s /
+    ``EdgeTamVideoModel``'s keys.
 
     Args:
         state_dict: The official checkpoint's ``"model"`` entry (``torch.load(...)["model"]``).
 
     Returns:
-        A new dict over the same tensors (the point embeddings concatenated into one table).
+        A new dict over the same tensors (the point embeddings concatenated into one table,
+        EdgeTAM's fused key-value projections split).
 
     Raises:
         ValueError: The point embeddings or the prompt encoder's positional matrix are
             missing (not an official SAM 2 checkpoint).
     """
     keys = list(state_dict)
+    edgetam = any(k.startswith("spatial_perceiver.") for k in keys)
+    renames = _RENAMES + (_EDGETAM_RENAMES if edgetam else ())
     depths = _mlp_depths(keys)
     downsampler = [int(m.group(1)) for k in keys if (m := _DOWNSAMPLER.match(k))]
     last_conv = max(downsampler) if downsampler else -1
@@ -123,6 +175,9 @@ def official_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
     for key, value in state_dict.items():
         if m := _POINT.match(key):
             points[int(m.group(1))] = value
+            continue
+        if key.startswith("spatial_perceiver."):
+            out.update(_perceiver_entries(key, value))
             continue
         new = key
         if m := _MLP.match(key):
@@ -142,7 +197,7 @@ def official_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
             else:
                 part = f"layers.{index // 3}." + ("conv" if index % 3 == 0 else "layer_norm")
             new = f"memory_encoder.mask_downsampler.{part}.{kind}"
-        for pattern, repl in _RENAMES:
+        for pattern, repl in renames:
             new = re.sub(pattern, repl, new)
         out[new] = value
     if sorted(points) != list(range(len(points))) or not points or _PE not in state_dict:
@@ -161,19 +216,10 @@ def official_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
 def to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The registry converter: official layout converted, transformers layout as it is.
 
+    Both SAM 2 and EdgeTAM, either layout (told apart by :func:`is_official_sam2`).
     transformers' ``save_pretrained`` may keep only one of the two names of the prompt
     encoder's positional matrix; the other is filled in from it.
-
-    Raises:
-        ValueError: An official EdgeTAM checkpoint (``edgetam.pt``): its RepViT trunk and
-            spatial perceiver are not converted here; use the transformers-layout file.
     """
-    if any(k.startswith("spatial_perceiver.") or ".trunk.body." in k for k in state_dict):
-        raise ValueError(
-            "state dict: an official EdgeTAM checkpoint (edgetam.pt); textseg loads EdgeTAM "
-            "in transformers' layout only: use model.safetensors of the 'edgetam' entry "
-            "(textseg models shows where it comes from)"
-        )
     if is_official_sam2(state_dict):
         return official_to_hf_state_dict(state_dict)
     out = dict(state_dict)

@@ -38,6 +38,7 @@ __all__ = [
     "build_sam3",
     "build_sam3_lite_text",
     "build_sam3_tracker",
+    "sam3_config",
     "sam3_detector_state_dict",
     "sam3_tracker_state_dict",
 ]
@@ -129,18 +130,31 @@ def _tokenizer() -> Any:
     return clip_tokenizer(pad_token="<|endoftext|>")
 
 
-def build_sam3(cfg: ModelCfg) -> Sam3Net:
-    """A random-init ``transformers.Sam3Model`` for ``cfg`` (``vision``, ``text``, ``heads``)
-    with CLIP's tokenizer, eval mode, CPU."""
-    from transformers import Sam3Config, Sam3Model
+def sam3_config(cfg: ModelCfg) -> Any:
+    """The ``transformers.Sam3Config`` of ``cfg`` (``vision``, ``text``, ``heads``).
+
+    The text encoder is CLIP's with SAM 3's ``gelu`` activation: a ``text_config`` given as a
+    dict starts from ``CLIPTextConfig``'s defaults (``quick_gelu``), not from the SAM 3 defaults
+    ``Sam3Config`` applies when none is given, so the activation is set here (a strict load
+    cannot catch a wrong activation, it has no weights).
+    """
+    from transformers import Sam3Config
 
     arch = cfg.arch
-    config = Sam3Config(
+    text = {"model_type": "clip_text_model", "vocab_size": 49408, "hidden_act": "gelu"}
+    return Sam3Config(
         vision_config=_vision_config(arch["vision"]),
-        text_config={"model_type": "clip_text_model", "vocab_size": 49408, **arch["text"]},
+        text_config={**text, **arch["text"]},
         **_heads_configs(arch["heads"]),
     )
-    return Sam3Net(Sam3Model(config).eval(), _tokenizer(), cfg.name)
+
+
+def build_sam3(cfg: ModelCfg) -> Sam3Net:
+    """A random-init ``transformers.Sam3Model`` for ``cfg`` (:func:`sam3_config`) with CLIP's
+    tokenizer, eval mode, CPU."""
+    from transformers import Sam3Model
+
+    return Sam3Net(Sam3Model(sam3_config(cfg)).eval(), _tokenizer(), cfg.name)
 
 
 def build_sam3_lite_text(cfg: ModelCfg) -> Sam3Net:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from textseg.app.layout import ANNOTATION_FILE, EXPORT_DIR
 from textseg.io._common import atomic_write
 from textseg.io.coco import coco_to_detections, detections_to_coco, load_coco
 from textseg.io.export import FORMATS, write_exports
-from textseg.io.folder import OutputFolder, claim_output
+from textseg.io.folder import KILL_ENV, OutputFolder, claim_output, written
 from textseg.io.rle import decode_masks, to_rle
 from textseg.masks import masks_to_boxes
 
@@ -60,22 +59,6 @@ __all__ = [
 APP_COMMAND = "app"
 #: What the app can export: every format of the CLI (``results.json`` and the counts always).
 EXPORT_FORMATS: tuple[str, ...] = FORMATS
-#: Test-only: ``<name>[:<n>]`` ends the process after the n-th (default first) write ``name``.
-KILL_ENV = "TEXTSEG_TEST_KILL_AFTER"
-
-_WRITES: Counter[str] = Counter()
-
-
-def written(name: str) -> None:
-    """Mark the app's write ``name`` as complete on disk (see the module docstring); under
-    ``TEXTSEG_TEST_KILL_AFTER`` the process ends here, as a kill would end it."""
-    spec = os.environ.get(KILL_ENV)
-    if not spec:
-        return
-    _WRITES[name] += 1
-    target, _, n = spec.partition(":")
-    if target == name and _WRITES[name] == int(n or 1):
-        os._exit(137)
 
 
 def claim_app_folder(

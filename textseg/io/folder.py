@@ -43,6 +43,7 @@ from typing import Any, Literal
 from textseg.io._common import atomic_write, prepare_output_dir
 
 __all__ = [
+    "KILL_ENV",
     "LOCK",
     "MANIFEST",
     "FolderBusyError",
@@ -50,10 +51,32 @@ __all__ = [
     "OutputFolderError",
     "claim_output",
     "read_manifest",
+    "written",
 ]
 
 MANIFEST = ".textseg.json"
 LOCK = ".textseg.lock"
+#: Test-only: ``NAME`` or ``NAME#N`` (``NAME:N``) ends the process after the N-th (default the
+#: first) write called ``NAME`` (see :func:`written`).
+KILL_ENV = "TEXTSEG_TEST_KILL_AFTER"
+
+_writes: dict[str, int] = {}
+
+
+def written(name: str) -> None:
+    """Mark the write ``name`` of a run as complete on disk. Every command that writes several
+    files calls this after each write (``"manifest"``, ``"annotations"``, ``"checkpoint"``...);
+    it does nothing unless :data:`KILL_ENV` names this write, and then the process ends at once
+    (``os._exit(137)``, no clean-up), as a SIGKILL would end it: tests stop a run between any
+    two of its writes deterministically, without racing a clock, and check that it resumes."""
+    target = os.environ.get(KILL_ENV)
+    if not target:
+        return
+    _writes[name] = count = _writes.get(name, 0) + 1
+    want, _, nth = target.replace(":", "#").partition("#")
+    if want == name and count == int(nth or 1):
+        os._exit(137)
+
 
 Mode = Literal["new", "overwrite", "append", "resume"]
 _MODES = ("new", "overwrite", "append", "resume")

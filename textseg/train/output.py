@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from textseg.io._common import atomic_write
-from textseg.io.folder import OutputFolder, claim_output
+from textseg.io.folder import KILL_ENV, OutputFolder, claim_output, written
 from textseg.specialists.predictor import CONFIG, CONFIG_FORMAT, WEIGHTS
 
 __all__ = [
@@ -46,26 +46,6 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoints/last.pt"
-#: Test hook: ``NAME`` or ``NAME#N`` kills the process (exit 137, as SIGKILL) right after the
-#: first (the N-th) write called ``NAME`` (:func:`written`).
-KILL_ENV = "TEXTSEG_TEST_KILL_AFTER"
-_writes: dict[str, int] = {}
-
-
-def written(name: str) -> None:
-    """Called after each write of a training run (``"manifest"``, ``"settings"``, ``"weights"``,
-    ``"checkpoint"``, ``"config"``, ``"final"``, ``"complete"``...). Does nothing unless
-    :data:`KILL_ENV` names this write: then the process ends at once, as a SIGKILL would end it,
-    so tests can stop a run between any two of its writes without racing a clock."""
-    target = os.environ.get(KILL_ENV)
-    if not target:
-        return
-    _writes[name] = count = _writes.get(name, 0) + 1
-    want, _, nth = target.partition("#")
-    if want == name and count == int(nth or 1):
-        os._exit(137)
-
-
 #: What ``textseg train`` owns in its output folder (:func:`textseg.io.folder.claim_output`).
 OWNED = (CONFIG, WEIGHTS, "checkpoints", "ultralytics", "yolo-data")
 RESUME_HINT = "pass --resume (resume=True) to continue the run"

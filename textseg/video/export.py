@@ -50,12 +50,13 @@ import numpy as np
 import supervision as sv
 
 from textseg.io._common import json_value
+from textseg.io.folder import written
 from textseg.io.rle import encode_mask
 from textseg.masks import coco_bbox, masks_to_boxes
 from textseg.validators import check_choice
 from textseg.vocab import UNKNOWN
 
-__all__ = ["FORMAT_FILES", "OWNED", "TrackWriter", "VideoWriter", "checkpoint", "load_tracks"]
+__all__ = ["FORMAT_FILES", "OWNED", "TrackWriter", "VideoWriter", "load_tracks"]
 
 #: Codec per container suffix (PyAV names); the first one PyAV has is used.
 _CODECS = {
@@ -182,16 +183,6 @@ OWNED = ("tracks.json", "counts.csv", "annotated.mp4", *FORMAT_FILES.values())
 
 #: Prefix of the writer's temporary folder inside the output folder.
 TEMP_PREFIX = ".textseg-tracks-"
-
-#: Test-only: the name of the write after which the process is killed (see :func:`checkpoint`).
-KILL_ENV = "TEXTSEG_TEST_KILL_AFTER"
-
-
-def checkpoint(name: str) -> None:
-    """Mark that the write ``name`` is done. Tests set ``TEXTSEG_TEST_KILL_AFTER=<name>`` to
-    end the process right here, as a kill would (no cleanup runs), and check the folder."""
-    if os.environ.get(KILL_ENV) == name:
-        os._exit(137)
 
 
 def clean_stale(out_dir: Path) -> None:
@@ -332,7 +323,7 @@ class TrackWriter:
             self._video.write(_annotate(np.asarray(image), dets))
         self.frames += 1
         if self.frames == 1:
-            checkpoint("first-frame")
+            written("first-frame")
 
     def _categories(self) -> tuple[list[dict[str, Any]], dict[int, int]]:
         """COCO categories (the classes' ids in vocabulary order, ``unknown`` last when used)
@@ -437,14 +428,14 @@ class TrackWriter:
             staged["ytvis"] = self._write_ytvis(cats, final, (h, w))
         if self._video is not None:
             staged["annotated"] = self._tmp / "annotated.mp4"
-        written = {}
+        placed = {}
         for kind, path in staged.items():
             target = self.out_dir / path.name
             _fsync(path)
             os.replace(path, target)
-            written[kind] = target
-            checkpoint(path.name)
-        return written
+            placed[kind] = target
+            written(path.name)
+        return placed
 
     def _file_name(self, frame_index: int) -> str:
         return f"{self.video_name}/{frame_index:06d}"

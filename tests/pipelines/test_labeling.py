@@ -414,11 +414,6 @@ def test_cli_arguments_reach_label_folder(monkeypatch: pytest.MonkeyPatch) -> No
         return LabelReport(Path(out), Path(out), Path(out), Path(out), "ray", 3, 2, 1, 5)
 
     monkeypatch.setattr(labeling, "label_folder", fake)
-    exports: dict[str, Any] = {}
-    monkeypatch.setattr(
-        "textseg.io.export.write_exports",
-        lambda coco, out, **kwargs: exports.update(coco=coco, out=out, **kwargs),
-    )
     args = _parse(
         [
             "label",
@@ -449,7 +444,8 @@ def test_cli_arguments_reach_label_folder(monkeypatch: pytest.MonkeyPatch) -> No
     assert seen["device"] is None  # label_folder decides: cuda for Ray actors with GPUs
     assert seen["preset_kwargs"]["box_threshold"] == 0.3
     assert seen["progress"] is False
-    assert exports["formats"] == ["coco"] and exports["images_root"] == "imgs"
+    assert seen["formats"] == ["coco"] and seen["mode"] == "resume"
+    assert seen["export_options"]["val_fraction"] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         ),
         (
             ["segment", "{img}", "-c", "dog", "--preset", "tiny-test", "--out", "{file}"],
-            "CocoWriter|not a directory|Not a directory|exists",
+            "CocoWriter|not a directory|Not a directory|exists|is a file",
         ),
         (["segment", "{img}", "-c", " ", "--preset", "tiny-test"], "classes\\[0\\]"),
     ],

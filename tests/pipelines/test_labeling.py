@@ -42,6 +42,8 @@ from textseg.cli import label as labeling_cli
 from textseg.cli import main
 from textseg.io.counts import load_counts_csv
 from textseg.pipelines import TextSegmenter, labeling
+from textseg.pipelines.engines import base as engine_base
+from textseg.pipelines.engines import ray as ray_engine
 from textseg.pipelines.labeling import LabelReport, label_folder
 from textseg.vocab import Vocabulary
 
@@ -317,10 +319,15 @@ def _one_image(tmp_path: Path) -> Path:
         (_a_file, {}, NotADirectoryError, "is a file, expected a folder"),
         (_empty_dir, {}, ValueError, "no image found in"),
         (_one_image, {"engine": "spark"}, ValueError, "engine: expected 'local' or 'ray'"),
-        (_one_image, {"batch_size": 0}, ValueError, "batch_size: expected an int >= 1, got 0"),
+        (
+            _one_image,
+            {"batch_size": 0},
+            ValueError,
+            "batch_size: expected a positive integer",
+        ),
         (_one_image, {"num_workers": 2}, ValueError, "num_workers=2 needs engine='ray'"),
         (_one_image, {"num_gpus_per_worker": 1}, ValueError, "num_gpus_per_worker is for"),
-        (_one_image, {"save_every": -1}, ValueError, "save_every: expected seconds >= 0"),
+        (_one_image, {"save_every": -1}, ValueError, "save_every: expected a number >= 0"),
         (_one_image, {"preset": "tiny-tset"}, ValueError, "Did you mean 'tiny-test'?"),
         (_one_image, {"preset_kwargs": {"device": "cpu"}}, ValueError, "label_folder(device="),
         (
@@ -407,11 +414,6 @@ def test_cli_arguments_reach_label_folder(monkeypatch: pytest.MonkeyPatch) -> No
         return LabelReport(Path(out), Path(out), Path(out), Path(out), "ray", 3, 2, 1, 5)
 
     monkeypatch.setattr(labeling, "label_folder", fake)
-    exports: dict[str, Any] = {}
-    monkeypatch.setattr(
-        "textseg.io.export.write_exports",
-        lambda coco, out, **kwargs: exports.update(coco=coco, out=out, **kwargs),
-    )
     args = _parse(
         [
             "label",
@@ -442,7 +444,8 @@ def test_cli_arguments_reach_label_folder(monkeypatch: pytest.MonkeyPatch) -> No
     assert seen["device"] is None  # label_folder decides: cuda for Ray actors with GPUs
     assert seen["preset_kwargs"]["box_threshold"] == 0.3
     assert seen["progress"] is False
-    assert exports["formats"] == ["coco"] and exports["images_root"] == "imgs"
+    assert seen["formats"] == ["coco"] and seen["mode"] == "resume"
+    assert seen["export_options"]["val_fraction"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -550,14 +553,14 @@ def test_ray_resume_after_sigkill(
 
 def test_ray_results_are_written_in_listing_order() -> None:
     # Ray yields results as actors finish them; the driver puts them back in listing order.
-    items = [labeling._Item(i, f"{i}.jpg", f"/x/{i}.jpg") for i in range(4)]
+    items = [engine_base.Item(i, f"{i}.jpg", f"/x/{i}.jpg") for i in range(4)]
     rows = [{"index": i, "error": f"e{i}", "payload": b""} for i in (1, 0, 3, 2)]
 
     class FakeDataset:
         def iter_rows(self) -> Any:
             return iter(rows)
 
-    order = [item.image_id for item, _ in labeling._in_order(items, FakeDataset())]
+    order = [item.image_id for item, _ in ray_engine.in_order(items, FakeDataset())]
     assert order == [0, 1, 2, 3]
 
 
@@ -579,7 +582,7 @@ def test_ray_segmenter_error_is_raised_as_in_the_local_engine(
             num_workers=1,
             progress=False,
         )
-    assert isinstance(info.value.__cause__, labeling._RemoteTraceback)
+    assert isinstance(info.value.__cause__, ray_engine._RemoteTraceback)
     assert "raised in a Ray actor" in str(info.value.__cause__)
     assert _load(out / "annotations.json")["images"] == []
 
@@ -605,7 +608,7 @@ class _FakeRay:
                 )
 
             def map_batches(self, fn: Any, **kwargs: Any) -> Dataset:
-                assert fn is labeling._RayLabeler
+                assert fn is ray_engine.RayLabeler
                 fake.map_kwargs = kwargs
                 fake.dataset = self
                 return self
@@ -636,7 +639,7 @@ def test_ray_actors_get_a_gpu_each_and_run_on_cuda(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     fake = _FakeRay()
-    monkeypatch.setattr(labeling, "_import_ray", lambda: fake)
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     report = label_folder(
         _one_image(tmp_path),
@@ -667,7 +670,7 @@ def test_ray_actors_get_a_gpu_each_and_run_on_cuda(
 def test_ray_device_follows_the_gpus_of_the_actor(
     device: str | None, gpus: float, expected: str
 ) -> None:
-    spec = labeling._spec("tiny-test", None, None, device, "ray", 0)
+    spec = engine_base.segmenter_spec("tiny-test", None, None, device, "ray", 0)
     assert spec.device == device
     assert spec.on_device(gpus).device == expected
 
@@ -683,7 +686,7 @@ def test_ray_workers_larger_than_the_local_cluster_are_refused(
     cpus: float, gpus: float, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        labeling._check_fits({"CPU": 2.0}, cpus, gpus)
+        ray_engine.check_fits({"CPU": 2.0}, cpus, gpus)
 
 
 def _broken() -> TextSegmenter:
@@ -693,18 +696,18 @@ def _broken() -> TextSegmenter:
 def test_ray_actor_errors_travel_back_to_the_driver(tmp_path: Path) -> None:
     # The UDF itself, without Ray: an actor that could not build its segmenter answers every
     # batch with the pickled error, which the driver raises again as it was.
-    spec = labeling._SegmenterSpec(None, {}, _broken, 0)
-    udf = labeling._RayLabeler(spec, Vocabulary(CLASSES))
+    spec = engine_base.SegmenterSpec(None, {}, _broken, 0)
+    udf = ray_engine.RayLabeler(spec, Vocabulary(CLASSES))
     out = udf({"index": np.array([0, 1]), "path": np.array(["a.jpg", "b.jpg"], dtype=object)})
     rows = [{k: v[i] for k, v in out.items()} for i in range(2)]
-    items = [labeling._Item(i, f"{i}.jpg", f"/x/{i}.jpg") for i in range(2)]
+    items = [engine_base.Item(i, f"{i}.jpg", f"/x/{i}.jpg") for i in range(2)]
 
     class FakeDataset:
         def iter_rows(self) -> Any:
             return iter(rows)
 
     with pytest.raises(FileNotFoundError, match=r"weights missing: put sam\.pth") as info:
-        list(labeling._in_order(items, FakeDataset()))
+        list(ray_engine.in_order(items, FakeDataset()))
     assert "in _broken" in str(info.value.__cause__)  # the actor's traceback
 
 

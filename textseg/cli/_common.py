@@ -7,23 +7,47 @@ Library errors are raised as they are and turned into one line by :func:`textseg
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from textseg.validators import non_negative_int
 
 __all__ = [
     "CliError",
     "add_model_args",
     "add_pipeline_args",
+    "arg_type",
     "build_segmenter",
     "check_images",
     "preset_options",
+    "segmenter_spec",
     "vocabulary",
 ]
 
 
 class CliError(Exception):
     """An error to report as one line (the message) with a non-zero exit."""
+
+
+def arg_type(check: Callable[[Any, str], Any], convert: Callable[[str], Any] = int) -> Any:
+    """An argparse ``type=`` from a :mod:`textseg.validators` check: the text is converted
+    (``int``, ``float``), then checked; a bad value is argparse's one-line usage error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if convert is int else 'a number'}, got {text!r}"
+            ) from None
+        try:
+            return check(value, "value")
+        except (TypeError, ValueError) as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value: ")) from None
+
+    parse.__name__ = getattr(check, "__name__", "value").replace("_", " ")
+    return parse
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -130,7 +154,12 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
         metavar="CLASS=PROMPT",
         help="another prompt for a class (repeatable)",
     )
-    p.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this (px)")
+    p.add_argument(
+        "--min-area",
+        type=arg_type(non_negative_int),
+        default=0,
+        help="drop masks smaller than this (px, an integer >= 0)",
+    )
     p.add_argument(
         "--exemplar",
         action="append",
@@ -148,15 +177,51 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def vocabulary(args: argparse.Namespace, classes: Sequence[str] | None = None) -> Any:
-    """The vocabulary of ``-c``/``--synonym``/``--negative`` (``classes`` replaces ``-c``)."""
-    from textseg.vocab import Vocabulary
+def vocabulary(args: argparse.Namespace, ground_truth: Any = None) -> Any:
+    """The vocabulary of ``-c``/``--synonym``/``--negative``.
 
-    classes = list(classes) if classes is not None else args.classes
-    if not classes and getattr(args, "specialist", None):
-        from textseg.specialists import specialist_classes
+    Without ``-c``: the classes of ``ground_truth`` (a :class:`textseg.io.coco.GroundTruth`),
+    else of ``--specialist``; with both, the ground truth's classes the specialist knows (the
+    others are named on stderr as dropped: the specialist cannot find them).
 
-        classes = specialist_classes(args.specialist)
+    Raises:
+        CliError: No class at all, none shared by the ground truth and the specialist, or a
+            bad ``--synonym``.
+    """
+    import sys
+
+    from textseg.vocab import Vocabulary, normalize_name
+
+    classes = list(args.classes)
+    if classes and ground_truth is not None:
+        classes = ground_truth.classes(classes)[0]  # each must be one of its categories
+    if not classes:
+        specialist = getattr(args, "specialist", None)
+        known = None
+        if specialist:
+            from textseg.specialists import specialist_classes
+
+            known = specialist_classes(specialist)
+        if ground_truth is not None:
+            classes = list(ground_truth.categories)
+            if known is not None:
+                folded = {normalize_name(k).casefold() for k in known}
+                kept = [c for c in classes if normalize_name(c).casefold() in folded]
+                dropped = [c for c in classes if c not in kept]
+                if not kept:
+                    raise CliError(
+                        f"the specialist {specialist} knows none of the classes of "
+                        f"{ground_truth.path} (it knows {known}); pass -c CLASS"
+                    )
+                if dropped:
+                    print(
+                        f"textseg: {len(dropped)} classes of {ground_truth.path} dropped, the "
+                        f"specialist does not know them: {', '.join(dropped)}",
+                        file=sys.stderr,
+                    )
+                classes = kept
+        elif known is not None:
+            classes = known
     if not classes:
         raise CliError("no classes given: add -c CLASS (repeat for several)")
     synonyms: dict[str, list[str]] = {}
@@ -168,17 +233,21 @@ def vocabulary(args: argparse.Namespace, classes: Sequence[str] | None = None) -
     return Vocabulary(classes, synonyms=synonyms or None, negatives=args.negative)
 
 
+def segmenter_spec(args: argparse.Namespace, *, device: str | None = None) -> Any:
+    """How the runner builds the command line's preset (under ``--seed``), as
+    :class:`textseg.pipelines.engines.SegmenterSpec`; ``device`` replaces ``--device``."""
+    from textseg.pipelines.engines import SegmenterSpec
+
+    return SegmenterSpec(args.preset, preset_options(args), None, args.seed, device or args.device)
+
+
 def build_segmenter(args: argparse.Namespace, **overrides: Any) -> Any:
     """The preset of the command line, built under ``--seed`` (the global RNG is restored);
     ``overrides`` replace ``TextSegmenter.from_preset`` keyword arguments."""
-    import torch
+    from dataclasses import replace
 
-    from textseg.pipelines import TextSegmenter
-
-    options = {**preset_options(args), **overrides}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        return TextSegmenter.from_preset(args.preset, device=args.device, **options)
+    spec = segmenter_spec(args)
+    return replace(spec, options={**spec.options, **overrides}).build()
 
 
 def check_images(paths: Sequence[str]) -> list[Path]:

@@ -11,8 +11,9 @@ import argparse
 import sys
 from typing import Any
 
-from textseg.cli._common import add_pipeline_args, preset_options, vocabulary
-from textseg.cli.segment import add_output_args
+from textseg.cli._common import add_pipeline_args, arg_type, preset_options, vocabulary
+from textseg.cli.segment import add_output_args, export_options, ground_truth
+from textseg.validators import positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -36,6 +37,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_pipeline_args(parser)
     parser.add_argument("--out", required=True, help="output folder (resumes when it exists)")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete what an earlier `textseg label` wrote in --out and label from scratch",
+    )
+    parser.add_argument(
         "--engine",
         choices=("local", "ray"),
         default="local",
@@ -43,7 +49,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=arg_type(positive_int),
         default=None,
         metavar="N",
         help="Ray actors, one model copy each (default: one per GPU, else per CPU)",
@@ -62,7 +68,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="C",
         help="CPUs per Ray actor, also its torch threads (default 1)",
     )
-    parser.add_argument("--batch-size", type=int, default=1, help="images per segmenter call")
+    parser.add_argument(
+        "--batch-size", type=arg_type(positive_int), default=1, help="images per segmenter call"
+    )
     parser.add_argument(
         "--save-every",
         type=float,
@@ -90,20 +98,16 @@ def run(args: argparse.Namespace) -> int:
         FileNotFoundError / NotADirectoryError: DIR is missing or a file.
         ValueError: Bad options, or no image of DIR could be read.
     """
-    from textseg.io.coco import GroundTruth
-    from textseg.io.export import write_exports
     from textseg.pipelines.labeling import label_folder
 
-    gt = GroundTruth(args.coco) if args.coco else None  # its classes, when -c is not given
-    vocab = vocabulary(args, classes=gt.classes(args.classes)[0] if gt else None)
-    preset_kwargs = preset_options(args)
     formats = args.format or ["coco"]
+    gt = ground_truth(args)
     report = label_folder(
         args.folder,
-        vocab,
+        vocabulary(args, ground_truth=gt),
         args.out,
         preset=args.preset,
-        preset_kwargs=preset_kwargs,
+        preset_kwargs=preset_options(args),
         engine=args.engine,
         batch_size=args.batch_size,
         num_workers=args.workers,
@@ -115,17 +119,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         ground_truth=args.coco,
         segmentation="polygon" if "coco-polygons" in formats else "rle",
-    )
-    write_exports(
-        report.annotations,
-        report.out,
+        mode="overwrite" if args.overwrite else "resume",
         formats=formats,
-        images_root=args.folder,
-        val_fraction=args.val_fraction,
-        link_images=args.link_images,
-        yolo_trace=args.yolo_trace,
-        labelstudio_root=args.labelstudio_root,
-        image_url_prefix=args.image_url_prefix,
+        export_options=export_options(args),
     )
     for name, reason in report.failed.items():
         print(f"textseg: skipped {name}: {reason}", file=sys.stderr)

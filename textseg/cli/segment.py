@@ -1,8 +1,10 @@
 """``textseg segment`` (files: COCO, results, counts, annotated images, more formats) and
 ``textseg count`` (a table).
 
-What ``segment`` writes in ``--out`` (one run owns these; a second run into the same folder
-must say ``--overwrite`` or ``--append``):
+``segment`` runs :mod:`textseg.pipelines.runner` (the runner of ``textseg label`` too) on its
+files. What it writes in ``--out`` (owned through :func:`textseg.io.folder.claim_output`; a
+second run into the same folder must say ``--overwrite`` or ``--append``, and two runs at the
+same time are refused):
 
 - ``annotations.json``: COCO instances (RLE masks, or polygons with ``--format
   coco-polygons``); ``file_name`` is each image's path relative to the inputs' common folder
@@ -17,10 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from textseg.cli._common import (
@@ -28,16 +27,19 @@ from textseg.cli._common import (
     add_pipeline_args,
     build_segmenter,
     check_images,
+    segmenter_spec,
     vocabulary,
 )
-from textseg.io._common import save_errors
 from textseg.io.coco import GroundTruth
 
-__all__ = ["add_output_args", "add_parsers", "run_count", "run_segment"]
-
-#: What a segment/label run writes in its output folder (besides the derived formats).
-RUN_FILES = ("annotations.json", "results.json", "counts.csv", "counts.json", "errors.csv")
-RUN_DIRS = ("annotated", "yolo", "masks", "labelstudio", "cvat")
+__all__ = [
+    "add_output_args",
+    "add_parsers",
+    "export_options",
+    "ground_truth",
+    "run_count",
+    "run_segment",
+]
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -122,116 +124,72 @@ def add_parsers(subparsers: Any) -> None:
     count.set_defaults(func=run_count)
 
 
-# ---------------------------------------------------------------------- names and ground truth
-def relative_names(paths: Sequence[Path]) -> tuple[Path, list[str]]:
-    """The inputs' common folder and each path relative to it (POSIX): distinct, existing
-    relative paths even when several images share a file name."""
-    resolved = [p.resolve() for p in paths]
-    root = Path(os.path.commonpath([p.parent for p in resolved]))
-    return root, [p.relative_to(root).as_posix() for p in resolved]
+def export_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`textseg.io.export.write_exports` options of :func:`add_output_args`."""
+    return {
+        "val_fraction": args.val_fraction,
+        "link_images": args.link_images,
+        "yolo_trace": args.yolo_trace,
+        "labelstudio_root": args.labelstudio_root,
+        "image_url_prefix": args.image_url_prefix,
+    }
 
 
-# ---------------------------------------------------------------------- the output folder
-def prepare_run_folder(out: Path, *, overwrite: bool, append: bool) -> None:
-    """Refuse to mix two runs in one folder unless told how.
+def ground_truth(args: argparse.Namespace) -> Any:
+    """The ``--coco`` file as a :class:`textseg.io.coco.GroundTruth`, or None."""
+    return GroundTruth(args.coco) if args.coco else None
 
-    Raises:
-        CliError: ``out`` already holds results and neither ``overwrite`` nor ``append``.
-    """
-    if not (out / "annotations.json").exists():
+
+# ---------------------------------------------------------------------- commands
+def run_segment(args: argparse.Namespace) -> int:
+    """``textseg segment``: the runner (:mod:`textseg.pipelines.runner`) on the given files."""
+    from textseg.io.export import OWNED
+    from textseg.pipelines import runner
+
+    formats = args.format or ["coco"]
+    gt = ground_truth(args)
+    vocab = vocabulary(args, ground_truth=gt)
+    images = check_images(args.images)
+    plan = runner.plan_files(images, vocab, ground_truth=args.coco)
+    for name, reason in plan.failed.items():
+        print(f"textseg: skipped {name}: {reason}", file=sys.stderr)
+    write = runner.WriteOptions(
+        command="segment",
+        mode="overwrite" if args.overwrite else "append" if args.append else "new",
+        redo=True,
+        annotate=True,
+        segmentation="polygon" if "coco-polygons" in formats else "rle",
+        formats=formats,
+        export_options=export_options(args),
+    )
+    report = runner.run_plan(
+        plan, args.out, segmenter_spec(args), write=write, on_outcome=_print_outcome
+    )
+    extra = [f for f in formats if f not in ("coco", "coco-polygons")]
+    print(
+        f"wrote {report.annotations}, results.json, counts.csv, annotated/"
+        + "".join(f", {OWNED[f][0]}/" for f in extra)
+    )
+    if report.labelled == 0:
+        raise CliError(f"no image could be segmented ({len(report.failed)} failed; see errors.csv)")
+    return 0
+
+
+def _print_outcome(item: Any, outcome: Any) -> None:
+    if isinstance(outcome, str):
+        print(f"textseg: skipped {item.path}: {outcome}", file=sys.stderr)
         return
-    if not (overwrite or append):
-        raise CliError(
-            f"{out} already holds results (annotations.json); pass --overwrite to replace "
-            f"them, --append to add to them, or choose another --out"
-        )
-    if overwrite:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for name in RUN_DIRS:
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
+    found = ", ".join(f"{k}: {v}" for k, v in outcome.counts.items())
+    t = outcome.timings
+    print(
+        f"{item.path}: {found} ({t['total']:.0f} ms: encode {t['encode']:.0f}, prompt "
+        f"{t['prompt']:.0f}, decode {t['decode']:.0f}, label {t['label']:.0f})"
+    )
 
 
 def _one_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-# ---------------------------------------------------------------------- commands
-def run_segment(args: argparse.Namespace) -> int:
-    """``textseg segment``: segment, then write the COCO file and everything derived from it."""
-    from textseg.io.annotate import save_annotated
-    from textseg.io.coco import CocoWriter
-    from textseg.io.export import OWNED, write_exports
-
-    formats = args.format or ["coco"]
-    gt = GroundTruth(args.coco) if args.coco else None
-    vocab = vocabulary(args, classes=gt.classes(args.classes)[0] if gt else None)
-    images = check_images(args.images)
-    root, names = relative_names(images)
-    category_ids = gt.classes(vocab.names)[1] if gt else None
-    out = Path(args.out)
-    prepare_run_folder(out, overwrite=args.overwrite, append=args.append)
-    segmenter = build_segmenter(args)
-    failed: dict[str, str] = {}
-    written = 0
-    writer = CocoWriter(
-        out / "annotations.json",
-        vocab.names,
-        segmentation="polygon" if "coco-polygons" in formats else "rle",
-        category_ids=category_ids,
-        info={"description": "written by textseg segment"}
-        | ({"image_root": str(root)} if gt is None else {}),
-    )
-    with writer:
-        for path, name in zip(images, names):
-            record = gt.image(name) if gt else None
-            if gt is not None and record is None:
-                failed[name] = f"not an image of {gt.path}"
-                print(f"textseg: skipped {path}: not an image of {gt.path}", file=sys.stderr)
-                continue
-            file_name = str(record["file_name"]) if record else name
-            try:
-                result = segmenter.segment(str(path), vocab)
-                h, w = result.image_size
-                if file_name in writer:
-                    writer.remove(file_name)  # this run owns it now
-                writer.add(file_name, w, h, result, image_id=int(record["id"]) if record else None)
-                save_annotated(out / "annotated" / file_name, str(path), result.detections)
-            except Exception as err:  # one image's failure must not stop the batch
-                if os.environ.get("TEXTSEG_DEBUG"):
-                    raise
-                failed[file_name] = _one_line(err)
-                print(f"textseg: skipped {path}: {failed[file_name]}", file=sys.stderr)
-                continue
-            written += 1
-            found = ", ".join(f"{k}: {v}" for k, v in result.counts.items())
-            t = result.timings
-            print(
-                f"{path}: {found} ({t['total']:.0f} ms: encode {t['encode']:.0f}, prompt "
-                f"{t['prompt']:.0f}, decode {t['decode']:.0f}, label {t['label']:.0f})"
-            )
-    save_errors(out / "errors.csv", failed)
-    write_exports(
-        out / "annotations.json",
-        out,
-        formats=formats,
-        images_root=root if gt is None else None,
-        val_fraction=args.val_fraction,
-        link_images=args.link_images,
-        yolo_trace=args.yolo_trace,
-        labelstudio_root=args.labelstudio_root,
-        image_url_prefix=args.image_url_prefix,
-    )
-    extra = [f for f in formats if f not in ("coco", "coco-polygons")]
-    print(
-        f"wrote {out / 'annotations.json'}, results.json, counts.csv, annotated/"
-        + "".join(f", {OWNED[f][0]}/" for f in extra)
-    )
-    if written == 0:
-        raise CliError(f"no image could be segmented ({len(failed)} failed; see errors.csv)")
-    return 0
 
 
 def run_count(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ from textseg.io._common import (
 )
 from textseg.io.polygons import mask_to_polygons, polygons_to_rle
 from textseg.io.rle import decode_masks, encode_mask, rle_area, rle_xyxy, to_rle
+from textseg.vocab import normalize_name
 
 __all__ = [
     "CocoData",
@@ -739,17 +740,32 @@ class GroundTruth:
     def classes(self, asked: Sequence[str]) -> tuple[list[str], list[int]]:
         """The classes to find (``asked``, else all of the file's) and their category ids.
 
+        A name is the file's category name, exactly (``"person "``, ``"teddy bear."``), or as
+        :class:`textseg.vocab.Vocabulary` normalises it (``"person"``) when that names one
+        category only.
+
         Raises:
             ValueError: A class that is not one of the file's categories.
         """
+        normalised: dict[str, list[int]] = {}
+        for name, cat_id in self.categories.items():
+            normalised.setdefault(normalize_name(name), []).append(cat_id)
         names = list(asked) or list(self.categories)
-        missing = [n for n in names if n not in self.categories]
+        ids: list[int] = []
+        missing = []
+        for name in names:
+            if name in self.categories:
+                ids.append(self.categories[name])
+            elif len(normalised.get(normalize_name(name), [])) == 1:
+                ids.append(normalised[normalize_name(name)][0])
+            else:
+                missing.append(name)
         if missing:
             raise ValueError(
                 f"{self.path}: classes {missing} are not among its categories "
                 f"{sorted(self.categories)[:20]}; use the file's category names"
             )
-        return names, [self.categories[n] for n in names]
+        return names, ids
 
     def image(self, relative: str) -> dict[str, Any] | None:
         """The image record whose file_name is ``relative`` (or ends with its base name, when

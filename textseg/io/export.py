@@ -133,6 +133,7 @@ def write_exports(
     *,
     formats: Sequence[str] = (),
     images_root: str | os.PathLike[str] | None = None,
+    image_paths: Mapping[str, str | os.PathLike[str]] | None = None,
     val_fraction: float = 0.0,
     link_images: bool = False,
     yolo_trace: Literal["edges", "centres"] = "centres",
@@ -149,6 +150,8 @@ def write_exports(
         formats: Any of :data:`DERIVED_FORMATS` (``coco``/``coco-polygons`` are ignored here).
         images_root: The folder the COCO ``file_name`` s are relative to; needed to copy or
             link images into ``yolo/`` and ``cvat/``.
+        image_paths: ``{file_name: path}`` of images that are not at ``images_root /
+            file_name`` (e.g. a ground truth's file names); the others are looked up there.
         val_fraction: Fraction of images in the YOLO ``val`` split (:func:`split_of`); 0: no
             validation images (``val:`` then names the training images).
         link_images: Hard-link images instead of copying them.
@@ -174,13 +177,16 @@ def write_exports(
     classes = coco.classes
     names = [str(im["file_name"]) for im in coco.images]
     flat = flat_names(names)
-    root = Path(images_root) if images_root is not None else None
+    root = _ImageSource(images_root, image_paths)
     urls: dict[str, str] = {}
     if "labelstudio" in formats:  # checked before anything is written
         from textseg.io.labelstudio import image_urls
 
         urls = image_urls(
-            names, images_root=root, document_root=labelstudio_root, url_prefix=image_url_prefix
+            names,
+            images_root=images_root,
+            document_root=labelstudio_root,
+            url_prefix=image_url_prefix,
         )
     written = [write_results(coco_path, out / "results.json")]
     counts = {
@@ -217,20 +223,34 @@ def write_exports(
     return written
 
 
-def _image_source(root: Path | None, file_name: str) -> Path | None:
-    if root is None:
-        return None
-    path = root / file_name
-    if not path.is_file():
-        raise FileNotFoundError(f"image {file_name!r} not found under {root}")
-    return path
+class _ImageSource:
+    """Where each COCO ``file_name`` 's image is: ``paths[file_name]``, else under ``root``."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None,
+        paths: Mapping[str, str | os.PathLike[str]] | None,
+    ) -> None:
+        self.root = Path(root) if root is not None else None
+        self.paths = {k: Path(v) for k, v in (paths or {}).items()}
+
+    def __call__(self, file_name: str) -> Path | None:
+        if file_name in self.paths:
+            path = self.paths[file_name]
+        elif self.root is not None:
+            path = self.root / file_name
+        else:
+            return None
+        if not path.is_file():
+            raise FileNotFoundError(f"image {file_name!r} not found at {path}")
+        return path
 
 
 def _yolo(
     coco: Any,
     out: Path,
     flat: Mapping[str, str],
-    root: Path | None,
+    root: _ImageSource,
     val_fraction: float,
     link: bool,
     trace: Literal["edges", "centres"],
@@ -248,7 +268,7 @@ def _yolo(
                 int(im["width"]),
                 int(im["height"]),
                 dets,
-                image=_image_source(root, name),
+                image=root(name),
                 split=splits[name],
             )
 
@@ -289,20 +309,26 @@ def _cvat(
     coco_path: str | os.PathLike[str],
     out: Path,
     flat: Mapping[str, str],
-    root: Path | None,
+    root: _ImageSource,
     link: bool,
 ) -> None:
+    """COCO in datumaro's layout, plus ``coco-1.0.zip``: the same files in one archive, what
+    CVAT's "Import dataset / upload annotations" in the "COCO 1.0" format takes.
+
+    Categories are renumbered 1..N (in the COCO file's order, matched by name): datumaro (and so
+    CVAT) drops annotations of a category id 0 ("annotation has no label"), which a user's
+    ground truth may use.
+    """
     subset = "default"
     annotations = out / "annotations" / f"instances_{subset}.json"
     images = prepare_output_dir(out / "images" / subset, what="cvat export")
     prepare_output_dir(annotations.parent, what="cvat export")
     source = json.loads(Path(coco_path).read_text(encoding="utf-8"))
-    category_ids = [int(c["id"]) for c in coco.categories]
+    placed: list[Path] = []
     with CocoWriter(
         annotations,
         coco.classes,
         segmentation="polygon",
-        category_ids=category_ids,
         flush_every=1 << 30,
         resume=False,
         info=source.get("info"),
@@ -313,6 +339,28 @@ def _cvat(
             writer.add(
                 flat[name], int(im["width"]), int(im["height"]), dets, image_id=int(im["id"])
             )
-            path = _image_source(root, name)
+            path = root(name)
             if path is not None:
                 place_file(path, images / flat[name], link=link)
+                placed.append(images / flat[name])
+    _zip(out / CVAT_ZIP, out, [annotations, *placed])
+
+
+#: The archive in ``cvat/`` that CVAT's "COCO 1.0" import takes.
+CVAT_ZIP = "coco-1.0.zip"
+
+
+def _zip(target: Path, base: Path, files: Sequence[Path]) -> None:
+    """``files`` (stored by their path relative to ``base``) in a zip. Written inside the
+    export's temp folder, which replaces the old one whole: no atomic write needed here. Images
+    are stored, not deflated (JPEG/PNG do not shrink)."""
+    import zipfile
+
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in files:
+            deflate = path.suffix == ".json"
+            archive.write(
+                path,
+                path.relative_to(base).as_posix(),
+                compress_type=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED,
+            )

@@ -33,6 +33,7 @@ from textseg.pipelines.presets import build_components
 from textseg.pipelines.selectors import MaskSelector
 from textseg.prompters.base import ClassPrompts, Prompter
 from textseg.sam import AutomaticMaskGenerator, SamCore
+from textseg.validators import non_negative_int
 from textseg.vocab import UNKNOWN, Vocabulary
 
 __all__ = ["Result", "TextSegmenter", "dedup_masks"]
@@ -209,8 +210,7 @@ class TextSegmenter:
             callable(getattr(sam, "encode", None)) and callable(getattr(sam, "predict", None))
         ):
             raise TypeError(f"sam: expected a textseg.sam.SamCore, got {type(sam).__name__}")
-        if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 0:
-            raise ValueError(f"min_area: expected an integer >= 0, got {min_area!r}")
+        min_area = non_negative_int(min_area, "min_area")
         if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
             raise ValueError(f"refine: expected an integer >= 0 (rounds), got {refine!r}")
         if refine and getattr(prompter, "cuts_masks", False):
@@ -313,6 +313,8 @@ class TextSegmenter:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        if min_area is not None:
+            min_area = non_negative_int(min_area, "min_area")
         vocab = Vocabulary.coerce(classes)
         batch: list[tuple[int, ImageInput]] = []
         for index, image in enumerate(images):

@@ -43,7 +43,7 @@ from textseg.io.coco import CocoWriter
 from textseg.io.counts import count_classes, save_counts_csv
 from textseg.io.export import OWNED as EXPORT_OWNED
 from textseg.io.export import write_exports
-from textseg.io.folder import OutputFolderError, claim_output
+from textseg.io.folder import KILL_ENV, OutputFolderError, claim_output, written
 from textseg.pipelines.engines.base import Item, Outcome, SegmenterSpec
 from textseg.pipelines.plan import Plan, check_request, plan_files, plan_folder
 from textseg.pipelines.text_segmenter import Result
@@ -83,8 +83,8 @@ RUN_OWNED: tuple[str, ...] = (
 SOURCE = "textseg_source"
 _HASHED_BYTES = 1 << 16
 #: Test hook: ``NAME`` or ``NAME:K`` stops the process (exit 137, as SIGKILL) right after the
-#: K-th write of NAME (see :func:`_written`).
-KILL_AFTER_ENV = "TEXTSEG_TEST_KILL_AFTER"
+#: K-th write of NAME (:func:`textseg.io.folder.written`, the one hook of every command).
+KILL_AFTER_ENV = KILL_ENV
 
 Engine = Literal["local", "ray"]
 WriteMode = Literal["new", "overwrite", "append", "resume"]
@@ -263,12 +263,12 @@ def run_plan(
     owned = RUN_OWNED if write.command in ("label", "segment") else (*RUN_OWNED, write.command)
     info = {"image_root": str(plan.image_root)}
     with claim_output(out, write.command, owned=owned, mode=write.mode, hint=write.hint) as folder:
-        _written("manifest")
+        written("manifest")
         report = _write_run(
             plan, folder.path, spec, engine, write, progress, on_outcome, start, info
         )
         folder.update(complete=True, formats=list(write.formats))
-        _written("complete")
+        written("complete")
         return report
 
 
@@ -300,7 +300,7 @@ def _write_run(
         segmentation=write.segmentation,
         info={"description": f"written by textseg {write.command}", **info},
     )
-    _written("annotations")
+    written("annotations")
     failed: dict[str, str] = dict(plan.failed)
     todo = list(plan.items) if write.redo else [i for i in plan.items if i.file_name not in writer]
     resumed = len(plan.items) - len(todo)
@@ -309,11 +309,11 @@ def _write_run(
     def checkpoint() -> None:
         # The COCO file first: counts and errors are rebuilt from it when a run resumes.
         writer.flush()
-        _written("annotations")
+        written("annotations")
         save_counts_csv(out / COUNTS, counts, names=classes)
-        _written("counts")
+        written("counts")
         save_errors(out / ERRORS, failed)
-        _written("errors")
+        written("errors")
 
     outcomes: Iterator[Outcome] = engine.outcomes(todo, spec, plan.vocab)
     bar = _progress(len(plan.items), resumed, progress)
@@ -343,9 +343,9 @@ def _write_run(
         outcomes.close()  # type: ignore[attr-defined]  # stops a Ray execution at once
         bar.close()
         save_counts_csv(out / COUNTS, counts, names=classes)
-        _written("counts")
+        written("counts")
         save_errors(out / ERRORS, failed)
-        _written("errors")
+        written("errors")
     paths = {item.file_name: item.path for item in plan.items}
     write_exports(
         annotations,
@@ -355,7 +355,7 @@ def _write_run(
         image_paths=paths,
         **dict(write.export_options),
     )
-    _written("exports")
+    written("exports")
     return RunReport(
         out=out,
         annotations=annotations,
@@ -409,7 +409,7 @@ def _write(
         from textseg.io.annotate import save_annotated
 
         save_annotated(out / ANNOTATED / item.file_name, item.path, result.detections)
-        _written("annotated")
+        written("annotated")
     return len(result)
 
 
@@ -507,21 +507,3 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="img", disable=not enabled, desc="labelling")
-
-
-_write_counts: dict[str, int] = {}
-
-
-def _written(name: str) -> None:
-    """Called after each write of the run's files; the test hook :data:`KILL_AFTER_ENV`
-    (``NAME`` or ``NAME:K``) ends the process here, as a SIGKILL would, after the K-th write
-    of NAME."""
-    wanted = os.environ.get(KILL_AFTER_ENV)
-    if not wanted:
-        return
-    target, _, nth = wanted.partition(":")
-    if target != name:
-        return
-    _write_counts[name] = _write_counts.get(name, 0) + 1
-    if _write_counts[name] >= int(nth or 1):
-        os._exit(137)

@@ -18,6 +18,7 @@ import supervision as sv
 
 from textseg.app.draft import Click, Draft, Snapshot, novel
 from textseg.app.predict import ClickPredictor
+from textseg.fields import CLASS_NAME, SAM_IOU
 
 __all__ = ["DraftBoard", "proposals_from"]
 
@@ -160,13 +161,13 @@ def proposals_from(
     if len(dets):
         dets = dets[novel(dets.mask, existing)]
     # SAM 3 and specialist masks come without SAM's predicted IoU: their score stands in.
-    ious = dets.data.get("sam_iou", dets.confidence)
+    ious = dets.data.get(SAM_IOU, dets.confidence)
     order = np.argsort(-np.asarray(dets.confidence, np.float64), kind="stable")
     return tuple(
         Draft(
             masks=dets.mask[i : i + 1],
             scores=np.asarray(ious[i : i + 1], np.float32),
-            class_name=str(dets.data["class_name"][i]),
+            class_name=str(dets.data[CLASS_NAME][i]),
             confidence=float(dets.confidence[i]),
             origin="text",
             latency_ms=latency_ms,

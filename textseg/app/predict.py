@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from textseg.app.draft import Draft
+from textseg.fields import SAM_IOU
 from textseg.sam import SamCore
 from textseg.sam.cache import ImageEmbedding
 from textseg.sam.postprocess import remove_small_regions
@@ -59,7 +60,7 @@ class ClickPredictor:
                 return_all=True,
                 min_region_area=self.min_region_area,
             )
-            masks, scores = dets.mask, np.asarray(dets.data["sam_iou"], np.float32)
+            masks, scores = dets.mask, np.asarray(dets.data[SAM_IOU], np.float32)
         latency = (time.perf_counter() - start) * 1000.0
         text = draft.origin == "text"
         return replace(

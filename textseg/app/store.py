@@ -36,6 +36,7 @@ import supervision as sv
 
 from textseg._image import to_rgb_uint8
 from textseg.app.layout import ANNOTATION_FILE, EXPORT_DIR
+from textseg.fields import CLASS_NAME, SAM_IOU
 from textseg.io._common import atomic_write
 from textseg.io.coco import coco_to_detections, detections_to_coco, load_coco
 from textseg.io.export import FORMATS, write_exports
@@ -196,8 +197,8 @@ class AnnotationStore:
             class_id=np.array([self.classes.index(class_name)]),
             confidence=np.array([score], np.float32),
             data={
-                "class_name": np.array([class_name]),
-                "sam_iou": np.array([sam_iou], np.float32),
+                CLASS_NAME: np.array([class_name]),
+                SAM_IOU: np.array([sam_iou], np.float32),
                 "origin": np.array([origin]),
                 "source": np.array([source]),
             },

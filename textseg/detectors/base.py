@@ -36,6 +36,7 @@ from torchvision.ops import batched_nms, box_iou, nms
 
 from textseg._device import resolve_device, resolve_dtype
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.fields import CLASS_NAME
 from textseg.vocab import ClassesInput, Vocabulary
 
 __all__ = [
@@ -179,7 +180,7 @@ def empty_detections() -> sv.Detections:
         xyxy=np.zeros((0, 4), dtype=np.float32),
         confidence=np.zeros((0,), dtype=np.float32),
         class_id=np.zeros((0,), dtype=np.int64),
-        data={"class_name": np.array([], dtype=str), "prompt": np.array([], dtype=str)},
+        data={CLASS_NAME: np.array([], dtype=str), "prompt": np.array([], dtype=str)},
     )
 
 
@@ -264,7 +265,7 @@ def postprocess_detections(
         confidence=score[idx].numpy().astype(np.float32),
         class_id=class_ids,
         data={
-            "class_name": np.array([names[c] for c in class_ids], dtype=str),
+            CLASS_NAME: np.array([names[c] for c in class_ids], dtype=str),
             "prompt": np.array([prompts[p] for p in prompt[idx].tolist()], dtype=str),
         },
     )

@@ -22,6 +22,7 @@ from textseg.eval.metrics import (
     mean_iou,
 )
 from textseg.eval.report import ProtocolResult
+from textseg.fields import CLASS_NAME, PROMPT_INDEX, SAM_IOU
 from textseg.io.coco import detections_to_coco
 from textseg.vocab import UNKNOWN, Vocabulary
 
@@ -180,13 +181,13 @@ class PointPrompts(Accumulator):
             return_all=True,
         )
         self._time("decode", _ms(t))
-        prompt = np.asarray(dets.data["prompt_index"], np.int64)
+        prompt = np.asarray(dets.data[PROMPT_INDEX], np.int64)
         if dets.mask is None or prompt.size == 0 or prompt.min() < 0 or prompt.max() >= n:
             raise ValueError(
                 f"point protocol: the SAM core returned {len(dets)} masks whose prompt_index "
                 f"does not cover the {n} clicks; expected 3 masks per click"
             )
-        score = np.asarray(dets.data.get("sam_iou", dets.confidence), np.float64)
+        score = np.asarray(dets.data.get(SAM_IOU, dets.confidence), np.float64)
         ious = mask_iou(dets.mask, gt.mask[prompt])
         top = np.zeros(n)
         oracle = np.zeros(n)
@@ -338,7 +339,7 @@ class Labeling(Accumulator):
             xyxy=gt.xyxy.copy(),
             mask=gt.mask,
             class_id=np.full(n, -1, np.int64),
-            data={"class_name": np.array([UNKNOWN] * n, dtype=object)},
+            data={CLASS_NAME: np.array([UNKNOWN] * n, dtype=object)},
         )
         t = time.perf_counter()
         out = self.labeler.label(sample.image, query, self.vocab.vocabulary)
@@ -431,7 +432,7 @@ class Counting(PipelineAccumulator):
 
 def per_prompt_masks(dets: sv.Detections, n: int, what: str) -> np.ndarray:
     """``(n, H, W)`` masks of a single-output predict, in prompt order."""
-    prompt = np.asarray(dets.data.get("prompt_index", np.arange(len(dets))), np.int64)
+    prompt = np.asarray(dets.data.get(PROMPT_INDEX, np.arange(len(dets))), np.int64)
     if dets.mask is None or len(dets) != n or sorted(prompt.tolist()) != list(range(n)):
         raise ValueError(
             f"{what} protocol: the SAM core returned {len(dets)} masks for {n} prompts; "

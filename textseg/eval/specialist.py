@@ -40,6 +40,7 @@ import supervision as sv
 
 from textseg.eval.dataset import EvalDataset, Sample, load_dataset
 from textseg.eval.report import ProtocolResult
+from textseg.fields import CLASS_NAME, PROMPT_INDEX
 from textseg.train.data import split_indices
 from textseg.train.metrics import SemanticIoU
 
@@ -102,8 +103,8 @@ def _score_sam(
         emb = sam.encode(sample.image)
         dets = sam.predict(emb, boxes=gt.xyxy.astype(np.float32), multimask_output=False)
         seconds += time.perf_counter() - start
-        prompt = np.asarray(dets.data.get("prompt_index", np.arange(len(dets))), np.int64)
-        ids = np.asarray([to_class[str(n)] for n in gt.data["class_name"]], np.int64)
+        prompt = np.asarray(dets.data.get(PROMPT_INDEX, np.arange(len(dets))), np.int64)
+        ids = np.asarray([to_class[str(n)] for n in gt.data[CLASS_NAME]], np.int64)
         metric.update(dets.mask, ids[prompt], gt.mask, ids, sample.size)
     return seconds
 
@@ -117,9 +118,9 @@ def _score_predictor(
         start = time.perf_counter()
         dets: sv.Detections = predictor.predict(sample.image)
         seconds += time.perf_counter() - start
-        names = dets.data.get("class_name", [])
+        names = dets.data.get(CLASS_NAME, [])
         pred = np.asarray([to_class.get(str(n), -1) for n in names], np.int64)
-        gt_ids = np.asarray([to_class[str(n)] for n in sample.gt.data["class_name"]], np.int64)
+        gt_ids = np.asarray([to_class[str(n)] for n in sample.gt.data[CLASS_NAME]], np.int64)
         metric.update(dets.mask, pred, sample.gt.mask, gt_ids, sample.size)
     return seconds
 
@@ -251,7 +252,7 @@ def eval_specialist(
                 )
             labels = work / "textseg-labels" / "annotations.json"
             present = sorted({str(n) for i, f in enumerate(files) if f in set(train_files)
-                              for n in data.sample(i).gt.data["class_name"]},
+                              for n in data.sample(i).gt.data[CLASS_NAME]},
                              key=classes.index)  # fmt: skip
             timings["label_s"] = _label(data, train_files, segmenter, present, labels)
             report = train_specialist(labels, work / "specialist-textseg", **train_kw)

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from textseg.eval.metrics import mask_iou
+from textseg.fields import CLASS_NAME
 from textseg.masks import greedy_match, pairwise_iou
 
 __all__ = [
@@ -334,7 +335,7 @@ def _text(sequence: VideoSequence, tracker: Any) -> tuple[dict[str, Any], int]:
         if result.error is not None:
             continue
         dets = result.detections
-        for tid, name in zip(dets.tracker_id, dets.data["class_name"]):
+        for tid, name in zip(dets.tracker_id, dets.data[CLASS_NAME]):
             final_class[int(tid)] = str(name)
         labels = sequence.labels(t)
         if labels is None:

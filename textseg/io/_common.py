@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
+from textseg.fields import CLASS_NAME
+
 __all__ = [
     "atomic_write",
     "check_detections",
@@ -106,7 +108,7 @@ def class_indices(detections: sv.Detections, classes: Sequence[str], *, what: st
             given.
     """
     n = len(detections)
-    names = detections.data.get("class_name")
+    names = detections.data.get(CLASS_NAME)
     if detections.class_id is not None:
         ids = np.asarray(detections.class_id).astype(np.int64, copy=False).reshape(-1)
         bad = np.flatnonzero((ids < 0) | (ids >= len(classes)))

@@ -17,6 +17,7 @@ import supervision as sv
 from PIL import Image
 
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.fields import CLASS_NAME
 from textseg.io._common import check_detections, prepare_output_dir
 
 __all__ = ["annotate", "detection_labels", "save_annotated"]
@@ -35,7 +36,7 @@ def detection_labels(
     """
     detections = check_detections(detections, what="detection_labels")
     n = len(detections)
-    names = detections.data.get("class_name")
+    names = detections.data.get(CLASS_NAME)
     if names is not None:
         texts = [str(name) for name in names]
     elif detections.class_id is not None:

@@ -38,6 +38,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import supervision as sv
 
+from textseg.fields import CLASS_NAME
 from textseg.io._common import (
     atomic_write,
     check_detections,
@@ -68,7 +69,7 @@ _COCO_KEYS = frozenset(
     {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation", "score"}
 )
 #: ``data`` keys that map to COCO keys or are implied by the category.
-_DATA_MAPPED = frozenset({"class_name", "iscrowd"})
+_DATA_MAPPED = frozenset({CLASS_NAME, "iscrowd"})
 
 
 def _category_ids(classes: Sequence[str], category_ids: Sequence[int] | None) -> list[int]:
@@ -323,7 +324,7 @@ def coco_to_detections(
     )
     tracked = n > 0 and all("tracker_id" in a for a in annotations)
     data: dict[str, Any] = {
-        "class_name": np.array([classes[k] for k in labels], dtype=str),
+        CLASS_NAME: np.array([classes[k] for k in labels], dtype=str),
         "iscrowd": np.asarray([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool),
     }
     extra_keys: list[str] = []

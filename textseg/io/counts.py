@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import supervision as sv
 
+from textseg.fields import CLASS_NAME
 from textseg.io._common import atomic_write, check_detections, class_indices, prepare_output_dir
 from textseg.vocab import UNKNOWN
 
@@ -51,8 +52,8 @@ def count_classes(detections: sv.Detections, names: Sequence[str]) -> dict[str, 
     unknown = np.zeros(len(detections), bool)
     if detections.class_id is not None:
         unknown = np.asarray(detections.class_id).reshape(-1) == -1
-    elif "class_name" in detections.data:
-        unknown = np.asarray(detections.data["class_name"]).astype(str) == UNKNOWN
+    elif CLASS_NAME in detections.data:
+        unknown = np.asarray(detections.data[CLASS_NAME]).astype(str) == UNKNOWN
     ids = class_indices(detections[~unknown], names, what="count_classes")
     tally = np.bincount(ids, minlength=len(names))
     counts = {name: int(tally[k]) for k, name in enumerate(names)}

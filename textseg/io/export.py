@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from textseg.fields import CLASS_NAME
 from textseg.io._common import atomic_write, place_file, prepare_output_dir
 from textseg.io.coco import CocoWriter, load_coco
 from textseg.io.counts import count_classes, save_counts_csv, save_counts_json
@@ -298,7 +299,7 @@ def _labelstudio(coco: Any, out: Path, urls: Mapping[str, str]) -> None:
             if dets.confidence is not None
             else [None] * len(masks)
         )
-        names = [str(n) for n in dets.data.get("class_name", [])]
+        names = [str(n) for n in dets.data.get(CLASS_NAME, [])]
         tasks.append(task(urls[str(im["file_name"])], w, h, masks, names, scores))
     atomic_write(out / "tasks.json", json.dumps(tasks, allow_nan=False))
     atomic_write(out / "config.xml", labeling_config(coco.classes))

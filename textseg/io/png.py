@@ -26,6 +26,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image, PngImagePlugin
 
+from textseg.fields import CLASS_NAME
 from textseg.io._common import (
     check_detections,
     class_indices,
@@ -62,7 +63,7 @@ def _instance_meta(detections: sv.Detections, classes: Sequence[str] | None) -> 
         ids = class_indices(detections, classes, what="png").tolist()
     elif detections.class_id is not None:
         ids = [int(k) for k in detections.class_id]
-    names = detections.data.get("class_name")
+    names = detections.data.get(CLASS_NAME)
     if names is None and classes is not None and ids is not None:
         names = [classes[k] for k in ids]
     meta = []
@@ -71,7 +72,7 @@ def _instance_meta(detections: sv.Detections, classes: Sequence[str] | None) -> 
         if ids is not None:
             item["class_id"] = int(ids[i])
         if names is not None:
-            item["class_name"] = str(names[i])
+            item[CLASS_NAME] = str(names[i])
         if detections.confidence is not None:
             item["confidence"] = float(detections.confidence[i])
         meta.append(item)
@@ -106,8 +107,8 @@ def _detections(masks: np.ndarray, meta: list[dict[str, Any]]) -> sv.Detections:
             return [m[key] for m in meta]
         return None
 
-    ids, names, scores = column("class_id"), column("class_name"), column("confidence")
-    data = {"class_name": np.array(names, dtype=str)} if names is not None else {}
+    ids, names, scores = column("class_id"), column(CLASS_NAME), column("confidence")
+    data = {CLASS_NAME: np.array(names, dtype=str)} if names is not None else {}
     return sv.Detections(
         xyxy=masks_to_boxes(masks),
         mask=masks,
@@ -350,7 +351,7 @@ def load_index_png(path: str | os.PathLike[str]) -> sv.Detections:
             if present
             else np.zeros((0, *values.shape), bool)
         )
-        items = [{"class_id": v - 1, "class_name": classes[v - 1]} for v in present]
+        items = [{"class_id": v - 1, CLASS_NAME: classes[v - 1]} for v in present]
         return _detections(masks, items)
     items = meta.get("instances", []) if meta is not None else [{} for _ in range(top)]
     if top > len(items):

@@ -40,6 +40,7 @@ import yaml
 from PIL import Image
 
 from textseg._image import IMAGE_SUFFIXES, ImageInput, to_rgb_uint8
+from textseg.fields import CLASS_NAME
 from textseg.io._common import (
     atomic_write,
     check_detections,
@@ -190,7 +191,7 @@ def yolo_to_detections(
         xyxy=xyxy,
         mask=mask,
         class_id=np.asarray(labels, dtype=np.int64),
-        data={"class_name": np.array([classes[k] for k in labels], dtype=str)},
+        data={CLASS_NAME: np.array([classes[k] for k in labels], dtype=str)},
     )
 
 

@@ -30,6 +30,7 @@ from textseg._detections import copy_detections
 from textseg._image import ImageInput, to_rgb_uint8
 from textseg.clip.crops import mask_box, masked_crop
 from textseg.clip.text import DEFAULT_BACKGROUND, DEFAULT_TEMPLATES, TextEmbedder
+from textseg.fields import CLASS_NAME, CLIP_MARGIN, CLIP_SCORE
 from textseg.labelers.base import UNKNOWN
 from textseg.vocab import ClassesInput, Vocabulary, normalize_name
 
@@ -241,7 +242,7 @@ class ClipLabeler:
         if self.mode != "verify":
             return None
         n = len(detections)
-        names = detections.data.get("class_name") if detections.data else None
+        names = detections.data.get(CLASS_NAME) if detections.data else None
         if names is not None:
             index = {name.casefold(): i for i, name in enumerate(vocab.names)}
             ids = np.empty(n, np.int64)
@@ -322,9 +323,9 @@ class ClipLabeler:
             margin = score.copy()
         result = copy_detections(detections, class_id=False)
         result.class_id = out_ids
-        result.data["class_name"] = np.array([*vocab.names, UNKNOWN])[out_ids]  # -1: UNKNOWN
-        result.data["clip_score"] = score.astype(np.float32)
-        result.data["clip_margin"] = margin.astype(np.float32)
+        result.data[CLASS_NAME] = np.array([*vocab.names, UNKNOWN])[out_ids]  # -1: UNKNOWN
+        result.data[CLIP_SCORE] = score.astype(np.float32)
+        result.data[CLIP_MARGIN] = margin.astype(np.float32)
         return result if keep.all() else result[keep]
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import supervision as sv
 
+from textseg.fields import CLASS_NAME, PROMPT_INDEX, SAM_IOU, SELECTION_SCORE
 from textseg.masks import masks_to_boxes
 from textseg.vocab import UNKNOWN, ClassesInput
 
@@ -51,12 +52,12 @@ def attach_prompts(detections: sv.Detections, class_prompts: ClassPrompts) -> sv
     Raises:
         ValueError: ``detections`` has no ``prompt_index`` or it does not fit the prompts.
     """
-    if "prompt_index" not in detections.data:
+    if PROMPT_INDEX not in detections.data:
         raise ValueError(
             "detections: expected data['prompt_index'] (the output of SamCore.predict), "
             f"got data keys {sorted(detections.data)}"
         )
-    index = np.asarray(detections.data["prompt_index"], dtype=np.int64)
+    index = np.asarray(detections.data[PROMPT_INDEX], dtype=np.int64)
     if len(index) and (index.min() < 0 or index.max() >= len(class_prompts)):
         raise ValueError(
             f"detections: prompt_index {int(index.max())} is out of range for "
@@ -66,12 +67,12 @@ def attach_prompts(detections: sv.Detections, class_prompts: ClassPrompts) -> sv
     prompt_score = class_prompts.confidence[index]
     # Masks SAM did not cut (a prompter's own, SAM 3) have no predicted IoU; their prompts are
     # all scored.
-    sam_iou = np.asarray(detections.data.get("sam_iou", np.full(len(index), np.nan)), np.float32)
+    sam_iou = np.asarray(detections.data.get(SAM_IOU, np.full(len(index), np.nan)), np.float32)
     names = np.array([*class_prompts.class_names, UNKNOWN], dtype=object)
     data = dict(detections.data)
     for key, value in class_prompts.data.items():
         data[key] = value[index]
-    data["class_name"] = names[np.where(class_id >= 0, class_id, len(class_prompts.class_names))]
+    data[CLASS_NAME] = names[np.where(class_id >= 0, class_id, len(class_prompts.class_names))]
     return sv.Detections(
         xyxy=detections.xyxy,
         mask=detections.mask,
@@ -124,7 +125,7 @@ def decode_prompts(
         dets = sv.Detections(
             xyxy=masks_to_boxes(masks),
             mask=masks,
-            data={"prompt_index": np.arange(len(masks), dtype=np.int64)},
+            data={PROMPT_INDEX: np.arange(len(masks), dtype=np.int64)},
         )
         return attach_prompts(dets, class_prompts)
     source = embedding if embedding is not None else image
@@ -146,7 +147,7 @@ def decode_prompts(
             classes if classes is not None else list(class_prompts.class_names),
         )
         dets = candidates[np.asarray(rows, np.int64)]
-        dets.data["selection_score"] = np.asarray(score, np.float32)
+        dets.data[SELECTION_SCORE] = np.asarray(score, np.float32)
     else:
         dets = sam.predict(
             source, class_prompts.prompts, multimask_output=multimask, **predict_options
@@ -157,7 +158,7 @@ def decode_prompts(
             class_prompts.prompts, mask_inputs=dets.data.pop("low_res_logits")
         )
         refined = sam.predict(source, prompts, multimask_output=False, **predict_options)
-        for key in ("selection_score",):
+        for key in (SELECTION_SCORE,):
             if key in dets.data:
                 refined.data[key] = dets.data[key]
         dets = refined

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from textseg._image import IMAGE_SUFFIXES, list_images
+from textseg.fields import CLASS_NAME
 from textseg.io.coco import GroundTruth
 from textseg.pipelines.engines.base import Item, SegmenterSpec
 from textseg.vocab import Vocabulary
@@ -145,7 +146,7 @@ def check_request(vocab: Vocabulary, spec: SegmenterSpec) -> None:
             )
     folded = [n.casefold() for n in vocab.names]
     for item in spec.options.get("exemplars") or ():
-        name = getattr(item, "class_name", None)
+        name = getattr(item, CLASS_NAME, None)
         if name is None and len(folded) != 1:
             raise ValueError(
                 f"exemplar {list(item.box)}: name its class (X0,Y0,X1,Y1:CLASS); the "

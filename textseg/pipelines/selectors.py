@@ -21,6 +21,7 @@ import torch
 
 from textseg.clip.crops import masked_crop
 from textseg.clip.text import DEFAULT_TEMPLATES, TextEmbedder
+from textseg.fields import PROMPT_INDEX, SAM_IOU
 from textseg.vocab import ClassesInput
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class ClipMaskSelector:
             ValueError: Candidates without ``prompt_index``/``sam_iou`` or masks, or masks that
                 are not the image's size.
         """
-        for key in ("prompt_index", "sam_iou"):
+        for key in (PROMPT_INDEX, SAM_IOU):
             if key not in candidates.data:
                 raise ValueError(
                     f"candidates: expected data[{key!r}] (SamCore.predict output with "
@@ -144,8 +145,8 @@ class ClipMaskSelector:
                 "candidates: expected masks at the image's size (SamCore.predict output for "
                 "this image)"
             )
-        prompt_index = np.asarray(candidates.data["prompt_index"], np.int64)
-        sam_iou = np.asarray(candidates.data["sam_iou"], np.float64)
+        prompt_index = np.asarray(candidates.data[PROMPT_INDEX], np.int64)
+        sam_iou = np.asarray(candidates.data[SAM_IOU], np.float64)
         n = len(class_prompts)
         class_id = class_prompts.class_id[prompt_index]
         named = class_id >= 0

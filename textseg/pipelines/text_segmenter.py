@@ -24,6 +24,7 @@ import supervision as sv
 
 from textseg._detections import copy_detections
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.fields import CLASS_NAME, SAM_IOU
 from textseg.io.counts import count_classes
 from textseg.io.rle import CompactMasks
 from textseg.labelers.base import Labeler
@@ -124,7 +125,7 @@ def dedup_masks(
             detections.confidence if detections.confidence is not None else np.ones(n), float
         )
     )
-    tie = np.asarray(detections.data.get("sam_iou", np.zeros(n)), float)
+    tie = np.asarray(detections.data.get(SAM_IOU, np.zeros(n)), float)
     order = np.lexsort((-tie, -scores))
     iou, contain = mask_iou_matrix(masks if masks is not None else np.asarray(detections.mask))
     class_id = detections.class_id if detections.class_id is not None else np.zeros(n, int)
@@ -401,7 +402,7 @@ class TextSegmenter:
             found = self.automatic.generate(array)
             timings["decode"] = _ms(t)
             found.class_id = np.full(len(found), -1, np.int64)
-            found.data["class_name"] = np.full(len(found), UNKNOWN, dtype=object)
+            found.data[CLASS_NAME] = np.full(len(found), UNKNOWN, dtype=object)
             for rows in _blocks(len(found), h, w, self.block_bytes):
                 blocks.append(self._finish_block(array, found[rows], vocab, min_area, timings))
         else:
@@ -501,7 +502,7 @@ def _concatenate(
 
 
 def _empty(like: sv.Detections | None) -> sv.Detections:
-    data: dict[str, np.ndarray] = {"class_name": np.zeros(0, dtype=object)}
+    data: dict[str, np.ndarray] = {CLASS_NAME: np.zeros(0, dtype=object)}
     if like is not None:
         data.update({k: np.asarray(v)[:0] for k, v in like.data.items()})
     return sv.Detections(

@@ -9,13 +9,14 @@ import supervision as sv
 
 from textseg._image import ImageInput, to_rgb_uint8
 from textseg.detectors.base import Detector, check_score
+from textseg.fields import CLASS_NAME
 from textseg.prompters.base import ClassPrompts
 from textseg.sam.prompts import Prompts
 from textseg.vocab import ClassesInput, Vocabulary
 
 __all__ = ["BoxPrompter"]
 
-_DATA_KEYS = {"class_name": ((), str), "prompt": ((), str), "box": ((4,), np.float32)}
+_DATA_KEYS = {CLASS_NAME: ((), str), "prompt": ((), str), "box": ((4,), np.float32)}
 
 
 class BoxPrompter:
@@ -153,7 +154,7 @@ class BoxPrompter:
             if dets.confidence is not None
             else np.full(len(dets), np.nan, np.float32)
         )
-        class_name = dets.data.get("class_name")
+        class_name = dets.data.get(CLASS_NAME)
         if class_name is None:
             class_name = np.array([names[c] for c in class_id], dtype=str)
         prompt = dets.data.get("prompt", class_name)
@@ -169,7 +170,7 @@ class BoxPrompter:
             class_id=class_id,
             confidence=confidence,
             data={
-                "class_name": np.asarray(class_name, dtype=str),
+                CLASS_NAME: np.asarray(class_name, dtype=str),
                 "prompt": np.asarray(prompt, dtype=str),
                 "box": boxes.copy(),
             },

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from textseg._image import ImageInput, to_rgb_uint8
 from textseg.clip.text import DEFAULT_BACKGROUND, DEFAULT_TEMPLATES, TextEmbedder
+from textseg.fields import CLASS_NAME, POINT_MARGIN
 from textseg.prompters.base import ClassPrompts
 from textseg.sam.prompts import Prompts
 from textseg.vocab import ClassesInput, Vocabulary
@@ -50,10 +51,10 @@ __all__ = [
 ]
 
 _DATA_KEYS = {
-    "class_name": ((), str),
+    CLASS_NAME: ((), str),
     "prompt": ((), str),
     "point": ((2,), np.float32),
-    "point_margin": ((), np.float32),
+    POINT_MARGIN: ((), np.float32),
 }
 
 
@@ -503,10 +504,10 @@ class ClipPointPrompter:
             class_id=class_arr,
             confidence=confidence.astype(np.float32),
             data={
-                "class_name": np.array([names[c] for c in class_arr], dtype=str),
+                CLASS_NAME: np.array([names[c] for c in class_arr], dtype=str),
                 "prompt": np.array([names[c] for c in class_arr], dtype=str),
                 "point": np.stack([p[0] for p in point_lists]).astype(np.float32),
-                "point_margin": margin,
+                POINT_MARGIN: margin,
             },
             multimask=True,
             class_names=names,

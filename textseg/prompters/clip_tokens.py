@@ -25,6 +25,7 @@ from torch import nn
 from textseg._image import ImageInput, to_rgb_uint8
 from textseg._registry import ModelCfg, get_model_cfg
 from textseg.clip.text import DEFAULT_TEMPLATES, TextEmbedder
+from textseg.fields import CLASS_NAME
 from textseg.prompters.base import ClassPrompts
 from textseg.prompters.clip_points import _DATA_KEYS as _POINT_DATA_KEYS
 from textseg.prompters.clip_points import ClipPointPrompter
@@ -332,7 +333,7 @@ class ClipTokenPrompter:
             )
         n = vocab.num_classes
         data = {
-            "class_name": np.array(names, dtype=str),
+            CLASS_NAME: np.array(names, dtype=str),
             "prompt": np.array(names, dtype=str),
         }
         if points is None:

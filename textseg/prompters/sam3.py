@@ -53,6 +53,7 @@ import torch
 
 from textseg._device import resolve_device, resolve_dtype
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.fields import PRESENCE_SCORE
 from textseg.prompters.base import ClassPrompts, PromptMasks
 from textseg.sam.modeling.sam3 import Sam3Net
 from textseg.sam.prompts import Prompts
@@ -63,7 +64,7 @@ __all__ = ["Exemplar", "Sam3Output", "Sam3Prompter"]
 _DATA_KEYS: dict[str, tuple[tuple[int, ...], Any]] = {
     "prompt": ((), str),
     "box": ((4,), np.float32),
-    "presence_score": ((), np.float32),
+    PRESENCE_SCORE: ((), np.float32),
 }
 _EXEMPLAR = re.compile(
     r"^(?P<neg>neg:)?\s*(?P<box>[^:]+?)\s*(?::\s*(?P<cls>.+?))?\s*$", re.IGNORECASE
@@ -550,7 +551,7 @@ class Sam3Prompter:
             data={
                 "prompt": np.array([texts[p] for p in prompt[idx].tolist()], dtype=str),
                 "box": kept_boxes.copy(),
-                "presence_score": out.presence.detach().float().cpu()[prompt[idx]].numpy(),
+                PRESENCE_SCORE: out.presence.detach().float().cpu()[prompt[idx]].numpy(),
             },
             multimask=False,
             class_names=names,

@@ -26,6 +26,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.fields import CROP_BOX, SAM_IOU, STABILITY_SCORE
 from textseg.masks import mask_nms, masks_to_boxes
 from textseg.sam.core import SamCore
 from textseg.sam.postprocess import remove_small_regions, stability_score
@@ -269,10 +270,10 @@ class AutomaticMaskGenerator:
                 mask=np.zeros((0, h, w), bool),
                 confidence=np.zeros(0, np.float32),
                 data={
-                    "sam_iou": np.zeros(0, np.float32),
-                    "stability_score": np.zeros(0, np.float32),
+                    SAM_IOU: np.zeros(0, np.float32),
+                    STABILITY_SCORE: np.zeros(0, np.float32),
                     "point": np.zeros((0, 2), np.float32),
-                    "crop_box": np.zeros((0, 4), np.int64),
+                    CROP_BOX: np.zeros((0, 4), np.int64),
                 },
             )
         masks = np.stack(found.masks)
@@ -285,10 +286,10 @@ class AutomaticMaskGenerator:
             mask=masks[order],
             confidence=iou[order],
             data={
-                "sam_iou": iou[order],
-                "stability_score": np.array(found.stability, np.float32)[order],
+                SAM_IOU: iou[order],
+                STABILITY_SCORE: np.array(found.stability, np.float32)[order],
                 "point": np.stack(found.points)[order],
-                "crop_box": np.array(found.crop, np.int64)[order],
+                CROP_BOX: np.array(found.crop, np.int64)[order],
             },
         )
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from textseg._device import Precision, autocast, resolve_device, resolve_precision
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.fields import MASK_INDEX, PROMPT_INDEX, SAM_IOU, STABILITY_SCORE
 from textseg.masks import masks_to_boxes
 from textseg.sam.backends import SamBackend, make_backend
 from textseg.sam.cache import EmbeddingCache, ImageEmbedding, image_key
@@ -495,10 +496,10 @@ class SamCore:
             # prompt_index refers to the selected subsets; map back to the caller's order.
             index = np.concatenate([np.flatnonzero(multi), np.flatnonzero(~multi)])
             counts = [len(p) for p in parts]
-            local = merged.data["prompt_index"]
+            local = merged.data[PROMPT_INDEX]
             offset = np.repeat([0, int(multi.sum())], counts)
-            merged.data["prompt_index"] = index[local + offset]
-            order = np.argsort(merged.data["prompt_index"], kind="stable")
+            merged.data[PROMPT_INDEX] = index[local + offset]
+            order = np.argsort(merged.data[PROMPT_INDEX], kind="stable")
             return merged[order]
         if not isinstance(multimask_output, bool):
             raise ValueError(
@@ -589,10 +590,10 @@ class SamCore:
         if options.min_region_area > 0:
             masks = _clean_masks(masks, options.min_region_area)
         data: dict[str, np.ndarray] = {
-            "sam_iou": sam_iou,
-            "stability_score": stability,
-            "prompt_index": prompt_index.astype(np.int64),
-            "mask_index": mask_index,
+            SAM_IOU: sam_iou,
+            STABILITY_SCORE: stability,
+            PROMPT_INDEX: prompt_index.astype(np.int64),
+            MASK_INDEX: mask_index,
         }
         if logits is not None:
             size = self.backend.low_res_size

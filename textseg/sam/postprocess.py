@@ -13,7 +13,9 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["remove_small_regions", "stability_score"]
+from textseg.fields import STABILITY_SCORE
+
+__all__ = ["remove_small_regions", STABILITY_SCORE]
 
 
 def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:

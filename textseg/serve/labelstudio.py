@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 from PIL import Image
 
+from textseg.fields import CLASS_NAME
 from textseg.io.labelstudio import LOCAL_FILES, prediction, region
 from textseg.serve.protocol import SegmentationService
 from textseg.vocab import Vocabulary, normalize_name
@@ -361,7 +362,7 @@ class LabelStudioBackend:
             image = self._image(task, config, to_name)
             h, w = image.shape[:2]
             dets = self.annotator.segment(image, vocab).detections
-            names = [str(n) for n in dets.data.get("class_name", [])]
+            names = [str(n) for n in dets.data.get(CLASS_NAME, [])]
             conf = dets.confidence if dets.confidence is not None else [None] * len(dets)
             for k, (name, score) in enumerate(zip(names, conf)):
                 score = None if score is None else float(score)

@@ -24,6 +24,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
+from textseg.fields import CLASS_NAME
 from textseg.io.labelstudio import decode_brush
 
 __all__ = ["Trainer", "annotations_to_coco", "region_mask"]
@@ -108,7 +109,7 @@ def annotations_to_coco(
                 xyxy=sv.mask_to_xyxy(mask).astype(np.float32) if masks else np.zeros((0, 4)),
                 mask=mask,
                 class_id=np.array([list(classes).index(n) for n in names], int),
-                data={"class_name": np.array(names, str), "source": np.array(sources, str)},
+                data={CLASS_NAME: np.array(names, str), "source": np.array(sources, str)},
             )
             writer.add(name, w, h, dets)
     return out / "annotations.json"

@@ -21,6 +21,7 @@ import supervision as sv
 
 from textseg._device import resolve_device
 from textseg._image import ImageInput, to_rgb_uint8
+from textseg.fields import CLASS_NAME
 from textseg.vocab import Vocabulary, normalize_name
 
 __all__ = [
@@ -120,7 +121,7 @@ class Specialist:
         """
         array = to_rgb_uint8(image)
         dets = self.net.predict([array])[0]
-        dets.data["class_name"] = np.asarray(
+        dets.data[CLASS_NAME] = np.asarray(
             [self.classes[int(c)] for c in dets.class_id], dtype=object
         )
         return dets
@@ -150,7 +151,7 @@ class Specialist:
             keep &= conf >= vocab.thresholds_array(0.0)[np.maximum(ids, 0)]
         dets = dets[keep]
         dets.class_id = ids[keep].astype(np.int64)
-        dets.data["class_name"] = np.asarray(
+        dets.data[CLASS_NAME] = np.asarray(
             [vocab.names[int(c)] for c in dets.class_id], dtype=object
         )
         return dets

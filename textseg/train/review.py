@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from textseg.fields import CLASS_NAME, CLIP_MARGIN, SAM_IOU
 from textseg.io.coco import load_coco
 from textseg.vocab import UNKNOWN
 
@@ -143,14 +144,14 @@ def review_queue(annotations: str | os.PathLike[str]) -> list[ReviewItem]:
             )
             continue
         data = dets.data
-        sam_iou = _column(data, "sam_iou", n)
-        margin = _column(data, "clip_margin", n)
+        sam_iou = _column(data, SAM_IOU, n)
+        margin = _column(data, CLIP_MARGIN, n)
         score = (
             np.asarray(dets.confidence, np.float64)
             if dets.confidence is not None
             else np.full(n, np.nan)
         )
-        class_name = [str(c) for c in data.get("class_name", [""] * n)]
+        class_name = [str(c) for c in data.get(CLASS_NAME, [""] * n)]
         prompt = data.get("prompt")
         relabelled = np.zeros(n, bool)
         if prompt is not None:

@@ -19,6 +19,7 @@ import torch
 
 from textseg._image import IMAGE_SUFFIXES, list_images, load_image
 from textseg.clip.crops import masked_crop
+from textseg.fields import CLASS_NAME
 from textseg.io.coco import load_coco
 
 __all__ = [
@@ -78,7 +79,7 @@ def iter_coco_masks(
                 f"the image is {image.shape[:2]}"
             )
         keep = np.flatnonzero(~crowd)
-        names = np.asarray(dets.data["class_name"])[keep]
+        names = np.asarray(dets.data[CLASS_NAME])[keep]
         yield path, image, [dets.mask[i] for i in keep], [str(n) for n in names]
 
 

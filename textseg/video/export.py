@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
+from textseg.fields import CLASS_NAME, OBJECT_SCORE
 from textseg.io._common import json_value
 from textseg.io.folder import written
 from textseg.io.rle import encode_mask
@@ -165,7 +166,7 @@ def _annotate(image: np.ndarray, detections: sv.Detections) -> np.ndarray:
         thickness=sv.calculate_optimal_line_thickness((w, h)), color_lookup=lookup
     ).annotate(scene, detections)
     labels = [
-        f"#{int(i)} {name}" for i, name in zip(detections.tracker_id, detections.data["class_name"])
+        f"#{int(i)} {name}" for i, name in zip(detections.tracker_id, detections.data[CLASS_NAME])
     ]
     scene = sv.LabelAnnotator(
         color_lookup=lookup,
@@ -309,7 +310,7 @@ class TrackWriter:
                 "bbox": [float(v) for v in boxes[k]],
                 "iscrowd": 0,
                 "score": float(dets.confidence[k]),
-                "object_score": float(dets.data["object_score"][k]),
+                OBJECT_SCORE: float(dets.data[OBJECT_SCORE][k]),
             }
             self._next_annotation += 1
             self._annotations.write(json.dumps(ann, allow_nan=False) + "\n")

@@ -25,6 +25,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
+from textseg.fields import CLASS_NAME
 from textseg.masks import masks_to_boxes
 
 __all__ = ["Shot", "SyntheticClip", "concatenate", "from_coco", "panning_clip"]
@@ -176,7 +177,7 @@ class SyntheticClip:
             class_id=np.array([vocab.index(n) if n in vocab else -1 for n in class_name], int),
             tracker_id=np.array(ids, int),
             confidence=np.ones(len(ids), np.float32),
-            data={"class_name": class_name},
+            data={CLASS_NAME: class_name},
         )
 
     def distinct_counts(self) -> dict[str, int]:

@@ -35,6 +35,7 @@ import numpy as np
 import supervision as sv
 
 from textseg._detections import copy_detections
+from textseg.fields import CLASS_NAME, OBJECT_SCORE
 from textseg.io.rle import CompactMasks
 from textseg.masks import masks_to_boxes
 from textseg.validators import non_negative_int
@@ -111,7 +112,7 @@ class FrameResult:
     @property
     def counts(self) -> dict[str, int]:
         """``{class name: instances in this frame}``."""
-        names = self._boxes.data.get("class_name", np.zeros(0, object))
+        names = self._boxes.data.get(CLASS_NAME, np.zeros(0, object))
         return dict(Counter(str(n) for n in names))
 
     def __len__(self) -> int:
@@ -376,8 +377,8 @@ class Tracker:
             class_id=class_id,
             tracker_id=np.array(report, np.int64),
             data={
-                "class_name": names[np.where(class_id >= 0, class_id, len(vocab.names))],
-                "object_score": np.array([scores[i] for i in report], np.float32),
+                CLASS_NAME: names[np.where(class_id >= 0, class_id, len(vocab.names))],
+                OBJECT_SCORE: np.array([scores[i] for i in report], np.float32),
             },
         )
         return FrameResult(

@@ -201,3 +201,23 @@ def test_seed_makes_random_models_reproducible(data_dir: Path, tmp_path: Path) -
     first = miou(0, "a")
     assert miou(0, "b") == first
     assert miou(1, "c") != first  # other random weights
+
+
+def test_eval_claims_its_folder_and_refuses_another_commands(tmp_path, capsys) -> None:
+    """The output-folder contract: eval's --out records `textseg eval`; a folder that
+    `textseg segment` wrote is refused in one line, nothing in it replaced."""
+    import json as _json
+
+    from textseg.cli import main
+    from textseg.io.folder import MANIFEST, claim_output
+
+    with claim_output(tmp_path / "seg", "segment", owned=["annotations.json"]):
+        (tmp_path / "seg" / "annotations.json").write_text("{}")
+    code = main(
+        ["eval", str(tmp_path / "nowhere"), "--preset", "tiny-test", "--out", str(tmp_path / "seg")]
+    )
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds the output of `textseg segment`" in err[0], err
+    assert (tmp_path / "seg" / "annotations.json").read_text() == "{}"
+    assert _json.loads((tmp_path / "seg" / MANIFEST).read_text())["command"] == "segment"

@@ -98,6 +98,34 @@ def run(args: argparse.Namespace) -> int:
         FileNotFoundError: Dataset, annotations or images missing.
         ValueError: Unknown protocol or preset, or a dataset with nothing to evaluate.
     """
+    from textseg.io.folder import claim_output
+
+    # The output-folder contract: eval owns its reports (a re-run replaces them); another
+    # command's folder is refused in one line, and two runs never write one folder at once.
+    presets = [p.strip() for p in args.preset.split(",")] if "," in args.preset else []
+    owned = [*OWNED, *presets]
+    with claim_output(args.out, "eval", owned=owned, mode="overwrite") as folder:
+        code = _run(args)
+        folder.update(complete=True)
+    return code
+
+
+#: What ``textseg eval`` writes in its output folder (and one folder per compared preset;
+#: ``specialist/`` is a training run's own folder, claimed by that run).
+OWNED = (
+    "report.json",
+    "report.md",
+    "text_results.json",
+    "per_class.png",
+    "compare.json",
+    "compare.md",
+    "compare.png",
+    "video_report.json",
+    "video_report.md",
+)
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from textseg.eval.dataset import load_dataset

@@ -7,20 +7,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from textseg.cli._common import add_model_args, preset_options
+from textseg.cli._common import add_model_args, arg_type, preset_options
 from textseg.eval.protocols import PROTOCOLS, evaluate, parse_protocols
+from textseg.validators import positive_int
 
 __all__ = ["add_parser", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -69,7 +60,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="specialist protocol: architecture trained here (a given --specialist names its own)",
     )
     p.add_argument(
-        "--epochs", type=_positive_int, default=20, help="specialist protocol: training epochs"
+        "--epochs",
+        type=arg_type(positive_int),
+        default=20,
+        help="specialist protocol: training epochs",
     )
     p.add_argument(
         "--val-fraction",
@@ -79,7 +73,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-images",
-        type=_positive_int,
+        type=arg_type(positive_int),
         default=None,
         metavar="N",
         help="evaluate only the first N images",

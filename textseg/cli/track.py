@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from textseg.cli._common import CliError, add_pipeline_args, build_segmenter, vocabulary
+from textseg.cli._common import CliError, add_pipeline_args, arg_type, build_segmenter, vocabulary
 from textseg.validators import non_negative_int
 
 __all__ = ["DEFAULT_SAM", "add_parser", "models", "run", "run_video_eval"]
@@ -18,17 +18,6 @@ __all__ = ["DEFAULT_SAM", "add_parser", "models", "run", "run_video_eval"]
 #: The SAM 2 model tracking uses unless --sam says otherwise (its image predictor also cuts
 #: the keyframe masks).
 DEFAULT_SAM = "sam2.1-hiera-base-plus"
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    try:
-        return non_negative_int(value, "value")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}") from None
 
 
 def _time(text: str | None, fps: float | None, option: str) -> int | None:
@@ -74,7 +63,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument(
         "--every",
-        type=_non_negative_int,
+        type=arg_type(non_negative_int),
         default=10,
         metavar="N",
         help="run the pipeline every N frames (default 10; 0: first frame and scene cuts only)",

@@ -9,25 +9,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
+from textseg.cli._common import arg_type
 from textseg.validators import positive_int, positive_number, unit_interval
 
 __all__ = ["add_parser", "run", "run_specialist"]
-
-
-def _type(check: Callable[[Any, str], Any], convert: Callable[[str], Any] = int) -> Any:
-    """An argparse type: ``convert`` the text, then ``check`` it (textseg.validators)."""
-
-    def parse(text: str) -> Any:
-        try:
-            return check(convert(text), "value")
-        except (TypeError, ValueError) as err:
-            raise argparse.ArgumentTypeError(str(err).removeprefix("value: ")) from None
-
-    parse.__name__ = getattr(check, "__name__", "value")
-    return parse
 
 
 def _input_size(value: int, name: str) -> int:
@@ -36,8 +23,8 @@ def _input_size(value: int, name: str) -> int:
     return check_input_size(value)  # type: ignore[return-value]
 
 
-_POSITIVE = _type(positive_int)
-_RATE = _type(positive_number, float)
+_POSITIVE = arg_type(positive_int)
+_RATE = arg_type(positive_number, float)
 
 _ARCH_HELP = (
     "architecture (textseg models --task specialist): segformer-b0 (default) .. segformer-b5 "
@@ -83,7 +70,7 @@ def _add_specialist_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=_POSITIVE, default=20, help="maximum epochs (default 20)")
     parser.add_argument(
         "--val-fraction",
-        type=_type(lambda v, n: unit_interval(v, n, open_right=True), float),
+        type=arg_type(lambda v, n: unit_interval(v, n, open_right=True), float),
         default=0.2,
         help="share of the images held out for validation and early stopping (default 0.2)",
     )
@@ -99,7 +86,7 @@ def _add_specialist_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=_RATE, default=None, help="AdamW learning rate")
     parser.add_argument(
         "--input-size",
-        type=_type(_input_size),
+        type=arg_type(_input_size),
         default=None,
         help="input side (SegFormer) or short side, 32 to 4096 (default per architecture)",
     )

@@ -30,7 +30,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from textseg.cli import main
-from textseg.io.coco import CocoWriter, load_coco
+from textseg.io.coco import load_coco
+from textseg.io.coco_writer import CocoWriter
 from textseg.io.export import flat_names, write_exports
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,13 +14,8 @@ import supervision as sv
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from textseg.io.coco import (
-    CocoData,
-    CocoWriter,
-    coco_to_detections,
-    detections_to_coco,
-    load_coco,
-)
+from textseg.io.coco import CocoData, coco_to_detections, detections_to_coco, load_coco
+from textseg.io.coco_writer import CocoWriter
 from textseg.io.polygons import mask_to_polygons
 from textseg.io.rle import encode_mask
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from textseg.cli import main
-from textseg.io.coco import CocoWriter, load_coco
+from textseg.io.coco import load_coco
+from textseg.io.coco_writer import CocoWriter
 from textseg.io.export import write_exports
 from textseg.io.labelstudio import image_urls, region
 

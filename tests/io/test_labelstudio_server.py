@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textseg.io.coco import CocoWriter, load_coco
+from textseg.io.coco import load_coco
+from textseg.io.coco_writer import CocoWriter
 from textseg.io.export import write_exports
 
 FILES = ["000000000009.jpg", "000000000030.jpg", "000000000036.jpg"]

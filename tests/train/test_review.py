@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from textseg.io.coco import CocoWriter
+from textseg.io.coco_writer import CocoWriter
 from textseg.train.review import review_queue, write_review_queue
 
 

@@ -71,7 +71,7 @@ def _label(
     data: EvalDataset, file_names: list[str], segmenter: Any, classes: list[str], path: Path
 ) -> float:
     """textseg's labels of ``file_names`` written as COCO to ``path``; returns the seconds."""
-    from textseg.io.coco import CocoWriter
+    from textseg.io.coco_writer import CocoWriter
     from textseg.vocab import Vocabulary
 
     vocab = Vocabulary(classes)

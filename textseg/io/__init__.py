@@ -10,7 +10,8 @@
 """
 
 from textseg.io.annotate import annotate, detection_labels, save_annotated
-from textseg.io.coco import CocoData, CocoWriter, coco_to_detections, detections_to_coco, load_coco
+from textseg.io.coco import CocoData, coco_to_detections, detections_to_coco, load_coco
+from textseg.io.coco_writer import CocoWriter
 from textseg.io.counts import (
     count_classes,
     count_per_image,

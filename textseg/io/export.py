@@ -1,7 +1,7 @@
 """Everything a run writes besides its COCO file, derived from that file: one source of truth.
 
 A labelling run (``textseg segment``, ``textseg label``, the app) writes one COCO instances file
-(:class:`~textseg.io.coco.CocoWriter`, RLE or polygons). :func:`write_exports` then writes the
+(:class:`~textseg.io.coco_writer.CocoWriter`, RLE or polygons). :func:`write_exports` then writes the
 other formats from it, so they always agree with it and a re-run regenerates them whole:
 
 - ``results.json``: the COCO results list (``image_id``, ``category_id``, RLE ``segmentation``,
@@ -34,7 +34,8 @@ import numpy as np
 
 from textseg.fields import CLASS_NAME
 from textseg.io._common import atomic_write, place_file, prepare_output_dir
-from textseg.io.coco import CocoWriter, load_coco
+from textseg.io.coco import load_coco
+from textseg.io.coco_writer import CocoWriter
 from textseg.io.counts import count_classes, save_counts_csv, save_counts_json
 
 __all__ = [

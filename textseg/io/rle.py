@@ -226,7 +226,7 @@ class CompactMasks(Sequence[np.ndarray]):
     evaluation) where dense ``(N, H, W)`` masks would not fit: an RLE is 100-1000x smaller
     than its dense mask. Indexing with an int decodes that one mask; iterating decodes one
     mask at a time; :meth:`to_dense` decodes all. Area and boxes come from the RLEs without
-    decoding. The RLEs are the COCO ones, so :class:`~textseg.io.coco.CocoWriter` writes
+    decoding. The RLEs are the COCO ones, so :class:`~textseg.io.coco_writer.CocoWriter` writes
     them as they are.
 
     (``supervision.CompactMask`` is the same idea made to sit inside ``Detections.mask``,

@@ -5,7 +5,7 @@ plan -> engine -> write), the one ``textseg segment`` uses too.
 
 :func:`label_folder` segments every image of a folder (recursively) and writes, in ``out``:
 
-- ``annotations.json``: COCO instances with RLE masks (:class:`textseg.io.coco.CocoWriter`);
+- ``annotations.json``: COCO instances with RLE masks (:class:`textseg.io.coco_writer.CocoWriter`);
 - ``counts.csv``: instances per image and class (:func:`textseg.io.counts.save_counts_csv`,
   long layout ``image,class,count``);
 - ``errors.csv``: ``file,error``, one row per image that could not be read this run.

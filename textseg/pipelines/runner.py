@@ -7,7 +7,7 @@
   in the same order;
 - **write** (:func:`run_plan`): claims the output folder (:func:`textseg.io.folder.claim_output`,
   the owned names are :data:`RUN_OWNED`), writes ``annotations.json``
-  (:class:`~textseg.io.coco.CocoWriter`), ``counts.csv``, ``errors.csv``
+  (:class:`~textseg.io.coco_writer.CocoWriter`), ``counts.csv``, ``errors.csv``
   (:func:`textseg.io._common.save_errors`) at each checkpoint, annotated images when asked,
   then everything derived from the COCO file (:func:`textseg.io.export.write_exports`).
 
@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from textseg.io._common import save_errors
-from textseg.io.coco import CocoWriter
+from textseg.io.coco_writer import CocoWriter
 from textseg.io.counts import count_classes, save_counts_csv
 from textseg.io.export import OWNED as EXPORT_OWNED
 from textseg.io.export import write_exports

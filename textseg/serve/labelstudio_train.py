@@ -75,7 +75,7 @@ def annotations_to_coco(
     Returns:
         The COCO file.
     """
-    from textseg.io.coco import CocoWriter
+    from textseg.io.coco_writer import CocoWriter
 
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)

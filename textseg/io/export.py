@@ -1,8 +1,8 @@
 """Everything a run writes besides its COCO file, derived from that file: one source of truth.
 
-A labelling run (``textseg segment``, ``textseg label``, the app) writes one COCO instances file
-(:class:`~textseg.io.coco_writer.CocoWriter`, RLE or polygons). :func:`write_exports` then writes the
-other formats from it, so they always agree with it and a re-run regenerates them whole:
+A labelling run (``textseg segment``, ``textseg label``, the app) writes one COCO instances
+file (:class:`~textseg.io.coco_writer.CocoWriter`, RLE or polygons). :func:`write_exports` then
+writes the other formats from it, so they always agree with it and a re-run regenerates them whole:
 
 - ``results.json``: the COCO results list (``image_id``, ``category_id``, RLE ``segmentation``,
   ``bbox``, ``score``) that ``COCO(ground_truth).loadRes`` takes unchanged;

@@ -136,9 +136,12 @@ def test_every_format_of_twin_stems_opens_in_the_real_readers(
         assert len(cvat.getAnnIds(imgIds=[image["id"]])) == len(BOXES)
     assert sorted(im["file_name"] for im in cvat.dataset["images"]) == sorted(FLAT.values())
 
-    # Label Studio: one task per image, brush masks of each square.
+    # Label Studio: one task per image, brush masks of each square; the local-files path
+    # starts with the folder's name (document root: the folder's parent).
     tasks = json.loads((out / "labelstudio" / "tasks.json").read_text())
-    assert sorted(t["data"]["image"].rsplit("=", 1)[-1] for t in tasks) == list(TWINS)
+    assert sorted(t["data"]["image"].rsplit("=", 1)[-1] for t in tasks) == [
+        f"{twins.folder.name}/{name}" for name in TWINS
+    ]
     assert (out / "labelstudio" / "config.xml").is_file()
 
     counts = load_counts_csv(out / "counts.csv")
@@ -162,7 +165,7 @@ def test_label_studio_masks_decode(twins: AnnotationSession):
 
     out = twins.export("labelstudio")
     for task in json.loads((out / "labelstudio" / "tasks.json").read_text()):
-        name = task["data"]["image"].rsplit("=", 1)[-1]
+        name = task["data"]["image"].rsplit("=", 1)[-1].removeprefix(f"{twins.folder.name}/")
         (prediction,) = task["predictions"]
         for region, want in zip(prediction["result"], _truth(twins, name)):
             h, w = region["original_height"], region["original_width"]

@@ -38,6 +38,9 @@ browser:
 clients: install
 	@test -d $(VENV)/supervision-$(SV_FLOOR)/supervision || $(PY) -m pip install --quiet \
 		--no-deps --target $(VENV)/supervision-$(SV_FLOOR) supervision==$(SV_FLOOR)
+	@# TrackEval reads tracks.json as TAO; its metadata pins a newer numpy than ours, which its
+	@# code does not need: installed without dependencies.
+	@$(PY) -c "import trackeval" 2>/dev/null || $(PY) -m pip install --quiet --no-deps trackeval==1.3.0
 	@test -f $(LS_VENV)/.installed-$(LS_VERSION) || ( python3 -m venv $(LS_VENV) \
 		&& $(LS_VENV)/bin/python -m pip install --quiet 'label-studio==$(LS_VERSION).*' \
 		&& touch $(LS_VENV)/.installed-$(LS_VERSION) )

@@ -9,7 +9,6 @@ them exactly.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from textseg.io.counts import load_counts_csv
 from textseg.io.export import FORMATS
 from textseg.io.png import load_instance_masks
 
+from .._clients import client
 from .app_writes import BOXES, Squares, square_masks
 
 TWINS = ("a.jpg", "a.png")
@@ -58,15 +58,6 @@ def _close(got: np.ndarray, want: np.ndarray) -> None:
     assert got.shape == want.shape
     for a, b in zip(got, want):
         assert (a & b).sum() / (a | b).sum() >= 0.97
-
-
-def _client(module: str):
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as err:
-        if os.environ.get("TEXTSEG_REQUIRE_CLIENTS") == "1":
-            raise
-        pytest.skip(f"{module} is not installed ({err})")
 
 
 def test_the_app_offers_every_format_of_the_cli():
@@ -150,7 +141,7 @@ def test_every_format_of_twin_stems_opens_in_the_real_readers(
     # ultralytics takes the YOLO dataset as written.
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path))
-    _client("ultralytics")
+    client("ultralytics")
     from ultralytics.data import YOLODataset
     from ultralytics.data.utils import check_det_dataset
 
@@ -160,7 +151,7 @@ def test_every_format_of_twin_stems_opens_in_the_real_readers(
 
 
 def test_label_studio_masks_decode(twins: AnnotationSession):
-    _client("label_studio_sdk")
+    client("label_studio_sdk")
     from label_studio_sdk.converter.brush import decode_rle
 
     out = twins.export("labelstudio")

@@ -34,18 +34,10 @@ from textseg.io.coco import load_coco
 from textseg.io.coco_writer import CocoWriter
 from textseg.io.export import flat_names, write_exports
 
+from .._clients import REQUIRED, client
+
 REPO = Path(__file__).resolve().parents[2]
 FILES = ["000000000009.jpg", "000000000030.jpg", "000000000036.jpg", "000000000049.jpg"]
-REQUIRED = os.environ.get("TEXTSEG_REQUIRE_CLIENTS") == "1"
-
-
-def _client(module: str):
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as err:
-        if REQUIRED:
-            raise
-        pytest.skip(f"{module} is not installed ({err}); pip install -e '.[test]'")
 
 
 def _strict_json(path: Path):
@@ -136,7 +128,7 @@ def test_supervision_latest_reads_coco_and_yolo(exported, data_dir, split_source
 def test_ultralytics_checks_and_reads_the_yolo_dataset(exported, tmp_path, monkeypatch):
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path))
-    _client("ultralytics")
+    client("ultralytics")
     from ultralytics.data import YOLODataset
     from ultralytics.data.utils import check_det_dataset, polygon2mask
 
@@ -165,7 +157,7 @@ def test_ultralytics_checks_and_reads_the_yolo_dataset(exported, tmp_path, monke
 
 
 def test_datumaro_imports_the_cvat_layout(exported):
-    datumaro = _client("datumaro")
+    datumaro = client("datumaro")
     out, truth, _classes = exported
     dataset = datumaro.Dataset.import_from(str(out / "cvat"), "coco_instances")
     labels = dataset.categories()[datumaro.AnnotationType.label]
@@ -193,7 +185,7 @@ def test_datumaro_imports_the_cvat_layout(exported):
 
 
 def test_label_studio_sdk_validates_and_decodes_the_tasks(exported):
-    _client("label_studio_sdk")
+    client("label_studio_sdk")
     from label_studio_sdk.converter.brush import decode_rle
     from label_studio_sdk.label_interface import LabelInterface
 
@@ -328,7 +320,7 @@ def test_cli_files_name_existing_distinct_images(cli_run):
 def test_cli_yolo_trains_as_written(cli_run, tmp_path, monkeypatch):
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path))
-    _client("ultralytics")
+    client("ultralytics")
     from ultralytics.data import YOLODataset
     from ultralytics.data.utils import check_det_dataset
 

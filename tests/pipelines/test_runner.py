@@ -19,14 +19,9 @@ from textseg.cli import main
 from textseg.io.folder import claim_output
 from textseg.pipelines import runner
 
+from .._clients import client
+
 FILES = ("000000000009.jpg", "000000000030.jpg", "000000000036.jpg")
-
-
-def _client(module: str):
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as err:
-        pytest.skip(f"{module} is not installed ({err})")
 
 
 @pytest.fixture()
@@ -169,13 +164,13 @@ def test_segment_with_ground_truth_exports_yolo_and_cvat_with_their_images(
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path))
-    _client("ultralytics")
+    client("ultralytics")
     from ultralytics.data import YOLODataset
     from ultralytics.data.utils import check_det_dataset
 
     data = check_det_dataset(str(out / "yolo" / "data.yaml"))
     assert len(YOLODataset(img_path=data["train"], data=data, task="segment").labels) == 2
-    sv = _client("supervision")
+    sv = client("supervision")
     yolo = sv.DetectionDataset.from_yolo(
         str(out / "yolo" / "images" / "train"),
         str(out / "yolo" / "labels" / "train"),
@@ -183,7 +178,7 @@ def test_segment_with_ground_truth_exports_yolo_and_cvat_with_their_images(
     )
     assert len(yolo) == 2
 
-    datumaro = _client("datumaro")
+    datumaro = client("datumaro")
     dataset = datumaro.Dataset.import_from(str(out / "cvat"), "coco_instances")
     assert len(dataset) == 2
     annotations = [a for item in dataset for a in item.annotations]

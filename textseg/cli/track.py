@@ -231,9 +231,9 @@ def run(args: argparse.Namespace) -> int:
     """
     from tqdm import tqdm
 
-    from textseg.io.folder import claim_output
+    from textseg.io.folder import claim_output, written
     from textseg.video import open_video
-    from textseg.video.export import OWNED, TrackWriter, checkpoint
+    from textseg.video.export import OWNED, TrackWriter
 
     vocab, category_ids = _classes(args)
     probe = open_video(args.video)
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         hint="pass --overwrite to replace them",
         info={"models": used},
     ) as folder:
-        checkpoint("manifest")
+        written("manifest")
         tracker = _tracker(args)
         writer = TrackWriter(
             out,
@@ -308,12 +308,12 @@ def run(args: argparse.Namespace) -> int:
             raise
         finally:
             bar.close()
-        written = writer.close(complete=complete)
+        placed = writer.close(complete=complete)
         folder.update(complete=complete, formats=["coco", *formats])
-        checkpoint("complete")
+        written("complete")
     import csv
 
-    with open(written["counts"], encoding="utf-8") as f:
+    with open(placed["counts"], encoding="utf-8") as f:
         distinct = {r["class"]: r["count"] for r in csv.DictReader(f) if r["scope"] == "distinct"}
     print(
         f"{Path(args.video).name}: {writer.frames} frames tracked"
@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
         + "; distinct objects: "
         + ", ".join(f"{name} {count}" for name, count in distinct.items())
     )
-    print(f"wrote {', '.join(sorted(p.name for p in written.values()))} to {out}")
+    print(f"wrote {', '.join(sorted(p.name for p in placed.values()))} to {out}")
     if interrupted:
         print(
             "textseg: warning: interrupted; what was tracked is written, marked incomplete",

@@ -184,7 +184,7 @@ def _classes(args: argparse.Namespace) -> tuple[Any, list[int] | None]:
     from textseg.io.coco import GroundTruth
 
     gt = GroundTruth(args.coco)
-    vocab = vocabulary(args, classes=gt.classes(args.classes)[0])
+    vocab = vocabulary(args, ground_truth=gt)
     return vocab, gt.classes(vocab.names)[1]
 
 

@@ -49,12 +49,16 @@ run: install
 	$(VENV)/bin/textseg segment $(IMAGE) $(CLASSES) --out $(OUT)
 
 # The suite less the tests marked slow (real-size parity beyond the representative ViT-B core
-# one); `make test-all` runs every test.
+# one); `make test-all` runs every test. Two pytest-xdist workers, one per core, each test file
+# on one worker (its module fixtures built once); OpenMP threads sleep instead of spinning, so a
+# busy machine does not multiply the CPU time (docs/performance.md).
+PYTEST := OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/pytest -q -n 2 --dist loadfile
+
 test: install browser clients
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-all: install browser clients
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/pytest -q
+	$(PYTEST)
 
 lint: install
 	$(VENV)/bin/ruff check textseg tests benchmarks examples

@@ -56,6 +56,8 @@ def test_tiny_preset_writes_every_file(tiny_run: tuple[int, str, Path]) -> None:
     code, stdout, out = tiny_run
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        ".textseg.json",  # the output-folder manifest (textseg.io.folder) and its lock
+        ".textseg.lock",
         "per_class.png",
         "report.json",
         "report.md",

@@ -205,7 +205,7 @@ def test_seed_makes_random_models_reproducible(data_dir: Path, tmp_path: Path) -
     assert miou(1, "c") != first  # other random weights
 
 
-def test_eval_claims_its_folder_and_refuses_another_commands(tmp_path, capsys) -> None:
+def test_eval_claims_its_folder_and_refuses_another_commands(tmp_path, capsys, data_dir) -> None:
     """The output-folder contract: eval's --out records `textseg eval`; a folder that
     `textseg segment` wrote is refused in one line, nothing in it replaced."""
     import json as _json
@@ -216,7 +216,14 @@ def test_eval_claims_its_folder_and_refuses_another_commands(tmp_path, capsys) -
     with claim_output(tmp_path / "seg", "segment", owned=["annotations.json"]):
         (tmp_path / "seg" / "annotations.json").write_text("{}")
     code = main(
-        ["eval", str(tmp_path / "nowhere"), "--preset", "tiny-test", "--out", str(tmp_path / "seg")]
+        [
+            "eval",
+            str(data_dir / "coco-dev"),
+            "--preset",
+            "tiny-test",
+            "--out",
+            str(tmp_path / "seg"),
+        ]
     )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -98,8 +98,20 @@ def run(args: argparse.Namespace) -> int:
     # command's folder is refused in one line, and two runs never write one folder at once.
     presets = [p.strip() for p in args.preset.split(",")] if "," in args.preset else []
     owned = [*OWNED, *presets]
+    # The dataset is read before the folder is claimed: a run refused for its input leaves no
+    # folder behind.
+    dataset = None
+    if not (args.protocols and "video" in args.protocols.split(",")):
+        from textseg.eval.dataset import load_dataset
+
+        dataset = load_dataset(
+            args.dataset,
+            annotations=args.annotations,
+            images=args.images,
+            max_images=args.max_images,
+        )
     with claim_output(args.out, "eval", owned=owned, mode="overwrite") as folder:
-        code = _run(args)
+        code = _run(args, dataset)
         folder.update(complete=True)
     return code
 
@@ -119,10 +131,9 @@ OWNED = (
 )
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, dataset: Any) -> int:
     import torch
 
-    from textseg.eval.dataset import load_dataset
     from textseg.pipelines import TextSegmenter
     from textseg.pipelines.presets import get_preset
 
@@ -131,15 +142,9 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_video_eval(args)
     if "," in args.preset:  # several presets: one comparison report
-        return _compare(args)
+        return _compare(args, dataset)
     default = "specialist" if args.specialist_dir else ",".join(PROTOCOLS)
     protocols = parse_protocols(args.protocols or default)
-    dataset = load_dataset(
-        args.dataset,
-        annotations=args.annotations,
-        images=args.images,
-        max_images=args.max_images,
-    )
     # Random-initialised components (tiny-test, a --clip without weights) are drawn from the
     # seed, so two runs report the same numbers; fork_rng leaves the global RNG as it was.
     with torch.random.fork_rng(devices=[]):
@@ -184,18 +189,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace) -> int:
+def _compare(args: argparse.Namespace, dataset: Any) -> int:
     """``--preset a,b,c``: every preset on the same images (:func:`textseg.eval.compare.
     compare_presets`); ``--refine N`` adds the box protocol with N refinement rounds. Exits 1
     when a preset could not be built or run (the others are still reported)."""
     from textseg.eval.compare import compare_presets
-    from textseg.eval.dataset import load_dataset
 
     options = preset_options(args)
     refine = options.pop("refine", 0)
-    dataset = load_dataset(
-        args.dataset, annotations=args.annotations, images=args.images, max_images=args.max_images
-    )
     comparison = compare_presets(
         dataset,
         args.preset,

@@ -107,6 +107,14 @@ def click_image(page: Any, x: float, y: float) -> None:
     """Click image pixel ``(x, y)``, whatever size the canvas shows it at (the letterboxed
     ``object-fit: contain`` geometry Gradio itself uses to map a click back to pixels)."""
     img = page.locator("#canvas img")
+    # The picture must be decoded and laid out first: a freshly swapped <img> reports a
+    # natural size of 0 until it has loaded (seen on a loaded CI machine).
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#canvas img');"
+        " return img && img.complete && img.naturalWidth > 0"
+        " && img.getBoundingClientRect().width > 0; }",
+        timeout=60_000,
+    )
     geo = img.evaluate(
         "img => { const r = img.getBoundingClientRect();"
         " return [r.width, r.height, img.naturalWidth, img.naturalHeight]; }"
@@ -165,6 +173,11 @@ def open_app(page: Any, server: AppServer, n_images: int) -> None:
     page.goto(server.url)
     wait_status(page, rf"1/{n_images} {re.escape(FIRST)} \(640x480\)")
     expect(page.locator("#canvas img")).to_be_visible()
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#canvas img');"
+        " return img && img.complete && img.naturalWidth > 0; }",
+        timeout=60_000,
+    )
 
 
 #: Records each ``textseg-painted`` event of the fast click path: the painted overlay's size
@@ -205,6 +218,11 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
     steps.shot("accept-nothing")
     expect(page.locator(".toast-body", has_text="there is no mask yet")).to_be_visible()
     expect(page.locator("#canvas img")).to_be_visible()
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#canvas img');"
+        " return img && img.complete && img.naturalWidth > 0; }",
+        timeout=60_000,
+    )
     expect(page.locator("#canvas")).not_to_contain_text("Error")
 
     # Find all from the text box (Enter submits); review shows the first proposal and its

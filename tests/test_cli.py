@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -254,3 +255,28 @@ def test_sam_checkpoint_loads_fine_tuned_weights_strictly(images, tmp_path, caps
     assert _segment(images[:1], tmp_path / "b", *argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing keys: mask_decoder" in err[0]
+
+
+def test_help_and_usage_errors_do_not_load_torch():
+    """The command line parses before it loads models: ``--help``, a usage error and the
+    modules every command imports stay free of torch (5 s of imports on this machine), and
+    the OpenMP wait policy is set before anything could load it."""
+    code = (
+        "import sys, textseg.cli as cli\n"
+        "try:\n"
+        "    cli.main(['segment', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "try:\n"
+        "    cli.main(['eval', 'x', '--protocols'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import os\n"
+        "loaded = sorted(m for m in ('torch', 'supervision', 'cv2') if m in sys.modules)\n"
+        "print('LOADED', loaded, os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert "LOADED [] PASSIVE" in out.stdout, out.stdout + out.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from textseg.cli._common import add_model_args, arg_type, preset_options
-from textseg.eval.protocols import PROTOCOLS, evaluate, parse_protocols
+from textseg.eval.protocol_names import PROTOCOLS, parse_protocols
 from textseg.validators import positive_int
 
 __all__ = ["add_parser", "run"]
@@ -145,6 +145,8 @@ def _run(args: argparse.Namespace, dataset: Any) -> int:
         return _compare(args, dataset)
     default = "specialist" if args.specialist_dir else ",".join(PROTOCOLS)
     protocols = parse_protocols(args.protocols or default)
+    from textseg.eval.protocols import evaluate
+
     # Random-initialised components (tiny-test, a --clip without weights) are drawn from the
     # seed, so two runs report the same numbers; fork_rng leaves the global RNG as it was.
     with torch.random.fork_rng(devices=[]):

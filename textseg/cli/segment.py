@@ -30,7 +30,6 @@ from textseg.cli._common import (
     segmenter_spec,
     vocabulary,
 )
-from textseg.io.coco import GroundTruth
 
 __all__ = [
     "add_output_args",
@@ -44,7 +43,7 @@ __all__ = [
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
     """The output options shared by ``segment`` and ``label``."""
-    from textseg.io.export import FORMATS
+    from textseg.io.formats import FORMATS
 
     p.add_argument(
         "--format",
@@ -137,13 +136,15 @@ def export_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def ground_truth(args: argparse.Namespace) -> Any:
     """The ``--coco`` file as a :class:`textseg.io.coco.GroundTruth`, or None."""
+    from textseg.io.coco import GroundTruth
+
     return GroundTruth(args.coco) if args.coco else None
 
 
 # ---------------------------------------------------------------------- commands
 def run_segment(args: argparse.Namespace) -> int:
     """``textseg segment``: the runner (:mod:`textseg.pipelines.runner`) on the given files."""
-    from textseg.io.export import OWNED
+    from textseg.io.formats import OWNED
     from textseg.pipelines import runner
 
     formats = args.format or ["coco"]

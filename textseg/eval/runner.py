@@ -11,7 +11,6 @@ memory stays bounded and the pipeline's stage timings are those of a normal run.
 
 from __future__ import annotations
 
-import difflib
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from textseg.eval.accumulators import (
     TextPrompts,
 )
 from textseg.eval.dataset import EvalDataset, Sample, load_dataset
+from textseg.eval.protocol_names import EXTRA_PROTOCOLS, PROTOCOLS, parse_protocols
 from textseg.eval.report import EvalReport, ProtocolResult
 
 __all__ = [
@@ -45,38 +45,11 @@ __all__ = [
     "run_protocols",
 ]
 
-#: The protocols, in the order :func:`textseg.eval.evaluate` runs and reports them.
-PROTOCOLS: tuple[str, ...] = ("box", "point", "text", "label", "count")
-#: Protocols run only when asked for (they train models): ``specialist``
-#: (:func:`textseg.eval.specialist.eval_specialist`).
-EXTRA_PROTOCOLS: tuple[str, ...] = ("specialist",)
-
 #: CLIP model of the labeler built for the labelling protocol when the segmenter has none.
 DEFAULT_LABELER_CLIP = "clip-vit-b-32"
 
 #: What each protocol needs of the segmenter.
 _NEEDS = {"box": "sam", "point": "sam", "text": "segment", "count": "segment", "specialist": "sam"}
-
-
-def parse_protocols(protocols: str | Iterable[str]) -> list[str]:
-    """``"box,point"`` or ``["box", "point"]`` -> the protocol names, checked, in run order.
-
-    Raises:
-        ValueError: Empty, or an unknown name (the message lists the valid names).
-    """
-    items = protocols.split(",") if isinstance(protocols, str) else list(protocols)
-    names = [str(p).strip().lower() for p in items if str(p).strip()]
-    valid = PROTOCOLS + EXTRA_PROTOCOLS
-    if not names:
-        raise ValueError(f"protocols: expected one or more of {', '.join(valid)}, got none")
-    for name in names:
-        if name not in valid:
-            close = difflib.get_close_matches(name, valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"unknown protocol {name!r}.{hint} Valid protocols: {', '.join(valid)}"
-            )
-    return [p for p in valid if p in names]
 
 
 def prepare(

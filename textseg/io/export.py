@@ -37,6 +37,7 @@ from textseg.io._common import atomic_write, place_file, prepare_output_dir
 from textseg.io.coco import load_coco
 from textseg.io.coco_writer import CocoWriter
 from textseg.io.counts import count_classes, save_counts_csv, save_counts_json
+from textseg.io.formats import DERIVED_FORMATS, FORMATS, OWNED
 
 __all__ = [
     "DERIVED_FORMATS",
@@ -46,19 +47,6 @@ __all__ = [
     "write_exports",
     "write_results",
 ]
-
-#: The formats a run can ask for. ``coco`` / ``coco-polygons`` choose the COCO file's own
-#: segmentation (RLE or polygons); the others are derived from it.
-FORMATS: tuple[str, ...] = ("coco", "coco-polygons", "yolo", "png", "labelstudio", "cvat")
-#: Formats written by :func:`write_exports` from the COCO file.
-DERIVED_FORMATS: tuple[str, ...] = ("yolo", "png", "labelstudio", "cvat")
-#: The folders (or files) each derived format owns in the output folder.
-OWNED: dict[str, tuple[str, ...]] = {
-    "yolo": ("yolo",),
-    "png": ("masks",),
-    "labelstudio": ("labelstudio",),
-    "cvat": ("cvat",),
-}
 
 
 def flat_names(file_names: Iterable[str]) -> dict[str, str]:

@@ -14,6 +14,8 @@ from pycocotools.coco import COCO
 
 from textseg.cli import main
 
+from ._limits import HANG_S
+
 
 @pytest.fixture()
 def images(data_dir: Path, tmp_path: Path) -> list[Path]:
@@ -76,7 +78,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
 
 
@@ -277,6 +279,6 @@ def test_help_and_usage_errors_do_not_load_torch():
     )
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S, env=env
     )
     assert "LOADED [] PASSIVE" in out.stdout, out.stdout + out.stderr

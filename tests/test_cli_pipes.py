@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ._limits import HANG_S
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -26,7 +28,7 @@ def _run_into_closed_pipe(*args: str) -> subprocess.CompletedProcess:
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
-            timeout=300,
+            timeout=HANG_S,
         )
     finally:
         os.close(write_end)
@@ -55,7 +57,7 @@ def test_python_m_textseg_is_the_cli():
         capture_output=True,
         text=True,
         cwd=REPO,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].split()[:2] == ["name", "task"]

@@ -33,6 +33,8 @@ import pytest
 
 from textseg.fields import markdown_table
 
+from ._limits import HANG_S
+
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL = ("bash", "sh", "console")
@@ -201,7 +203,7 @@ def _run_shell(command: str, cwd: Path) -> tuple[int, str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -305,7 +307,7 @@ def test_mkdocs_builds_strict(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -13,6 +13,8 @@ import pytest
 
 from textseg.io import load_counts_csv
 
+from ._limits import HANG_S
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -23,7 +25,7 @@ def _example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
         env=dict(os.environ),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc

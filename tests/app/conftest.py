@@ -22,6 +22,8 @@ from textseg.pipelines import TextSegmenter
 from textseg.prompters.base import ClassPrompts
 from textseg.sam.prompts import Prompts
 
+from .._limits import HANG_S
+
 IMAGES = ("000000000009.jpg", "000000000030.jpg", "000000000036.jpg")
 
 
@@ -85,8 +87,8 @@ CHROMIUM_ARGS = (
 )
 #: Screenshots of every step, for a person to look at when a browser test fails in CI.
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "app"
-#: Seconds to wait for a server start (torch + gradio imports on a busy 2-core machine).
-START_TIMEOUT = 240.0
+#: Seconds to wait for a server start (a hang detector: see tests/_limits.py).
+START_TIMEOUT = float(HANG_S)
 
 
 def free_port() -> int:

@@ -17,6 +17,8 @@ from PIL import Image
 
 from textseg.cli import main
 
+from .._limits import HANG_S
+
 PROTOCOL_KEYS = {
     "box": {"miou", "miou_class_mean"},
     "point": {"miou_top", "miou_oracle"},
@@ -174,7 +176,7 @@ def test_cli_error_in_a_real_process_is_one_line_and_exit_1(tmp_path: Path) -> N
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert proc.returncode == 1
     assert proc.stderr == (

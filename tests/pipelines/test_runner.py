@@ -20,6 +20,7 @@ from textseg.io.folder import claim_output
 from textseg.pipelines import runner
 
 from .._clients import client
+from .._limits import HANG_S
 
 FILES = ("000000000009.jpg", "000000000030.jpg", "000000000036.jpg")
 
@@ -113,7 +114,7 @@ def test_killed_after_any_write_resumes_to_the_same_files(folder, reference, tmp
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
     )
     assert proc.returncode == 137, proc.stderr  # stopped where asked, as by SIGKILL
     assert main(_label(folder, out)) == 0
@@ -273,7 +274,7 @@ def test_label_memory_does_not_grow_per_image(tmp_path: Path) -> None:
     images = tmp_path / "imgs"
     images.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(30):
+    for i in range(20):  # traced allocations make each image slow: 20 are enough to see a trend
         blocks = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
         Image.fromarray(np.kron(blocks, np.ones((16, 16, 1), np.uint8))).save(images / f"{i}.png")
     seen: list[tuple[int, int]] = []
@@ -298,8 +299,8 @@ def test_label_memory_does_not_grow_per_image(tmp_path: Path) -> None:
         )
     finally:
         tracemalloc.stop()
-    assert report.labelled == 30 and len(seen) == 30
-    python_growth = (seen[-1][0] - seen[10][0]) / 19
+    assert report.labelled == 20 and len(seen) == 20
+    python_growth = (seen[-1][0] - seen[5][0]) / 14
     assert python_growth < 40_000  # bytes per image: the writer's RLE records, no images
     tensors = [t for _, t in seen[1:]]
     assert max(tensors) - tensors[0] <= budget  # the cache's budget, not per image

@@ -15,6 +15,8 @@ import pytest
 
 from textseg.cli import main
 
+from .._limits import HANG_S
+
 #: A keyframe segmenter and a propagator without models (two fixed objects), defined once
 #: and run both in this process and in the killed one.
 FAKE = """
@@ -160,7 +162,7 @@ def test_killed_after_each_write(write, reference, tmp_path, capsys):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert killed.returncode == 137, killed.stderr
     present = [n for n in RESULTS if (out / n).exists()]

@@ -1,0 +1,10 @@
+"""How long the suite waits for a child process before it calls it hung.
+
+These are hang detectors, not timings: on a busy 2-core machine a `textseg` command that takes
+20 s alone has taken over 6 minutes (the suite beside four benchmark runs, load 20). A limit
+that a slow machine can reach turns load into failures, so every wait on a command, a server
+start or an example script uses this one limit.
+"""
+
+#: Seconds after which a child process (a command, an example, a server start) is hung.
+HANG_S = 1800

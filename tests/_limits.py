@@ -8,3 +8,7 @@ start or an example script uses this one limit.
 
 #: Seconds after which a child process (a command, an example, a server start) is hung.
 HANG_S = 1800
+
+#: Milliseconds a browser test waits for the page to show a step's result (the same idea:
+#: the app answers a click in well under a second alone, in minutes on a machine at load 20).
+UI_WAIT_MS = 600_000

@@ -22,7 +22,7 @@ from textseg.pipelines import TextSegmenter
 from textseg.prompters.base import ClassPrompts
 from textseg.sam.prompts import Prompts
 
-from .._limits import HANG_S
+from .._limits import HANG_S, UI_WAIT_MS
 
 IMAGES = ("000000000009.jpg", "000000000030.jpg", "000000000036.jpg")
 
@@ -218,7 +218,7 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     failed_shot = ARTIFACTS / f"{request.node.name}-FAILED.png"
     failed_shot.unlink(missing_ok=True)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(60_000)
+    context.set_default_timeout(UI_WAIT_MS)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))

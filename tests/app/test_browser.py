@@ -27,6 +27,7 @@ from pycocotools.coco import COCO
 from textseg.app import ANNOTATION_FILE, EXPORT_DIR, AnnotationSession
 from textseg.pipelines import TextSegmenter
 
+from .._limits import UI_WAIT_MS
 from .conftest import ARTIFACTS, AppServer, copy_images
 
 try:
@@ -77,7 +78,7 @@ def status(page: Any) -> Any:
 
 def wait_status(page: Any, pattern: str) -> str:
     """Wait until the status line matches the regular expression; returns its text."""
-    expect(status(page)).to_have_text(re.compile(pattern), timeout=60_000)
+    expect(status(page)).to_have_text(re.compile(pattern), timeout=UI_WAIT_MS)
     return status(page).inner_text()
 
 
@@ -91,7 +92,7 @@ def wait_new_canvas(page: Any, old_src: str) -> str:
         "old => { const img = document.querySelector('#canvas img');"
         " return img && img.complete && img.naturalWidth > 0 && img.src !== old; }",
         arg=old_src,
-        timeout=60_000,
+        timeout=UI_WAIT_MS,
     )
     return canvas_src(page)
 
@@ -113,7 +114,7 @@ def click_image(page: Any, x: float, y: float) -> None:
         "() => { const img = document.querySelector('#canvas img');"
         " return img && img.complete && img.naturalWidth > 0"
         " && img.getBoundingClientRect().width > 0; }",
-        timeout=60_000,
+        timeout=UI_WAIT_MS,
     )
     geo = img.evaluate(
         "img => { const r = img.getBoundingClientRect();"
@@ -176,7 +177,7 @@ def open_app(page: Any, server: AppServer, n_images: int) -> None:
     page.wait_for_function(
         "() => { const img = document.querySelector('#canvas img');"
         " return img && img.complete && img.naturalWidth > 0; }",
-        timeout=60_000,
+        timeout=UI_WAIT_MS,
     )
 
 
@@ -221,7 +222,7 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
     page.wait_for_function(
         "() => { const img = document.querySelector('#canvas img');"
         " return img && img.complete && img.naturalWidth > 0; }",
-        timeout=60_000,
+        timeout=UI_WAIT_MS,
     )
     expect(page.locator("#canvas")).not_to_contain_text("Error")
 
@@ -257,7 +258,7 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
     click_image(page, 320, 240)
     # The fast click path paints the mask in the page first (its own event), then the
     # Gradio components follow.
-    page.wait_for_function("window.__painted.length >= 1", timeout=60_000)
+    page.wait_for_function("window.__painted.length >= 1", timeout=UI_WAIT_MS)
     painted = page.evaluate("window.__painted[0]")
     text = wait_status(page, r"1 fg, 0 bg clicks · candidate \d/3 · mask in \d+ ms")
     assert "⚠" not in text, text
@@ -285,7 +286,7 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
     assert expected.sum() > 500
     np.testing.assert_array_equal(shown[~marker], expected[~marker])
     # ... and its overlay is cleared once the server's picture (with the mask) is shown.
-    page.wait_for_function(_OVERLAY_EMPTY, timeout=60_000)
+    page.wait_for_function(_OVERLAY_EMPTY, timeout=UI_WAIT_MS)
 
     # Another candidate mask, chosen in the radio, is the one shown.
     choice = page.locator("#candidates label:not(.selected)").first
@@ -324,7 +325,7 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
     h, w = base.shape[:2]
     exports = folder / EXPORT_DIR
     page.locator("#export").click()
-    expect(page.locator("#export-status")).to_contain_text("exported coco to", timeout=60_000)
+    expect(page.locator("#export-status")).to_contain_text("exported coco to", timeout=UI_WAIT_MS)
     coco = COCO(str(exports / "annotations.json"))
     assert len(coco.getAnnIds()) == n_total
     names = {c["name"] for c in coco.loadCats(coco.getCatIds())}
@@ -340,7 +341,9 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
 
     page.locator("#export-format").get_by_label("yolo").check()
     page.locator("#export").click()
-    expect(page.locator("#export-status")).to_contain_text("exported coco, yolo to", timeout=60_000)
+    expect(page.locator("#export-status")).to_contain_text(
+        "exported coco, yolo to", timeout=UI_WAIT_MS
+    )
     yolo = exports / "yolo"
     classes = yaml.safe_load((yolo / "data.yaml").read_text())["names"]
     classes = list(classes.values()) if isinstance(classes, dict) else list(classes)
@@ -357,7 +360,7 @@ def test_find_all_click_accept_export(page: Any, servers: dict[str, AppServer]) 
     page.locator("#export-format").get_by_label("png").check()
     page.locator("#export").click()
     expect(page.locator("#export-status")).to_contain_text(
-        "exported coco, yolo, png to", timeout=60_000
+        "exported coco, yolo, png to", timeout=UI_WAIT_MS
     )
     assert (exports / "yolo" / "data.yaml").is_file()  # still there: still ticked
     instances = sorted((exports / "masks" / "instances").glob("*.png"))

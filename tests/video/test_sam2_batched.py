@@ -13,23 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from textseg._registry import get_model_cfg
 from textseg.sam import SamCore
-from textseg.sam.modeling.sam2 import build_official_sam2
 from textseg.video.propagator import Sam2Propagator
 
 pytest.importorskip("sam2", reason="the official sam2 package is the reference")
-
-
-def _official_and_core(name: str, tmp_path):
-    torch.manual_seed(0)
-    official = build_official_sam2(get_model_cfg(name), video=True)
-    with torch.no_grad():
-        # Random weights predict "no object"; a positive object-score bias keeps it visible.
-        official.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
-    checkpoint = tmp_path / "official.pt"
-    torch.save({"model": official.state_dict()}, checkpoint)
-    return official, SamCore(name, checkpoint=str(checkpoint))
 
 
 def _masks(n: int, h: int, w: int, seed: int) -> np.ndarray:
@@ -79,9 +66,26 @@ def _agree(a: torch.Tensor, b: torch.Tensor, what: str) -> bool:
 
 
 @pytest.mark.parametrize("objects", [1, 8, 32])
-def test_batched_step_matches_the_official_predictor(objects, pan, tmp_path, monkeypatch):
+def test_batched_step_matches_the_official_predictor(
+    objects, pan, tmp_path, monkeypatch, official_sam2
+):
+    _check_official("sam2.1-tiny-test", objects, pan, tmp_path, monkeypatch, official_sam2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objects", [1, 8])
+@pytest.mark.parametrize("name", ["sam2-hiera-tiny", "sam2.1-hiera-tiny", "sam2.1-hiera-base-plus"])
+def test_batched_step_matches_the_official_predictor_at_real_size(
+    name, objects, pan, tmp_path, monkeypatch, official_sam2
+):
+    """The published architectures (random weights, 1024 input), SAM 2 and 2.1."""
+    _check_official(name, objects, pan, tmp_path, monkeypatch, official_sam2)
+
+
+def _check_official(name: str, objects: int, pan, tmp_path, monkeypatch, official_sam2) -> None:
     frames_n = 3
-    official, core = _official_and_core("sam2.1-tiny-test", tmp_path)
+    official, checkpoint = official_sam2(name)
+    core = SamCore(name, checkpoint=str(checkpoint))
     frames = _frames(pan, frames_n, tmp_path / "frames")
     h, w = frames[0].shape[:2]
     masks = _masks(objects, h, w, seed=objects)

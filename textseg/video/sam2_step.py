@@ -56,6 +56,18 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + _rotate_pairwise(x) * sin
 
 
+def _resize(
+    x: torch.Tensor, size: tuple[int, int], dtype: torch.dtype, always: bool = False
+) -> torch.Tensor:
+    """Antialiased bilinear resize in float32, as SAM 2 resizes its masks (skipped when
+    ``x`` already has ``size``, unless ``always``)."""
+    if not always and tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x.float(), size, mode="bilinear", align_corners=False, antialias=True).to(
+        dtype
+    )
+
+
 def memory_layout(
     model: Any,
     outputs: dict[str, dict[int, dict[str, Any]]],
@@ -343,28 +355,11 @@ class Sam2Step:
         model = self.model
         dtype = levels[-1].dtype
         size = int(model.image_size)
-        given = masks.to(dtype)
-        if given.shape[-2:] != (size, size):
-            given = F.interpolate(
-                given.float(), (size, size), mode="bilinear", align_corners=False, antialias=True
-            ).to(masks.dtype)
+        small = tuple(model.prompt_encoder.mask_input_size)
+        given = _resize(masks.to(dtype), (size, size), masks.dtype)
         high = given * 20.0 - 10.0  # sigmoid(-10) = 4.5e-5
-        low = F.interpolate(
-            high.float(),
-            model.prompt_encoder.mask_input_size,
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        ).to(dtype)
-        prompt = model.mask_downsample(given.to(dtype))
-        if prompt.shape[-2:] != tuple(model.prompt_encoder.mask_input_size):
-            prompt = F.interpolate(
-                prompt.float(),
-                model.prompt_encoder.mask_input_size,
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            ).to(dtype)
+        low = _resize(high, small, dtype, always=True)
+        prompt = _resize(model.mask_downsample(given.to(dtype)), small, dtype)
         pointer = self.decode(levels[-1], levels[:-1], False, prompt)["object_pointer"]
         appearing = (masks.flatten(1).float() > 0).any(1).to(dtype)[:, None, None]
         pointer = appearing * pointer + (1 - appearing) * model.no_object_pointer
@@ -399,15 +394,7 @@ class Sam2Step:
         encoder = model.memory_encoder
         h, w = model.backbone_feature_sizes[-1]
         side_h, side_w = (4 * s for s in model.prompt_encoder.mask_input_size)
-        masks = high_res_masks
-        if masks.shape[2:] != (side_h, side_w):
-            masks = F.interpolate(
-                masks.float(),
-                (side_h, side_w),
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            ).to(high_res_masks.dtype)
+        masks = _resize(high_res_masks, (side_h, side_w), high_res_masks.dtype)
         pix = features.permute(1, 2, 0).reshape(1, -1, h, w)
         masks = (masks > 0).to(masks.dtype) if from_input else torch.sigmoid(masks)
         masks = (

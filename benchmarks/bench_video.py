@@ -1,7 +1,7 @@
 """Video: textseg's tracker vs the Grounded-SAM-2 way, propagation cost vs objects, memory.
 
     python benchmarks/bench_video.py [--parts a,b,c] [--frames 10] [--objects 4] [--every 5]
-        [--sam sam2.1-hiera-tiny] [--scaling 1,8,32] [--scaling-frames 3]
+        [--sam sam2.1-hiera-tiny] [--scaling 1,8,32] [--scaling-frames 3] [--memory-frames 2]
         [--rss 100,1000,5000] [--rss-bare 100,1000]
 
 All in one run, on the same random weights (the published checkpoints cannot be downloaded
@@ -19,8 +19,13 @@ here) and the same clip, a camera panning over a coco-dev photo
     are timed, but their random detections are not handed on). The object-score head is biased
     so that random-weight SAM 2 keeps its objects visible (as trained weights do).
 (b) **Propagation cost per frame vs the number of objects** (``--scaling``): textseg's
-    ``Sam2Propagator`` and the official ``SAM2VideoPredictor.propagate_in_video``, same
-    weights, same frames, objects added on frame 0 from random boxes.
+    ``Sam2Propagator`` (all objects in one batched step) and the official
+    ``SAM2VideoPredictor.propagate_in_video`` (one object at a time), same weights, same
+    (JPEG-decoded) frames, objects added on frame 0 from random boxes; the masks' IoU against
+    the official ones, the cost of each extra object for both, and the opt-in
+    ``memory_frames`` (``--memory-frames N``, ``--memory-frames-objects``,
+    ``--memory-frames-frames``) timed once the memory window is full, with its masks' IoU
+    against the exact path.
 (c) **Peak RSS over long videos** (``--rss``, synthetic 256x256 frames, the tiny SAM 2 so that
     5,000 frames run in minutes; the memory logic is the same at every size): each length in a
     fresh process; textseg's tracker (one object) vs transformers' own streaming loop
@@ -217,89 +222,159 @@ def part_a(args: argparse.Namespace, folder: Path) -> str:
 
 
 # ---------------------------------------------------------------------- (b)
+def _boxes_to_masks(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
+    masks = np.zeros((n, h, w), bool)
+    for k in range(n):
+        x0, y0 = rng.uniform(0, w * 0.7), rng.uniform(0, h * 0.7)
+        x1, y1 = (
+            min(w - 1, x0 + rng.uniform(20, w * 0.3)),
+            min(h - 1, y0 + rng.uniform(20, h * 0.3)),
+        )
+        masks[k, int(y0) : int(y1), int(x0) : int(x1)] = True
+    return masks
+
+
+def _ours(core: Any, frames: list, masks: np.ndarray, timed_from: int = 1, **options: Any):
+    """textseg's propagation of ``masks`` (added on frame 0): mean s/frame over the frames from
+    ``timed_from`` on, and the ``(n, H, W)`` masks of every frame after 0."""
+    from textseg.video import Sam2Propagator
+
+    prop = Sam2Propagator(core, **options)
+    prop.propagate(0, frames[0])
+    prop.add(0, list(range(1, len(masks) + 1)), masks)
+    out, times = [], []
+    for t in range(1, len(frames)):
+        start = time.perf_counter()
+        result = prop.propagate(t, frames[t])
+        if t >= timed_from:
+            times.append(time.perf_counter() - start)
+        out.append(result.masks)
+    return float(np.mean(times)), out
+
+
+def _agreement(a: list[np.ndarray], b: list[np.ndarray]) -> str:
+    """Mean and minimum mask IoU of the same objects over the same frames."""
+    from textseg.masks import paired_iou
+
+    iou = np.concatenate([paired_iou(x, y) for x, y in zip(a, b)])
+    return f"{iou.mean():.4f} (min {iou.min():.4f})"
+
+
 def part_b(args: argparse.Namespace, folder: Path) -> str:
     from PIL import Image
 
     from textseg.sam import SamCore
-    from textseg.video import Sam2Propagator
 
-    clip = _clip(args.scaling_frames + 1)
-    frames = list(clip)
+    clip = _clip(max(args.scaling_frames, args.memory_frames_frames) + 1)
     official, checkpoint = _official_checkpoint(args.sam, folder)
     core = SamCore(args.sam, checkpoint=str(checkpoint))
     h, w = clip.size
     frame_dir = folder / "frames"
     frame_dir.mkdir(exist_ok=True)
-    for t, image in enumerate(frames):
+    frames = []
+    for t, image in enumerate(clip):
+        # Both sides get the frames the official loader reads (JPEG decoded).
         Image.fromarray(image).save(frame_dir / f"{t:05d}.jpg", quality=95)
+        frames.append(np.asarray(Image.open(frame_dir / f"{t:05d}.jpg").convert("RGB")))
+    scaling_frames = frames[: args.scaling_frames + 1]
+    for t in range(args.scaling_frames + 1, len(frames)):
+        (frame_dir / f"{t:05d}.jpg").unlink()  # the official loader reads the whole folder
     rng = np.random.default_rng(0)
-    rows = []
-    base = {}
+    rows, costs = [], {}
     for n in args.scaling:
-        boxes = []
-        for _ in range(n):
-            x0, y0 = rng.uniform(0, w * 0.7), rng.uniform(0, h * 0.7)
-            boxes.append(
-                [
-                    x0,
-                    y0,
-                    min(w - 1, x0 + rng.uniform(20, w * 0.3)),
-                    min(h - 1, y0 + rng.uniform(20, h * 0.3)),
-                ]
-            )
-        masks = np.zeros((n, h, w), bool)
-        for k, (x0, y0, x1, y1) in enumerate(boxes):
-            masks[k, int(y0) : int(y1), int(x0) : int(x1)] = True
-        # textseg
-        prop = Sam2Propagator(core)
-        prop.propagate(0, frames[0])
-        prop.add(0, list(range(1, n + 1)), masks)
-        start = time.perf_counter()
-        for t in range(1, len(frames)):
-            prop.propagate(t, frames[t])
-        ours = (time.perf_counter() - start) / (len(frames) - 1)
-        del prop
+        masks = _boxes_to_masks(rng, n, h, w)
+        ours, our_masks = _ours(core, scaling_frames, masks)
         gc.collect()
-        # official
         with torch.inference_mode():
             state = official.init_state(str(frame_dir))
             for k in range(n):
                 official.add_new_mask(state, 0, k + 1, masks[k])
-            times = []
+            times, their_masks = [], []
             last = time.perf_counter()
-            for t, _, _ in official.propagate_in_video(state):
+            for t, _, logits in official.propagate_in_video(state):
                 now = time.perf_counter()
                 if t > 0:
                     times.append(now - last)
+                    their_masks.append((logits[:, 0] > 0).numpy())
                 last = now
             theirs = float(np.mean(times))
             del state
         gc.collect()
-        base.setdefault("ours", ours)
-        base.setdefault("theirs", theirs)
+        costs[n] = (theirs, ours)
         rows.append(
             (
                 n,
                 f"{theirs * 1e3:.0f}",
                 f"{ours * 1e3:.0f}",
                 f"{theirs / ours:.2f}x",
-                f"{ours * 1e3 / n:.0f}",
-                f"{ours / base['ours']:.1f}x",
+                _agreement(our_masks, their_masks),
             )
         )
-    return (
+    text = (
         f"(b) propagation per frame, {args.sam} at {core.image_size}x{core.image_size}, "
-        f"{len(frames) - 1} frames after the prompt\n\n"
+        f"{len(scaling_frames) - 1} frames after the prompt (objects added on frame 0)\n\n"
         + table(
             (
                 "objects",
                 "official SAM2VideoPredictor (ms/frame)",
                 "textseg Sam2Propagator (ms/frame)",
                 "speed-up",
-                "textseg ms per object",
-                "textseg growth vs 1 object",
+                "mask IoU vs official (mean, min)",
             ),
             rows,
+        )
+        + "\n"
+    )
+    if len(costs) > 1:
+        lo, hi = min(costs), max(costs)
+        slope = [(costs[hi][i] - costs[lo][i]) / (hi - lo) * 1e3 for i in (0, 1)]
+        text += (
+            "\n"
+            + table(
+                ("cost of each extra object", "official (ms/frame)", "textseg (ms/frame)", "ratio"),
+                [
+                    (
+                        f"{lo} -> {hi} objects",
+                        f"{slope[0]:.0f}",
+                        f"{slope[1]:.0f}",
+                        f"{slope[1] / slope[0]:.2f}",
+                    )
+                ],
+            )
+            + "\n"
+        )
+    if args.memory_frames is not None:
+        print(text, flush=True)  # the opt-in row takes longer (a full memory window)
+        text = _memory_frames_row(args, core, frames, rng, h, w)
+    return text
+
+
+def _memory_frames_row(args, core, frames, rng, h, w) -> str:
+    """The opt-in trade: fewer memory frames, timed once the memory window is full."""
+    n = args.memory_frames_objects
+    masks = _boxes_to_masks(rng, n, h, w)
+    full = int(core.backend.model.config.num_maskmem)  # frame from which all memories exist
+    timed = min(full, len(frames) - 1)
+    exact, exact_masks = _ours(core, frames, masks, timed_from=timed)
+    gc.collect()
+    fewer, fewer_masks = _ours(
+        core, frames, masks, timed_from=timed, memory_frames=args.memory_frames
+    )
+    gc.collect()
+    return (
+        f"opt-in --memory-frames {args.memory_frames}, {n} objects, {len(frames) - 1} frames, "
+        f"timed from frame {timed} (memory window full)\n\n"
+        + table(
+            ("textseg", "ms/frame", "speed-up", "mask IoU vs exact path (mean, min)"),
+            [
+                ("exact (6 memory frames)", f"{exact * 1e3:.0f}", "1.00x", "1.0000"),
+                (
+                    f"memory_frames={args.memory_frames}",
+                    f"{fewer * 1e3:.0f}",
+                    f"{exact / fewer:.2f}x",
+                    _agreement(fewer_masks, exact_masks),
+                ),
+            ],
         )
         + "\n"
     )
@@ -440,11 +515,16 @@ def main() -> None:
     p.add_argument("--sam", default="sam2.1-hiera-tiny")
     p.add_argument("--scaling", type=_ints, default=[1, 8, 32])
     p.add_argument("--scaling-frames", type=int, default=3)
+    p.add_argument("--memory-frames", type=int, default=2, help="opt-in row (-1: none)")
+    p.add_argument("--memory-frames-objects", type=int, default=1)
+    p.add_argument("--memory-frames-frames", type=int, default=8)
     p.add_argument("--rss", type=_ints, default=[100, 1000, 5000])
     p.add_argument("--rss-bare", type=_ints, default=[100, 1000])
     p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--rss-mode", default="textseg", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.memory_frames is not None and args.memory_frames < 0:
+        args.memory_frames = None
     if args.rss_child is not None:
         rss_child(args.rss_child, args.rss_mode)
         return

@@ -159,6 +159,27 @@ def _biased_core(name: str) -> Any:
     return core
 
 
+@pytest.fixture()
+def official_sam2(tmp_path):
+    """A builder: ``name -> (official SAM2VideoPredictor, checkpoint path)``, the official
+    ``sam2`` model on seeded random weights (object score biased, as ``_biased_core``) saved as
+    an official checkpoint for textseg's registry to load."""
+
+    def build(name: str) -> tuple[Any, Path]:
+        from textseg._registry import get_model_cfg
+        from textseg.sam.modeling.sam2 import build_official_sam2
+
+        torch.manual_seed(0)
+        official = build_official_sam2(get_model_cfg(name), video=True)
+        with torch.no_grad():
+            official.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+        checkpoint = tmp_path / "official.pt"
+        torch.save({"model": official.state_dict()}, checkpoint)
+        return official, checkpoint
+
+    return build
+
+
 @pytest.fixture(scope="session")
 def sam2_core():
     """The tiny SAM 2.1 core (seeded), with an object-score bias so masks are not all empty."""

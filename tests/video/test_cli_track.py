@@ -119,6 +119,30 @@ def test_tiny_run_with_a_corrupt_frame(pan, tmp_path, capsys):
     assert "3 frames tracked, 1 skipped" in captured.out
 
 
+def test_memory_frames_reaches_the_propagator_and_is_recorded(pan, tmp_path, monkeypatch):
+    """--memory-frames N (an opt-in trade) is given to SAM 2's propagator and written in
+    tracks.json's info.models; without it nothing is recorded (the exact path)."""
+    from textseg.cli import track
+
+    built = []
+    original = track._propagator
+
+    def spy(args, segmenter):
+        built.append(original(args, segmenter))
+        return built[-1]
+
+    monkeypatch.setattr(track, "_propagator", spy)
+    frames = pan.write_frames(tmp_path / "frames")
+    for extra, out in ((["--memory-frames", "2"], "a"), ([], "b")):
+        argv = ["track", str(frames), "-c", "truck", "--tiny", "--every", "0", "--end", "3"]
+        code = main([*argv, *extra, "--out", str(tmp_path / out), "--no-video", "--no-progress"])
+        assert code == 0
+    assert [p.memory_frames for p in built] == [2, 6]
+    info = [json.loads((tmp_path / o / "tracks.json").read_text())["info"] for o in "ab"]
+    assert info[0]["models"]["memory_frames"] == 2
+    assert "memory_frames" not in info[1]["models"]
+
+
 @pytest.mark.parametrize(
     ("setup", "argv", "message"),
     [
@@ -129,6 +153,11 @@ def test_tiny_run_with_a_corrupt_frame(pan, tmp_path, capsys):
         ("frames", ["frames"], "no classes given"),
         ("frames", ["frames", "-c", "car", "--start", "x"], "--start expects"),
         ("frames", ["frames", "-c", "car", "--tiny", "--sam", "sam-vit-b"], "SAM 2 video model"),
+        (
+            "frames",
+            ["frames", "-c", "car", "--tiny", "--memory-frames", "7"],
+            "memory_frames: expected at most 6",
+        ),
     ],
 )
 def test_errors_are_one_line(setup, argv, message, tmp_path, capsys, monkeypatch):

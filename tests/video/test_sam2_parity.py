@@ -13,8 +13,6 @@ import pytest
 import torch
 
 from textseg._hub import create_model
-from textseg._registry import get_model_cfg
-from textseg.sam.modeling.sam2 import build_official_sam2
 
 pytest.importorskip("sam2", reason="the official sam2 package is the reference")
 
@@ -24,13 +22,8 @@ FRAMES = 18
 @pytest.mark.parametrize(
     "name", ["sam2.1-tiny-test", pytest.param("sam2-tiny-test", marks=pytest.mark.slow)]
 )
-def test_video_propagation_matches_official(name, pan, tmp_path):
-    torch.manual_seed(0)
-    official = build_official_sam2(get_model_cfg(name), video=True)
-    with torch.no_grad():
-        official.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
-    checkpoint = tmp_path / "official.pt"
-    torch.save({"model": official.state_dict()}, checkpoint)
+def test_video_propagation_matches_official(name, pan, tmp_path, official_sam2):
+    official, checkpoint = official_sam2(name)
     model = create_model(name, checkpoint=checkpoint)
 
     frames = tmp_path / "frames"

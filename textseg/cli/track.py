@@ -83,6 +83,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="frames an object may stay unseen before its track ends (default 15)",
     )
+    p.add_argument(
+        "--memory-frames",
+        type=arg_type(non_negative_int),
+        default=None,
+        metavar="N",
+        help="past mask memories SAM 2 reads per object (default: all 6, exact); fewer is "
+        "faster and changes the masks (recorded in tracks.json)",
+    )
     p.add_argument("--start", default=None, help="first frame: index (120) or seconds (4.5s)")
     p.add_argument("--end", default=None, help="stop before this frame: index or seconds")
     p.add_argument(
@@ -125,8 +133,9 @@ def _propagator(args: argparse.Namespace, segmenter: Any) -> Any:
 
     from textseg.video import Sam2Propagator
 
+    memory_frames = getattr(args, "memory_frames", None)
     if getattr(segmenter, "sam", None) is not None:
-        return Sam2Propagator(segmenter.sam)
+        return Sam2Propagator(segmenter.sam, memory_frames=memory_frames)
     from textseg._registry import test_variant
     from textseg.sam import SamCore
 
@@ -134,7 +143,7 @@ def _propagator(args: argparse.Namespace, segmenter: Any) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         core = SamCore(test_variant(name) if args.tiny else name, device=args.device)
-    return Sam2Propagator(core)
+    return Sam2Propagator(core, memory_frames=memory_frames)
 
 
 def _tracker(args: argparse.Namespace) -> Any:
@@ -174,6 +183,8 @@ def models(args: argparse.Namespace) -> dict[str, Any]:
         if preset.labeler or preset.selector or preset.prompter.startswith("clip"):
             out["clip"] = name(args.clip or preset.clip)
     out["propagator"] = f"sam2:{sam}"
+    if getattr(args, "memory_frames", None) is not None:
+        out["memory_frames"] = args.memory_frames  # an opt-in trade: not SAM 2's exact masks
     return out
 
 

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from textseg.validators import non_negative_int
+
 if TYPE_CHECKING:
     from textseg.sam.cache import ImageEmbedding
     from textseg.sam.core import SamCore
@@ -113,13 +115,22 @@ class Sam2Propagator:
         sam: A :class:`~textseg.sam.SamCore` over a SAM 2 video model (``sam2.1-hiera-*``).
         window: Past frames whose memories and object pointers are kept per object (default:
             what the model reads, ``max(num_maskmem, max_object_pointers_in_encoder) - 1``).
+        memory_frames: Past mask memories read per object and frame, besides the conditioning
+            frame's: ``num_maskmem - 1`` (6, the default) is SAM 2 exactly; fewer is an opt-in
+            trade, faster (the memory attention's cost grows with the memories it reads) with
+            masks that differ from SAM 2's.
 
     Raises:
         TypeError: ``sam`` is not over a SAM 2 video model.
-        ValueError: ``window`` smaller than the memories the model reads.
+        ValueError: ``window`` smaller than the memories the model reads, ``memory_frames`` out
+            of ``0..num_maskmem - 1``, or fewer memory frames asked of EdgeTAM.
     """
 
-    def __init__(self, sam: SamCore, *, window: int | None = None) -> None:
+    def __init__(
+        self, sam: SamCore, *, window: int | None = None, memory_frames: int | None = None
+    ) -> None:
+        from textseg.video.sam2_step import Sam2Step
+
         self.sam = sam
         self.model = _model_of(sam)
         config = self.model.config
@@ -132,6 +143,16 @@ class Sam2Propagator:
                 f"memories SAM 2 reads), got {window}"
             )
         self.window = int(window)
+        most = int(config.num_maskmem) - 1
+        if memory_frames is None:
+            memory_frames = most
+        memory_frames = non_negative_int(memory_frames, "memory_frames")
+        if memory_frames > most:
+            raise ValueError(
+                f"memory_frames: expected at most {most} (the past memories SAM 2 reads), got "
+                f"{memory_frames}"
+            )
+        self.memory_frames = memory_frames
         module = importlib.import_module(type(self.model).__module__)
         self._session_class = next(
             getattr(module, name) for name in dir(module) if name.endswith("VideoInferenceSession")
@@ -139,6 +160,15 @@ class Sam2Propagator:
         params = inspect.signature(self.model._run_single_frame_inference).parameters
         # EdgeTAM encodes each object's memory inside the step; SAM 2 batches it afterwards.
         self._memory_inside = "run_mem_encoder" in params
+        if self._memory_inside and memory_frames < most:
+            raise ValueError(
+                f"memory_frames: EdgeTAM reads all {most} past memories; fewer is for SAM 2 "
+                f"models (sam2.1-hiera-*), got {memory_frames}"
+            )
+        # SAM 2 steps all objects at once; EdgeTAM (memory encoded inside its per-object step)
+        # keeps transformers' per-object loop.
+        self._batched = not self._memory_inside
+        self._step = Sam2Step(self.model)
         self._session: Any = None
         self._size: tuple[int, int] | None = None
         self._frame: int | None = None
@@ -333,12 +363,100 @@ class Sam2Propagator:
 
     # ------------------------------------------------------------------ one step
     def _run(self, frame: int, rows: list[int], *, new: bool) -> Propagated:
-        """One tracking step for the objects at ``rows``, as ``Sam2VideoModel.forward`` does
-        it for all objects, then the memories of the step encoded in one batch."""
-        s, model = self._session, self.model
+        """One tracking step for the objects at ``rows``: their masks on ``frame``, their
+        memories of it stored."""
+        s = self._session
         h, w = self._size
         if not rows:
             return Propagated.empty(h, w)
+        outputs = self._outputs(frame, rows, new=new)
+        key = "cond_frame_outputs" if new else "non_cond_frame_outputs"
+        logits = torch.cat([o["pred_masks"] for o in outputs]).float()
+        scores = torch.cat([o["object_score_logits"].reshape(1) for o in outputs]).float()
+        for idx in rows:
+            stored = s.output_dict_per_obj[idx][key][frame]
+            # Only the memory and the pointer are read again; the masks were for this frame.
+            stored.pop("high_res_masks", None)
+            stored.pop("pred_masks", None)
+            self._share_memory_pos(stored)
+        masks = np.zeros((len(rows), h, w), bool)
+        for i in range(len(rows)):
+            up = F.interpolate(logits[i : i + 1], (h, w), mode="bilinear", align_corners=False)
+            masks[i] = (up[0, 0] > 0).cpu().numpy()
+        ids = np.array([s.obj_idx_to_id(idx) for idx in rows], np.int64)
+        return Propagated(ids, masks, torch.sigmoid(scores).cpu().numpy().astype(np.float32))
+
+    def _outputs(self, frame: int, rows: list[int], *, new: bool) -> list[dict[str, Any]]:
+        """Per object at ``rows``: ``pred_masks`` ``(1, 1, h, w)`` logits at the model's mask
+        size, ``object_score_logits``, ...; the memories stored."""
+        if not self._batched:
+            return self._run_each(frame, rows, new=new)
+        return self._run_added(frame, rows) if new else self._run_tracked(frame, rows)
+
+    def _store(self, frame: int, rows: list[int], out: dict[str, torch.Tensor], new: bool) -> None:
+        """Store a batched step's outputs per object, and its memories encoded in one batch."""
+        s, model = self._session, self.model
+        for i, idx in enumerate(rows):
+            s.store_output(
+                idx,
+                frame,
+                output_value={k: v[i : i + 1] for k, v in out.items()},
+                is_conditioning_frame=new,
+            )
+            if not new:
+                s.frames_tracked_per_obj[idx][frame] = {"reverse": False}
+        feats, _ = model._prepare_vision_features(s, frame, 1)
+        memory, pos = self._step.encode(
+            feats[-1], out["high_res_masks"], out["object_score_logits"], from_input=new
+        )
+        key = "cond_frame_outputs" if new else "non_cond_frame_outputs"
+        for i, idx in enumerate(rows):
+            stored = s.output_dict_per_obj[idx][key][frame]
+            stored["maskmem_features"] = memory[:, i : i + 1]
+            stored["maskmem_pos_enc"] = pos
+
+    def _run_added(self, frame: int, rows: list[int]) -> list[dict[str, torch.Tensor]]:
+        """New objects from their masks, in one batch (their masks are the output)."""
+        s, model = self._session, self.model
+        feats, _ = model._prepare_vision_features(s, frame, 1)
+        levels = [
+            x.permute(1, 2, 0).reshape(1, x.shape[2], *size).expand(len(rows), -1, -1, -1)
+            for x, size in zip(feats, model.backbone_feature_sizes)
+        ]
+        masks = torch.cat([s.mask_inputs_per_obj[idx][frame] for idx in rows])
+        out = self._step.from_masks(levels, masks)
+        self._store(frame, rows, out, new=True)
+        return [{k: v[i : i + 1] for k, v in out.items()} for i in range(len(rows))]
+
+    def _run_tracked(self, frame: int, rows: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Tracked objects, grouped by memory layout, through :class:`Sam2Step`."""
+        from textseg.video.sam2_step import memory_layout
+
+        s, model = self._session, self.model
+        groups: dict[tuple, list[tuple[int, list, list]]] = {}
+        for idx in rows:
+            mems, ptrs = memory_layout(model, s.output_dict_per_obj[idx], frame, self.memory_frames)
+            layout = (tuple(o for o, _ in mems), tuple(o for o, _ in ptrs))
+            groups.setdefault(layout, []).append((idx, mems, ptrs))
+        feats, pos = model._prepare_vision_features(s, frame, 1)
+        conditioned = self._step.condition(
+            feats[-1], pos[-1], [[(m, p) for _, m, p in g] for g in groups.values()]
+        )
+        high_res = [
+            x.permute(1, 2, 0).reshape(1, x.shape[2], *size)
+            for x, size in zip(feats[:-1], model.backbone_feature_sizes[:-1])
+        ]
+        order = [idx for g in groups.values() for idx, _, _ in g]
+        out = self._step.decode(
+            torch.cat(conditioned), high_res, multimask=model._use_multimask(False, None)
+        )
+        self._store(frame, order, out, new=False)
+        at = {idx: i for i, idx in enumerate(order)}
+        return [{k: v[at[idx] : at[idx] + 1] for k, v in out.items()} for idx in rows]
+
+    def _run_each(self, frame: int, rows: list[int], *, new: bool) -> list[dict[str, Any]]:
+        """transformers' per-object loop (``Sam2VideoModel.forward``); EdgeTAM's path."""
+        s, model = self._session, self.model
         outputs = []
         for idx in rows:
             kwargs: dict[str, Any] = dict(
@@ -368,21 +486,7 @@ class Sam2Propagator:
                 object_score_logits_for_memory=[o["object_score_logits"] for o in outputs],
                 is_mask_from_pts_per_obj=[new] * len(rows),
             )
-        key = "cond_frame_outputs" if new else "non_cond_frame_outputs"
-        logits = torch.cat([o["pred_masks"] for o in outputs]).float()
-        scores = torch.cat([o["object_score_logits"].reshape(1) for o in outputs]).float()
-        for idx in rows:
-            stored = s.output_dict_per_obj[idx][key][frame]
-            # Only the memory and the pointer are read again; the masks were for this frame.
-            stored.pop("high_res_masks", None)
-            stored.pop("pred_masks", None)
-            self._share_memory_pos(stored)
-        masks = np.zeros((len(rows), h, w), bool)
-        for i in range(len(rows)):
-            up = F.interpolate(logits[i : i + 1], (h, w), mode="bilinear", align_corners=False)
-            masks[i] = (up[0, 0] > 0).cpu().numpy()
-        ids = np.array([s.obj_idx_to_id(idx) for idx in rows], np.int64)
-        return Propagated(ids, masks, torch.sigmoid(scores).cpu().numpy().astype(np.float32))
+        return outputs
 
     def _share_memory_pos(self, stored: dict[str, Any]) -> None:
         """Every memory's positional encoding is the same tensor (a sine of the shape): keep

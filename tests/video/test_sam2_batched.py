@@ -1,0 +1,187 @@
+"""The batched SAM 2 step (all live objects at once, grouped by memory layout) against the
+official ``sam2`` package's ``SAM2VideoPredictor`` and against transformers' per-object loop.
+
+The official model is built on seeded random weights (``build_official_sam2``), saved as an
+official checkpoint and loaded through textseg's registry (converter, strict load), as in
+``test_sam2_parity.py``. Objects are added from masks, as the tracker adds them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from textseg.sam import SamCore
+from textseg.video.propagator import Sam2Propagator
+
+pytest.importorskip("sam2", reason="the official sam2 package is the reference")
+
+
+def _masks(n: int, h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, h, w), bool)
+    for i in range(n):
+        mh, mw = rng.integers(h // 6, h // 3), rng.integers(w // 6, w // 3)
+        y, x = rng.integers(0, h - mh), rng.integers(0, w - mw)
+        masks[i, y : y + mh, x : x + mw] = True
+    return masks
+
+
+def _frames(pan, count: int, folder) -> list[np.ndarray]:
+    """Frames written as JPEG for the official loader and read back for textseg."""
+    folder.mkdir()
+    out = []
+    for t in range(count):
+        path = folder / f"{t:05d}.jpg"
+        Image.fromarray(pan.frame(t)).save(path, quality=95)
+        out.append(np.asarray(Image.open(path).convert("RGB")))
+    return out
+
+
+def _spy(monkeypatch) -> list[dict[int, torch.Tensor]]:
+    """Records each step's mask logits per object id."""
+    steps: list[dict[int, torch.Tensor]] = []
+    original = Sam2Propagator._outputs
+
+    def outputs(self, frame, rows, *, new):
+        result = original(self, frame, rows, new=new)
+        ids = [self._session.obj_idx_to_id(idx) for idx in rows]
+        steps.append({i: o["pred_masks"][0, 0].clone() for i, o in zip(ids, result)})
+        return result
+
+    monkeypatch.setattr(Sam2Propagator, "_outputs", outputs)
+    return steps
+
+
+def _agree(a: torch.Tensor, b: torch.Tensor, what: str) -> bool:
+    """Logits within 1e-3 and mask IoU >= 0.999; whether the mask is non-empty."""
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=0, msg=what)
+    ma, mb = a > 0, b > 0
+    union = (ma | mb).sum()
+    if union:
+        assert (ma & mb).sum() / union >= 0.999, what
+    return bool(union)
+
+
+@pytest.mark.parametrize("objects", [1, 8, 32])
+def test_batched_step_matches_the_official_predictor(
+    objects, pan, tmp_path, monkeypatch, official_sam2
+):
+    _check_official("sam2.1-tiny-test", objects, pan, tmp_path, monkeypatch, official_sam2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objects", [1, 8])
+@pytest.mark.parametrize("name", ["sam2-hiera-tiny", "sam2.1-hiera-tiny", "sam2.1-hiera-base-plus"])
+def test_batched_step_matches_the_official_predictor_at_real_size(
+    name, objects, pan, tmp_path, monkeypatch, official_sam2
+):
+    """The published architectures (random weights, 1024 input), SAM 2 and 2.1."""
+    _check_official(name, objects, pan, tmp_path, monkeypatch, official_sam2)
+
+
+def _check_official(name: str, objects: int, pan, tmp_path, monkeypatch, official_sam2) -> None:
+    frames_n = 3
+    official, checkpoint = official_sam2(name)
+    core = SamCore(name, checkpoint=str(checkpoint))
+    frames = _frames(pan, frames_n, tmp_path / "frames")
+    h, w = frames[0].shape[:2]
+    masks = _masks(objects, h, w, seed=objects)
+
+    with torch.inference_mode():
+        state = official.init_state(str(tmp_path / "frames"))
+        for i in range(objects):
+            official.add_new_mask(state, 0, i + 1, masks[i])
+        theirs = {}
+        for t, _, _ in official.propagate_in_video(state):
+            theirs[t] = [
+                state["output_dict_per_obj"][k][
+                    "cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"
+                ][t]["pred_masks"][0, 0].clone()
+                for k in range(objects)
+            ]
+
+    steps = _spy(monkeypatch)
+    propagator = Sam2Propagator(core)
+    for t in range(frames_n):
+        propagator.propagate(t, frames[t])
+        if t == 0:
+            propagator.add(0, list(range(1, objects + 1)), masks)
+    ours = [s for s in steps if s]  # frame 0 (added), then frames 1, 2
+    assert len(ours) == frames_n
+    visible = 0
+    for t in range(frames_n):
+        for k in range(objects):
+            visible += _agree(ours[t][k + 1], theirs[t][k], f"frame {t} object {k}")
+    assert visible >= frames_n * objects // 2
+
+
+@pytest.mark.parametrize("objects", [1, 8, 32])
+def test_batched_groups_and_removal_match_the_per_object_loop(objects, sam2_core, pan, monkeypatch):
+    """Objects added on frame 0 and on frame 2 (two memory layouts, two groups), the first
+    removed on frame 3: the batched step gives transformers' per-object loop's logits."""
+    frames = [pan.frame(t) for t in range(5)]
+    h, w = frames[0].shape[:2]
+    first = max(1, objects // 2)
+    later = objects - first
+    masks = _masks(objects, h, w, seed=objects + 100)
+
+    def run(batched: bool) -> list[dict[int, torch.Tensor]]:
+        steps = _spy(monkeypatch)
+        propagator = Sam2Propagator(sam2_core)
+        propagator._batched = batched
+        for t, frame in enumerate(frames):
+            propagator.propagate(t, frame)
+            if t == 0:
+                propagator.add(0, list(range(1, first + 1)), masks[:first])
+            if t == 2 and later:
+                propagator.add(2, list(range(first + 1, objects + 1)), masks[first:])
+            if t == 3 and objects > 1:
+                propagator.remove([1])
+        monkeypatch.undo()
+        return [s for s in steps if s]
+
+    reference, batched = run(False), run(True)
+    assert [sorted(s) for s in batched] == [sorted(s) for s in reference]
+    if objects > 1:
+        assert 1 not in batched[-1] and len(batched[-1]) == objects - 1
+    for step, (a, b) in enumerate(zip(batched, reference)):
+        for obj in a:
+            _agree(a[obj], b[obj], f"step {step} object {obj}")
+
+
+def test_memory_frames_reads_fewer_memories(sam2_core, pan, monkeypatch):
+    """memory_frames=N reads the conditioning frame and the last N; the default is exact."""
+    with pytest.raises(ValueError, match="memory_frames: expected at most 6"):
+        Sam2Propagator(sam2_core, memory_frames=7)
+    with pytest.raises(TypeError, match="memory_frames"):
+        Sam2Propagator(sam2_core, memory_frames=1.5)
+    assert Sam2Propagator(sam2_core).memory_frames == 6
+
+    from textseg.video import sam2_step
+
+    read: list[tuple[int, ...]] = []
+    layout = sam2_step.memory_layout
+
+    def spy(model, outputs, frame, memory_frames):
+        mems, ptrs = layout(model, outputs, frame, memory_frames)
+        read.append(tuple(o for o, _ in mems))
+        return mems, ptrs
+
+    monkeypatch.setattr(sam2_step, "memory_layout", spy)
+    frames = [pan.frame(t) for t in range(5)]
+    h, w = frames[0].shape[:2]
+    propagator = Sam2Propagator(sam2_core, memory_frames=1)
+    for t, frame in enumerate(frames):
+        propagator.propagate(t, frame)
+        if t == 0:
+            propagator.add(0, [1], _masks(1, h, w, seed=3))
+    assert read == [(0,), (0, 1), (0, 1), (0, 1)]
+
+
+def test_edgetam_keeps_its_loop_and_refuses_fewer_memories(edgetam_core):
+    assert Sam2Propagator(edgetam_core)._batched is False
+    with pytest.raises(ValueError, match="EdgeTAM reads all"):
+        Sam2Propagator(edgetam_core, memory_frames=2)

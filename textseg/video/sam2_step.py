@@ -1,0 +1,411 @@
+"""One SAM 2 tracking step for every live object at once, exact to transformers' per-object loop.
+
+transformers' ``Sam2VideoModel`` tracks a frame by calling ``_run_single_frame_inference`` once
+per object (memory-conditioned features, memory attention, mask decoder), then
+``_batch_encode_memories``. :class:`Sam2Step` computes the same thing with the objects as the
+batch dimension:
+
+- **Groups by memory layout.** Objects whose memories sit at the same temporal offsets (same
+  conditioning-frame offset, same past frames, same object pointers: typically every object
+  added on the same keyframe) share the memory attention's token layout and run as one batch.
+  Objects with another layout form another group; nothing is padded, so every object attends to
+  exactly the tokens it attends to alone.
+- **Shared work done once.** The frame's image features come from the session cache; the first
+  memory-attention layer's self-attention reads only the image (identical for every object) and
+  runs once per frame; the memory encoder's projection of the image runs once.
+- **No re-projection of unchanged memories.** The cross-attention's keys are
+  ``RoPE(k_proj(memory + spatial_pos + temporal_pos[offset]))``. The key projection is linear and
+  RoPE rotates each position by a fixed angle, so this is ``RoPE(k_proj(memory + spatial_pos))``,
+  cached per memory and layer when the memory is first read, plus ``RoPE(W_k temporal_pos
+  [offset])``, one ``(HW, C)`` table per layer and offset. Values (``v_proj(memory)``) are
+  cached likewise. A memory is read at up to ``num_maskmem`` offsets as it ages, so its
+  projection runs once instead of once per frame; the cache lives in the memory's stored output
+  and goes with it when the window drops it.
+- **Fused attention.** Both attentions run through one ``F.scaled_dot_product_attention`` call
+  and the linear layers through oneDNN with prepacked weights
+  (:func:`textseg.sam.modeling.kernels.linear`).
+
+The results equal the per-object loop up to float summation order (logits within ~1e-5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from textseg.sam.modeling.kernels import linear
+
+__all__ = ["Sam2Step", "memory_layout"]
+
+#: transformers' placeholder logit for a missing object (``NO_OBJ_SCORE``).
+_NO_OBJECT = -1024.0
+#: Objects per attention call: bounds the concatenated keys/values (each object's are
+#: ``layers x tokens x C`` floats, ~30 MB per layer at the published sizes).
+_CHUNK = 8
+_KEYS = "textseg_keys"
+
+
+def _rotate_pairwise(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack((-x2, x1), dim=-1).flatten(-2)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + _rotate_pairwise(x) * sin
+
+
+def _resize(
+    x: torch.Tensor, size: tuple[int, int], dtype: torch.dtype, always: bool = False
+) -> torch.Tensor:
+    """Antialiased bilinear resize in float32, as SAM 2 resizes its masks (skipped when
+    ``x`` already has ``size``, unless ``always``)."""
+    if not always and tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x.float(), size, mode="bilinear", align_corners=False, antialias=True).to(
+        dtype
+    )
+
+
+def memory_layout(
+    model: Any,
+    outputs: dict[str, dict[int, dict[str, Any]]],
+    frame: int,
+    memory_frames: int,
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+    """What one object reads on ``frame``, as transformers' ``_gather_memory_frame_outputs`` and
+    ``_get_object_pointers`` (streaming, forward in time) select it.
+
+    Args:
+        model: The ``Sam2VideoModel``.
+        outputs: The object's ``{"cond_frame_outputs": ..., "non_cond_frame_outputs": ...}``.
+        frame: The frame being tracked.
+        memory_frames: Past (non-conditioning) memory frames read, ``num_maskmem - 1`` exact.
+
+    Returns:
+        ``(memories, pointers)``: ``(temporal offset, stored output)`` pairs in the order the
+        model concatenates them (offset 0 for a conditioning frame's memory).
+    """
+    cond = outputs["cond_frame_outputs"]
+    if not cond:
+        raise ValueError(f"frame {frame}: an object without a conditioning frame cannot be tracked")
+    selected, unselected = model._select_closest_cond_frames(
+        frame, cond, max_cond_frame_num=model.config.max_cond_frame_num
+    )
+    memories = [(0, out) for out in selected.values()]
+    past = outputs["non_cond_frame_outputs"]
+    for offset in range(memory_frames, 0, -1):
+        out = past.get(frame - offset, unselected.get(frame - offset))
+        if out is not None:
+            memories.append((offset, out))
+    pointers = [(frame - t, out) for t, out in cond.items() if t <= frame]
+    for offset in range(1, int(model.config.max_object_pointers_in_encoder)):
+        if frame - offset < 0:
+            break
+        out = past.get(frame - offset)
+        if out is not None:
+            pointers.append((offset, out))
+    return memories, pointers
+
+
+class Sam2Step:
+    """Batched tracking step over a transformers ``Sam2VideoModel`` (see the module docstring).
+
+    Args:
+        model: The ``Sam2VideoModel`` (eval mode, no gradients).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        attention = model.memory_attention
+        self._layers = list(attention.layers)
+        self._rope_tables: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._offset_keys: dict[tuple[int, int], torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ rope
+    def _tables(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin ``(HW, C)`` of the memory attention's axial RoPE on the feature grid."""
+        if self._rope_tables is None:
+            attention = self.model.memory_attention
+            cos, sin = attention.rotary_emb(like, attention.position_ids)
+            # (HW, head_dim) tiled over the heads: the pairs RoPE rotates stay inside a head.
+            heads = self._layers[0].self_attn.num_attention_heads
+            self._rope_tables = tuple(t[0].repeat(1, heads).to(like.dtype) for t in (cos, sin))
+        return self._rope_tables
+
+    def _offset_key(self, layer: int, offset: int, like: torch.Tensor) -> torch.Tensor:
+        """``RoPE(W_k temporal_pos[offset - 1])`` ``(HW, C)``: what a memory's temporal
+        encoding adds to its cached keys at ``offset`` (offset 0: a conditioning frame)."""
+        key = (layer, offset)
+        if key not in self._offset_keys:
+            proj = self._layers[layer].cross_attn_image.k_proj
+            tpos = self.model.memory_temporal_positional_encoding[offset - 1].reshape(1, -1)
+            cos, sin = self._tables(like)
+            shift = F.linear(tpos.to(like.dtype), proj.weight)
+            self._offset_keys[key] = _rope(shift, cos, sin)
+        return self._offset_keys[key]
+
+    def _memory_keys(self, stored: dict[str, Any], like: torch.Tensor) -> list[tuple]:
+        """Per layer, the memory's cached ``(RoPE(k_proj(memory + pos)), v_proj(memory))``."""
+        cached = stored.get(_KEYS)
+        if cached is None:
+            memory = stored["maskmem_features"].to(like.device, like.dtype)[:, 0]  # (HW, 64)
+            keyed = memory + stored["maskmem_pos_enc"].to(like.device, like.dtype)[:, 0]
+            cos, sin = self._tables(like)
+            cached = []
+            for layer in self._layers:
+                attn = layer.cross_attn_image
+                keys = _rope(linear(attn.k_proj, keyed), cos, sin)
+                cached.append((keys, linear(attn.v_proj, memory)))
+            stored[_KEYS] = cached
+        return cached
+
+    # ------------------------------------------------------------------ attention
+    def _self_attention(self, layer: Any, x: torch.Tensor) -> torch.Tensor:
+        attn = layer.self_attn
+        cos, sin = self._tables(x)
+        y = layer.layer_norm1(x)
+        q = _rope(linear(attn.q_proj, y), cos, sin)
+        k = _rope(linear(attn.k_proj, y), cos, sin)
+        v = linear(attn.v_proj, y)
+        out = self._attend(attn, q, k, v)
+        return x + linear(attn.o_proj, out)
+
+    @staticmethod
+    def _attend(attn: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Multi-head attention of ``(B, N, C)`` tensors, one fused call."""
+        heads = attn.num_attention_heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v), scale=attn.scaling)
+        return out.transpose(1, 2).flatten(2)
+
+    def _cross_inputs(
+        self,
+        layer_idx: int,
+        objects: list[tuple[list[tuple[int, dict]], torch.Tensor | None, torch.Tensor | None]],
+        like: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``(B, tokens, C)`` of one group's memories for layer ``layer_idx``."""
+        attn = self._layers[layer_idx].cross_attn_image
+        memories, pointers, _ = objects[0]
+        hw = like.shape[-2]
+        spatial = len(memories) * hw
+        n_ptr = 0 if pointers is None else pointers.shape[1]
+        width = attn.internal_dim
+        keys = like.new_empty(len(objects), spatial + n_ptr, width)
+        values = like.new_empty(len(objects), spatial + n_ptr, width)
+        for b, (mems, ptr, ptr_pos) in enumerate(objects):
+            for j, (offset, stored) in enumerate(mems):
+                k, v = self._memory_keys(stored, like)[layer_idx]
+                rows = slice(j * hw, (j + 1) * hw)
+                torch.add(k, self._offset_key(layer_idx, offset, like), out=keys[b, rows])
+                values[b, rows] = v
+            if n_ptr:
+                keys[b, spatial:] = linear(attn.k_proj, ptr[b] + ptr_pos)
+                values[b, spatial:] = linear(attn.v_proj, ptr[b])
+        return keys, values
+
+    def condition(
+        self,
+        features: torch.Tensor,
+        position: torch.Tensor,
+        groups: list[list[tuple[list[tuple[int, dict]], list[tuple[int, dict]]]]],
+    ) -> list[torch.Tensor]:
+        """Memory-conditioned features of every object, group by group.
+
+        Args:
+            features: ``(HW, 1, C)`` top-level image features of the frame.
+            position: ``(HW, 1, C)`` their positional encoding.
+            groups: Per group, per object, the ``(memories, pointers)`` of :func:`memory_layout`
+                (the same offsets for every object of a group).
+
+        Returns:
+            Per group, ``(B, C, H, W)`` features for the mask decoder.
+        """
+        model = self.model
+        x = (features + 0.1 * position).transpose(0, 1)  # (1, HW, C)
+        first = self._self_attention(self._layers[0], x)  # the same for every object
+        h, w = model.backbone_feature_sizes[-1]
+        results = []
+        for group in groups:
+            offsets = [o for o, _ in group[0][1]]
+            outs = []
+            for start in range(0, len(group), _CHUNK):
+                chunk = group[start : start + _CHUNK]
+                ptr, ptr_pos = self._pointers(chunk, offsets, x)
+                objects = [(mems, ptr, ptr_pos) for mems, _ in chunk]
+                y = first.expand(len(chunk), -1, -1)
+                for i, layer in enumerate(self._layers):
+                    if i:
+                        y = self._self_attention(layer, y)
+                    y = self._cross_attention(i, layer, y, objects)
+                    z = F.relu(linear(layer.linear1, layer.layer_norm3(y)))
+                    y = y + linear(layer.linear2, z)
+                y = model.memory_attention.layer_norm(y)
+                outs.append(y.transpose(1, 2).reshape(len(chunk), -1, h, w))
+            results.append(torch.cat(outs))
+        return results
+
+    def _cross_attention(
+        self, i: int, layer: Any, y: torch.Tensor, objects: list[tuple]
+    ) -> torch.Tensor:
+        attn = layer.cross_attn_image
+        cos, sin = self._tables(y)
+        q = _rope(linear(attn.q_proj, layer.layer_norm2(y)), cos, sin)
+        keys, values = self._cross_inputs(i, objects, y)
+        return y + linear(attn.o_proj, self._attend(attn, q, keys, values))
+
+    def _pointers(
+        self, chunk: list[tuple], offsets: list[int], like: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Object-pointer tokens ``(B, P * splits, 64)`` and their encoding ``(P * splits, 64)``
+        as transformers' ``_process_object_pointers`` builds them."""
+        if not offsets:
+            return None, None
+        model = self.model
+        tokens = [
+            torch.cat([pointers[j][1]["object_pointer"].reshape(1, -1) for _, pointers in chunk])
+            for j in range(len(offsets))
+        ]
+        ptr, pos = model._process_object_pointers(
+            offsets,
+            tokens,
+            int(model.config.max_object_pointers_in_encoder),
+            len(chunk),
+            model.hidden_dim,
+            like.device,
+        )
+        # (P * splits, B, 64) sequence-first -> batch-first
+        return ptr.to(like.dtype).transpose(0, 1), pos[:, 0].to(like.dtype)
+
+    # ------------------------------------------------------------------ decoder
+    def decode(
+        self,
+        conditioned: torch.Tensor,
+        high_res: list[torch.Tensor],
+        multimask: bool,
+        mask_prompts: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """transformers' ``_single_frame_forward`` without prompts, batched over objects.
+
+        Args:
+            conditioned: ``(B, C, H, W)`` memory-conditioned features.
+            high_res: The two high-resolution feature maps ``(1, C_i, H_i, W_i)``.
+            multimask: Whether the decoder outputs three masks and keeps the best.
+            mask_prompts: ``(B, 1, h, w)`` mask prompts (for objects added from masks).
+
+        Returns:
+            ``pred_masks`` ``(B, 1, h, w)``, ``high_res_masks`` ``(B, 1, S, S)``,
+            ``object_pointer`` ``(B, 1, C)``, ``object_score_logits`` ``(B, 1, 1)``.
+        """
+        model = self.model
+        b = conditioned.shape[0]
+        dtype, device = conditioned.dtype, conditioned.device
+        n = 1 if mask_prompts is None else b
+        sparse, dense = model.prompt_encoder(
+            input_points=torch.zeros(n, 1, 1, 2, dtype=dtype, device=device),
+            input_labels=-torch.ones(n, 1, 1, dtype=torch.int32, device=device),
+            input_boxes=None,
+            input_masks=mask_prompts,
+        )
+        image_pe = model.get_image_wide_positional_embeddings()
+        low, iou, tokens, scores = model.mask_decoder(
+            image_embeddings=conditioned,
+            image_positional_embeddings=image_pe.expand(b, -1, -1, -1),
+            sparse_prompt_embeddings=sparse.expand(b, -1, -1, -1),
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            high_resolution_features=[f.expand(b, -1, -1, -1) for f in high_res],
+        )
+        rows = torch.arange(b, device=device)
+        best = iou[:, 0].argmax(-1) if multimask else torch.zeros_like(rows)
+        low = low[rows, 0, best][:, None]  # (B, 1, h, w)
+        token = tokens[rows, 0, best if tokens.shape[2] > 1 else 0][:, None]  # (B, 1, C)
+        appearing = scores > 0  # (B, 1, 1)
+        low = torch.where(appearing[..., None], low, _NO_OBJECT)
+        size = int(model.image_size)
+        high = F.interpolate(low.float(), (size, size), mode="bilinear", align_corners=False)
+        pointer = model.object_pointer_proj(token)
+        weight = appearing.to(pointer.dtype)
+        pointer = weight * pointer + (1 - weight) * model.no_object_pointer
+        return {
+            "pred_masks": low,
+            "object_pointer": pointer,
+            "high_res_masks": high.to(low.dtype),
+            "object_score_logits": scores,
+        }
+
+    def from_masks(
+        self, levels: list[torch.Tensor], masks: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """transformers' ``_use_mask_as_output`` for ``B`` objects added from masks (its own
+        broadcasting only holds for one).
+
+        Args:
+            levels: The frame's feature maps ``(B, C_i, H_i, W_i)``, top level last.
+            masks: ``(B, 1, S, S)`` binary masks at the model's input size.
+
+        Returns:
+            The outputs of :meth:`decode`, the masks as logits of -10 / +10.
+        """
+        model = self.model
+        dtype = levels[-1].dtype
+        size = int(model.image_size)
+        small = tuple(model.prompt_encoder.mask_input_size)
+        given = _resize(masks.to(dtype), (size, size), masks.dtype)
+        high = given * 20.0 - 10.0  # sigmoid(-10) = 4.5e-5
+        low = _resize(high, small, dtype, always=True)
+        prompt = _resize(model.mask_downsample(given.to(dtype)), small, dtype)
+        pointer = self.decode(levels[-1], levels[:-1], False, prompt)["object_pointer"]
+        appearing = (masks.flatten(1).float() > 0).any(1).to(dtype)[:, None, None]
+        pointer = appearing * pointer + (1 - appearing) * model.no_object_pointer
+        return {
+            "pred_masks": low,
+            "object_pointer": pointer,
+            "high_res_masks": high,
+            "object_score_logits": 20.0 * appearing - 10.0,
+        }
+
+    # ------------------------------------------------------------------ memory encoder
+    def encode(
+        self,
+        features: torch.Tensor,
+        high_res_masks: torch.Tensor,
+        score_logits: torch.Tensor,
+        from_input: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """transformers' ``_encode_new_memory`` for ``B`` objects on one frame, the image's
+        projection computed once.
+
+        Args:
+            features: ``(HW, 1, C)`` top-level image features.
+            high_res_masks: ``(B, 1, S, S)`` mask logits.
+            score_logits: ``(B, 1, 1)`` object score logits.
+            from_input: The masks were given (binarised) rather than predicted (sigmoid).
+
+        Returns:
+            ``maskmem_features`` ``(HW, B, 64)`` bfloat16 and ``maskmem_pos_enc`` ``(HW, 1, 64)``.
+        """
+        model = self.model
+        encoder = model.memory_encoder
+        h, w = model.backbone_feature_sizes[-1]
+        side_h, side_w = (4 * s for s in model.prompt_encoder.mask_input_size)
+        masks = _resize(high_res_masks, (side_h, side_w), high_res_masks.dtype)
+        pix = features.permute(1, 2, 0).reshape(1, -1, h, w)
+        masks = (masks > 0).to(masks.dtype) if from_input else torch.sigmoid(masks)
+        masks = (
+            masks * model.config.sigmoid_scale_for_mem_enc + model.config.sigmoid_bias_for_mem_enc
+        )
+        fused = encoder.feature_projection(pix) + encoder.mask_downsampler(masks)
+        fused = encoder.projection(encoder.memory_fuser(fused))
+        pos = encoder.position_encoding(fused[:1].shape, fused.device, fused.dtype)
+        if model.occlusion_spatial_embedding_parameter is not None:
+            absent = 1 - (score_logits > 0).float()  # (B, 1, 1)
+            occlusion = model.occlusion_spatial_embedding_parameter[..., None, None]
+            fused = fused + absent[..., None] * occlusion
+        memory = fused.to(torch.bfloat16).flatten(2).permute(2, 0, 1)
+        return memory, pos.to(high_res_masks.dtype).flatten(2).permute(2, 0, 1)

@@ -94,8 +94,12 @@ _HEADS_TINY = dict(
 )
 #: SAM 3's video memory (transformers' ``Sam3TrackerVideoConfig`` defaults: 4 memory-attention
 #: layers, 64-channel memories); the tiny one keeps every path with one layer.
-_MEMORY = dict(attention_layers=4, attention_ffn_size=2048, encoder_channels=64, fuser_ffn_size=1024)
-_MEMORY_TINY = dict(attention_layers=1, attention_ffn_size=64, encoder_channels=64, fuser_ffn_size=64)
+_MEMORY = dict(
+    attention_layers=4, attention_ffn_size=2048, encoder_channels=64, fuser_ffn_size=1024
+)
+_MEMORY_TINY = dict(
+    attention_layers=1, attention_ffn_size=64, encoder_channels=64, fuser_ffn_size=64
+)
 #: transformers' memory attention reads 64-channel memories whatever the config says, and an
 #: object pointer must be wider (transformers splits it into memory-width tokens only then): the
 #: tiny video model is 128 wide where the tiny image model is 32 (same depths).

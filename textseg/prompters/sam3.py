@@ -560,8 +560,7 @@ def exemplar_rows(
         x0, y0, x1, y1 = item.box
         if x0 < -1 or y0 < -1 or x1 > w + 1 or y1 > h + 1:
             raise ValueError(
-                f"exemplar {list(item.box)}: expected a box inside the {w}x{h} image "
-                f"(XYXY pixels)"
+                f"exemplar {list(item.box)}: expected a box inside the {w}x{h} image (XYXY pixels)"
             )
         x0, x1 = max(x0, 0.0), min(x1, float(w))
         y0, y1 = max(y0, 0.0), min(y1, float(h))

@@ -156,7 +156,9 @@ class Sam3VideoTracker:
         if isinstance(model, str):
             from textseg._hub import create_model
 
-            net = create_model(model, task="sam3-video", pretrained=pretrained, checkpoint=checkpoint)
+            net = create_model(
+                model, task="sam3-video", pretrained=pretrained, checkpoint=checkpoint
+            )
         elif isinstance(model, Sam3Net) and hasattr(model.model, "tracker_model"):
             net = model
         else:
@@ -300,7 +302,7 @@ class Sam3VideoTracker:
         post = self.processor.postprocess_outputs(session, out, original_sizes=[[h, w]])
         ids = [int(i) for i in post["object_ids"].tolist()]
         masks = post["masks"].cpu().numpy().astype(bool)
-        areas = masks.reshape(len(ids), -1).sum(axis=1)
+        areas = masks.reshape(len(ids), h * w).sum(axis=1)
         keep = [i for i, area in enumerate(areas) if area >= max(self.min_area, 1)]
         ended = self._forget(session, {ids[i] for i in keep}, unseen)
         self._prune(session, step)
@@ -315,14 +317,19 @@ class Sam3VideoTracker:
         )
         tracker_scores = out.obj_id_to_tracker_score or {}
         boxes = sv.Detections(
-            xyxy=masks_to_boxes(dense).astype(np.float32) if report else np.zeros((0, 4), np.float32),
+            xyxy=masks_to_boxes(dense).astype(np.float32)
+            if report
+            else np.zeros((0, 4), np.float32),
             confidence=np.array([post["scores"][i].item() for i in keep], np.float32),
             class_id=class_id,
             tracker_id=np.array([i + 1 for i in report], np.int64),
             data={
                 CLASS_NAME: np.array([vocab.names[c] for c in class_id], dtype=object),
                 OBJECT_SCORE: np.array(
-                    [float(tracker_scores.get(i, post["scores"][k].item())) for i, k in zip(report, keep)],
+                    [
+                        float(tracker_scores.get(i, post["scores"][k].item()))
+                        for i, k in zip(report, keep)
+                    ],
                     np.float32,
                 ),
             },
@@ -345,7 +352,9 @@ class Sam3VideoTracker:
         (transformers' ``run_detection`` passes text only)."""
         rows = exemplar_rows(self.exemplars, vocab, size)
         by_prompt = {
-            session.add_prompt(text): row for text, row in zip(vocab.prompts, rows) if row is not None
+            session.add_prompt(text): row
+            for text, row in zip(vocab.prompts, rows)
+            if row is not None
         }
         device, dtype = self.device, self.dtype
 

@@ -42,9 +42,9 @@ __all__ = [
     "build_sam3_tracker",
     "build_sam3_video",
     "sam3_config",
-    "sam3_video_config",
     "sam3_detector_state_dict",
     "sam3_tracker_state_dict",
+    "sam3_video_config",
 ]
 
 #: SAM 3's pixel normalisation on the 0-255 scale (``(x / 255 - 0.5) / 0.5``).

@@ -50,7 +50,9 @@ def clip_frames(data_dir) -> list[np.ndarray]:
     return list(clip)
 
 
-def _reference(net: Any, frames: list[np.ndarray], prompts: list[str]) -> list[dict[str, Any]]:
+def _reference(
+    net: Any, frames: list[np.ndarray], prompts: list[str], sessions: list | None = None
+) -> list[dict[str, Any]]:
     """transformers' streaming loop as its documentation shows it, with ``net``'s model (the
     state is all in the session; the model holds none)."""
     from transformers import Sam2VideoVideoProcessor, Sam3ImageProcessor, Sam3VideoProcessor
@@ -64,6 +66,8 @@ def _reference(net: Any, frames: list[np.ndarray], prompts: list[str]) -> list[d
     )
     session = processor.init_video_session(inference_device="cpu")
     processor.add_text_prompt(session, prompts)
+    if sessions is not None:
+        sessions.append(session)
     results = []
     for frame in frames:
         inputs = processor(images=frame, return_tensors="pt")
@@ -84,10 +88,40 @@ def _reference(net: Any, frames: list[np.ndarray], prompts: list[str]) -> list[d
     return results
 
 
-def test_one_session_equals_transformers_loop_with_all_prompts(net, clip_frames) -> None:
-    ref = _reference(net, clip_frames, CLASSES)
-    ours = list(Sam3VideoTracker(net).track(clip_frames, CLASSES))
-    assert sum(len(r["ids"]) for r in ref) > 0, "the biased weights must find objects"
+@pytest.fixture()
+def capped(net) -> Any:
+    """``net`` with SAM 3's object cap at 3 (fewer objects: longer clips in the same time)."""
+    net.model.max_num_objects = 3
+    yield net
+    net.model.max_num_objects = net.model.config.max_num_objects
+
+
+def test_one_session_equals_transformers_loop_with_all_prompts(capped, data_dir) -> None:
+    """20 frames: past SAM 3's memory window (7 frames) and object-pointer window (16), so
+    every memory pruning has happened and been read past."""
+    from textseg.video.synthetic import from_coco
+
+    frames = list(
+        from_coco(
+            data_dir / "coco-dev" / "annotations.json",
+            "000000000257.jpg",
+            num_frames=20,
+            min_area=400,
+            size=(48, 64),
+        )
+    )
+    sessions: list = []
+    ref = _reference(capped, frames, CLASSES, sessions)
+    tracker = Sam3VideoTracker(capped)
+    ours = list(tracker.track(frames, CLASSES))
+    # The last frame's memories and object pointers, to the bit: what every earlier frame's
+    # pruned state fed into (binary masks and saturated scores could hide a difference).
+    last = len(frames) - 1
+    for obj_idx, outputs in sessions[0].output_dict_per_obj.items():
+        want = outputs["non_cond_frame_outputs"][last]
+        got = tracker.session.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"][last]
+        for key in ("object_pointer", "maskmem_features"):
+            assert torch.equal(got[key], want[key]), key
     for r, got in zip(ref, ours, strict=True):
         dets = got.detections
         assert len(r["ids"]) > 0

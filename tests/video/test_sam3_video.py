@@ -18,11 +18,11 @@ from textseg.video.sam3_video import Sam3VideoTracker, session_bytes
 CLASSES = ["truck", "person"]
 
 
-def _biased(scale: float) -> Any:
-    """The tiny SAM 3 video model (seeded) with weights nudged so that random weights detect
-    and keep objects: spread query scores, presence 1, objects visible."""
+def _biased(scale: float, name: str = "sam3-video-tiny-test") -> Any:
+    """A SAM 3 video model (seeded) with weights nudged so that random weights detect and keep
+    objects: spread query scores, presence 1, objects visible."""
     torch.manual_seed(0)
-    net = create_model("sam3-video-tiny-test", pretrained=False)
+    net = create_model(name, pretrained=False)
     with torch.no_grad():
         det = net.model.detector_model
         det.dot_product_scoring.query_proj.weight.mul_(scale)
@@ -263,12 +263,15 @@ def test_cli_bad_video_is_one_line(tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_real_size_random_weights_equal_transformers_loop(clip_frames) -> None:
-    """facebook/sam3's architecture (random weights), 2 frames, 2 classes."""
-    torch.manual_seed(0)
-    net = create_model("sam3-video", pretrained=False)
+    """facebook/sam3's architecture (random weights, nudged to find objects, at most 4), 2
+    frames, 2 classes, against transformers' loop with both prompts."""
+    net = _biased(8.0, "sam3-video")
+    net.model.max_num_objects = 4
     frames = clip_frames[:2]
     ref = _reference(net, frames, CLASSES)
     ours = list(Sam3VideoTracker(net).track(frames, CLASSES))
+    assert sum(len(r["ids"]) for r in ref) > 0
     for r, got in zip(ref, ours, strict=True):
         assert got.detections.tracker_id.tolist() == [i + 1 for i in r["ids"]]
         np.testing.assert_array_equal(got.detections.mask, r["masks"])
+        np.testing.assert_allclose(got.detections.confidence, r["scores"], rtol=1e-6)

@@ -146,9 +146,40 @@ def _propagator(args: argparse.Namespace, segmenter: Any) -> Any:
     return Sam2Propagator(core, memory_frames=memory_frames)
 
 
+#: The preset tracked by SAM 3's own video model (detector and tracker in one session) rather
+#: than by keyframe detection + SAM 2 propagation.
+SAM3_VIDEO_PRESET = "sam3"
+SAM3_VIDEO_MODEL = "sam3-video"
+
+
+def _sam3_video(args: argparse.Namespace) -> bool:
+    return args.preset == SAM3_VIDEO_PRESET and not getattr(args, "specialist", None)
+
+
+def _sam3_video_tracker(args: argparse.Namespace) -> Any:
+    """``--preset sam3``: SAM 3's video model, every class in one session (built under --seed)."""
+    import torch
+
+    from textseg.prompters.sam3 import Exemplar
+    from textseg.video.sam3_video import Sam3VideoTracker
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        return Sam3VideoTracker(
+            models(args)["sam3_video"],
+            device=args.device,
+            dtype=args.dtype,
+            exemplars=[Exemplar.parse(text) for text in getattr(args, "exemplar", None) or ()],
+            patience=args.patience,
+            min_area=getattr(args, "min_area", 0),
+        )
+
+
 def _tracker(args: argparse.Namespace) -> Any:
     from textseg.video import Tracker
 
+    if _sam3_video(args):
+        return _sam3_video_tracker(args)
     segmenter = _segmenter(args)
     return Tracker(
         segmenter,
@@ -170,8 +201,11 @@ def models(args: argparse.Namespace) -> dict[str, Any]:
     def name(value: str | None) -> str | None:
         return test_variant(value) if value and tiny else value
 
-    sam = name(args.sam or DEFAULT_SAM)
     out: dict[str, Any] = {"preset": preset.name, "tiny": tiny}
+    if _sam3_video(args):
+        out["sam3_video"] = name(SAM3_VIDEO_MODEL)
+        return out
+    sam = name(args.sam or DEFAULT_SAM)
     if getattr(args, "specialist", None):
         out["specialist"] = str(args.specialist)
     else:

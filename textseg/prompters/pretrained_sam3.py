@@ -10,6 +10,11 @@ and their tiny random-init variants, for :class:`~textseg.prompters.sam3.Sam3Pro
   applies. The sizes are transformers' ``Sam3LiteTextConfig`` defaults, which its documentation
   gives as this checkpoint's; the S1 and L variants are not registered (their text-encoder sizes
   could not be checked offline).
+- ``sam3-video`` (task ``"sam3-video"``): the same checkpoint as one ``transformers.
+  Sam3VideoModel``: the concept model detects every prompt on every frame, SAM 3's video
+  tracker (memory attention, memory encoder, object pointers) carries the objects, its own
+  association and presence score decide births and matches. Used by
+  :class:`textseg.video.sam3_video.Sam3VideoTracker` (``textseg track --preset sam3``).
 
 No sha256 is published for either.
 """
@@ -22,9 +27,13 @@ from textseg.sam.modeling.sam3 import (
     SAM3_STD,
     build_sam3,
     build_sam3_lite_text,
+    build_sam3_video,
     load_sam3,
+    load_sam3_video,
 )
 from textseg.sam.pretrained_sam3 import (
+    SAM3_DECODER,
+    SAM3_DECODER_TINY,
     SAM3_LICENSE,
     SAM3_VISION,
     SAM3_VISION_TINY,
@@ -83,6 +92,18 @@ _HEADS_TINY = dict(
     decoder_layers=2,
     num_queries=12,
 )
+#: SAM 3's video memory (transformers' ``Sam3TrackerVideoConfig`` defaults: 4 memory-attention
+#: layers, 64-channel memories); the tiny one keeps every path with one layer.
+_MEMORY = dict(
+    attention_layers=4, attention_ffn_size=2048, encoder_channels=64, fuser_ffn_size=1024
+)
+_MEMORY_TINY = dict(
+    attention_layers=1, attention_ffn_size=64, encoder_channels=64, fuser_ffn_size=64
+)
+#: transformers' memory attention reads 64-channel memories whatever the config says, and an
+#: object pointer must be wider (transformers splits it into memory-width tokens only then): the
+#: tiny video model is 128 wide where the tiny image model is 32 (same depths).
+_VIDEO_TINY_WIDTH = 128
 _KW = dict(task="sam3", loader=load_sam3, mean=SAM3_MEAN, std=SAM3_STD)
 
 register_model(
@@ -132,3 +153,29 @@ register_model(
     heads=_HEADS_TINY,
     **_KW,
 )(build_sam3_lite_text)
+_VIDEO_KW = dict(task="sam3-video", loader=load_sam3_video, mean=SAM3_MEAN, std=SAM3_STD)
+register_model(
+    "sam3-video",
+    weights=SAM3_WEIGHTS,
+    test_variant="sam3-video-tiny-test",
+    input_size=1008,
+    description="SAM 3 video: text concepts detected and tracked jointly, one session (~840M)",
+    vision=SAM3_VISION,
+    text=_TEXT,
+    heads=_HEADS,
+    decoder=SAM3_DECODER,
+    memory=_MEMORY,
+    **_VIDEO_KW,
+)(build_sam3_video)
+register_model(
+    "sam3-video-tiny-test",
+    test=True,
+    input_size=112,
+    description="random-init tiny SAM 3 video model for tests",
+    vision={**SAM3_VISION_TINY, "fpn_hidden_size": _VIDEO_TINY_WIDTH},
+    text=_TEXT_TINY,
+    heads={**_HEADS_TINY, "hidden_size": _VIDEO_TINY_WIDTH},
+    decoder={**SAM3_DECODER_TINY, "hidden_size": _VIDEO_TINY_WIDTH},
+    memory=_MEMORY_TINY,
+    **_VIDEO_KW,
+)(build_sam3_video)

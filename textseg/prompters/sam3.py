@@ -59,7 +59,7 @@ from textseg.sam.modeling.sam3 import Sam3Net
 from textseg.sam.prompts import Prompts
 from textseg.vocab import ClassesInput, Vocabulary
 
-__all__ = ["Exemplar", "Sam3Output", "Sam3Prompter"]
+__all__ = ["Exemplar", "Sam3Output", "Sam3Prompter", "exemplar_rows"]
 
 _DATA_KEYS: dict[str, tuple[tuple[int, ...], Any]] = {
     "prompt": ((), str),
@@ -422,40 +422,7 @@ class Sam3Prompter:
     # ------------------------------------------------------------------ the prompter
     def _exemplar_rows(self, vocab: Vocabulary, size: tuple[int, int]) -> list[np.ndarray | None]:
         """Per prompt of ``vocab.prompts``: its class's exemplar rows, or None."""
-        if not self.exemplars:
-            return [None] * len(vocab.prompts)
-        h, w = size
-        per_class: dict[int, list[list[float]]] = {}
-        folded = [n.casefold() for n in vocab.names]
-        for item in self.exemplars:
-            if item.class_name is None:
-                if len(vocab.names) != 1:
-                    raise ValueError(
-                        f"exemplar {list(item.box)}: name its class (X0,Y0,X1,Y1:CLASS); the "
-                        f"vocabulary has {len(vocab.names)} classes {list(vocab.names)}"
-                    )
-                class_id = 0
-            elif item.class_name.strip().casefold() in folded:
-                class_id = folded.index(item.class_name.strip().casefold())
-            else:
-                raise ValueError(
-                    f"exemplar {list(item.box)}: class {item.class_name!r} is not one of the "
-                    f"classes {list(vocab.names)}"
-                )
-            x0, y0, x1, y1 = item.box
-            if x0 < -1 or y0 < -1 or x1 > w + 1 or y1 > h + 1:
-                raise ValueError(
-                    f"exemplar {list(item.box)}: expected a box inside the {w}x{h} image "
-                    f"(XYXY pixels)"
-                )
-            x0, x1 = max(x0, 0.0), min(x1, float(w))
-            y0, y1 = max(y0, 0.0), min(y1, float(h))
-            row = [(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
-            per_class.setdefault(class_id, []).append([*row, 1.0 if item.positive else 0.0])
-        return [
-            np.asarray(per_class[c], np.float32) if c >= 0 and c in per_class else None
-            for c in vocab.prompt_class
-        ]
+        return exemplar_rows(self.exemplars, vocab, size)
 
     def prompts(self, image: ImageInput, classes: ClassesInput) -> ClassPrompts:
         """Every instance of every class, with its SAM 3 mask.
@@ -557,6 +524,52 @@ class Sam3Prompter:
             class_names=names,
             masks=masks,
         )
+
+
+def exemplar_rows(
+    exemplars: Sequence[Exemplar], vocab: Vocabulary, size: tuple[int, int]
+) -> list[np.ndarray | None]:
+    """Per prompt of ``vocab.prompts``: its class's exemplar rows ``(B, 5)`` ``(cx, cy, w, h,
+    label)`` (box as fractions of the ``(H, W)`` image, label 1 / 0 for positive / negative),
+    or None for a prompt whose class has no exemplar.
+
+    Raises:
+        ValueError: An exemplar that names no class of the vocabulary (or names none when it
+            has several), or lies outside the image.
+    """
+    if not exemplars:
+        return [None] * len(vocab.prompts)
+    h, w = size
+    per_class: dict[int, list[list[float]]] = {}
+    folded = [n.casefold() for n in vocab.names]
+    for item in exemplars:
+        if item.class_name is None:
+            if len(vocab.names) != 1:
+                raise ValueError(
+                    f"exemplar {list(item.box)}: name its class (X0,Y0,X1,Y1:CLASS); the "
+                    f"vocabulary has {len(vocab.names)} classes {list(vocab.names)}"
+                )
+            class_id = 0
+        elif item.class_name.strip().casefold() in folded:
+            class_id = folded.index(item.class_name.strip().casefold())
+        else:
+            raise ValueError(
+                f"exemplar {list(item.box)}: class {item.class_name!r} is not one of the "
+                f"classes {list(vocab.names)}"
+            )
+        x0, y0, x1, y1 = item.box
+        if x0 < -1 or y0 < -1 or x1 > w + 1 or y1 > h + 1:
+            raise ValueError(
+                f"exemplar {list(item.box)}: expected a box inside the {w}x{h} image (XYXY pixels)"
+            )
+        x0, x1 = max(x0, 0.0), min(x1, float(w))
+        y0, y1 = max(y0, 0.0), min(y1, float(h))
+        row = [(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
+        per_class.setdefault(class_id, []).append([*row, 1.0 if item.positive else 0.0])
+    return [
+        np.asarray(per_class[c], np.float32) if c >= 0 and c in per_class else None
+        for c in vocab.prompt_class
+    ]
 
 
 def _nothing(names: tuple[str, ...]) -> ClassPrompts:

@@ -17,7 +17,14 @@ from __future__ import annotations
 from textseg._registry import Weights, register_model
 from textseg.sam.modeling.sam3 import SAM3_MEAN, SAM3_STD, build_sam3_tracker, load_sam3_tracker
 
-__all__ = ["SAM3_LICENSE", "SAM3_VISION", "SAM3_VISION_TINY", "SAM3_WEIGHTS"]
+__all__ = [
+    "SAM3_DECODER",
+    "SAM3_DECODER_TINY",
+    "SAM3_LICENSE",
+    "SAM3_VISION",
+    "SAM3_VISION_TINY",
+    "SAM3_WEIGHTS",
+]
 
 #: The licence of every SAM 3 checkpoint (Meta's "SAM License"; no SPDX id).
 SAM3_LICENSE = "SAM License"
@@ -57,8 +64,9 @@ SAM3_VISION_TINY = dict(
     pretrain_image_size=56,
     fpn_hidden_size=32,
 )
-_DECODER = dict(hidden_size=256, mlp_dim=2048, num_heads=8, iou_head_hidden_dim=256)
-_DECODER_TINY = dict(hidden_size=32, mlp_dim=64, num_heads=2, iou_head_hidden_dim=32)
+#: The tracker's SAM mask decoder (also the video tracker's).
+SAM3_DECODER = dict(hidden_size=256, mlp_dim=2048, num_heads=8, iou_head_hidden_dim=256)
+SAM3_DECODER_TINY = dict(hidden_size=32, mlp_dim=64, num_heads=2, iou_head_hidden_dim=32)
 _KW = dict(task="sam", loader=load_sam3_tracker, mean=SAM3_MEAN, std=SAM3_STD)
 
 register_model(
@@ -68,7 +76,7 @@ register_model(
     input_size=1008,
     description="SAM 3 tracker: points/boxes -> masks (ViT 1008 px, shares SAM 3's backbone)",
     vision=SAM3_VISION,
-    decoder=_DECODER,
+    decoder=SAM3_DECODER,
     **_KW,
 )(build_sam3_tracker)
 register_model(
@@ -77,6 +85,6 @@ register_model(
     input_size=112,
     description="random-init tiny SAM 3 tracker for tests",
     vision=SAM3_VISION_TINY,
-    decoder=_DECODER_TINY,
+    decoder=SAM3_DECODER_TINY,
     **_KW,
 )(build_sam3_tracker)

@@ -42,10 +42,17 @@ from textseg.validators import non_negative_int
 from textseg.video.bookkeeping import TrackBook
 from textseg.video.keyframes import KeyframeSegmenter, SharesEmbedding, keyframe_segmenter
 from textseg.video.propagator import MaskPropagator
-from textseg.video.sources import Frame, VideoInput, open_video
+from textseg.video.sources import Frame, VideoInput, VideoSource, open_video
 from textseg.vocab import UNKNOWN, ClassesInput, Vocabulary
 
-__all__ = ["FrameResult", "KeyframeSegmenter", "SceneCutDetector", "Tracker", "track"]
+__all__ = [
+    "FrameResult",
+    "KeyframeSegmenter",
+    "SceneCutDetector",
+    "Tracker",
+    "checked_frames",
+    "track",
+]
 
 
 @dataclass
@@ -157,6 +164,47 @@ class SceneCutDetector:
     def __call__(self, image: np.ndarray) -> bool:
         d = self.distance(image)
         return d is not None and d > self.threshold
+
+
+def checked_frames(source: VideoSource, start: int = 0) -> Iterator[Frame | FrameResult]:
+    """The frames of ``source`` a tracker can take, and a :class:`FrameResult` with ``error`` set
+    (and ``fatal`` when the source cannot go on) for each frame it cannot: one that could not be
+    decoded, or whose size differs from the first decoded frame's.
+
+    Raises:
+        ValueError: At the end, when no frame could be decoded at all (an empty or unreadable
+            video, or ``start`` past its end).
+    """
+    good = 0
+    errors: list[str] = []
+    size: tuple[int, int] | None = None
+    for frame in source:
+        if frame.image is not None and size is not None and frame.image.shape[:2] != size:
+            got = frame.image.shape[:2]
+            frame = Frame(
+                frame.index,
+                None,
+                frame.time,
+                f"frame {frame.index} is {got[0]}x{got[1]}, the video is {size[0]}x{size[1]}",
+            )
+        if frame.image is None:
+            errors.append(frame.error or f"frame {frame.index}: not decoded")
+            if frame.fatal and good == 0:
+                break
+            yield FrameResult(frame.index, frame.time, (0, 0), error=frame.error, fatal=frame.fatal)
+            continue
+        size = size or frame.image.shape[:2]
+        good += 1
+        yield frame
+    if good == 0:
+        if not errors and start > 0:
+            raise ValueError(
+                f"{source.name}: no frame at or after start={start}; the video is shorter"
+            )
+        why = f" ({errors[0]})" if errors else ""
+        raise ValueError(
+            f"{source.name}: no frame could be decoded{why}; the video is empty or unreadable"
+        )
 
 
 def _ms(start: float) -> float:
@@ -271,41 +319,16 @@ class Tracker:
             self.cuts.reset()
         since_key = 0
         good = 0
-        errors: list[str] = []
-        size: tuple[int, int] | None = None
-        for frame in source:
-            if frame.image is not None and size is not None and frame.image.shape[:2] != size:
-                got = frame.image.shape[:2]
-                frame = Frame(
-                    frame.index,
-                    None,
-                    frame.time,
-                    f"frame {frame.index} is {got[0]}x{got[1]}, the video is {size[0]}x{size[1]}",
-                )
-            if frame.image is None:
-                errors.append(frame.error or f"frame {frame.index}: not decoded")
-                if frame.fatal and good == 0:
-                    break
-                yield FrameResult(
-                    frame.index, frame.time, (0, 0), error=frame.error, fatal=frame.fatal
-                )
+        for item in checked_frames(source, start):
+            if isinstance(item, FrameResult):
+                yield item
                 continue
-            size = size or frame.image.shape[:2]
-            result = self._step(frame, good, since_key, vocab)
+            result = self._step(item, good, since_key, vocab)
             if with_images:
-                result.image = frame.image
+                result.image = item.image
             since_key = 0 if result.keyframe else since_key + 1
             good += 1
             yield result
-        if good == 0:
-            if not errors and start > 0:
-                raise ValueError(
-                    f"{source.name}: no frame at or after start={start}; the video is shorter"
-                )
-            why = f" ({errors[0]})" if errors else ""
-            raise ValueError(
-                f"{source.name}: no frame could be decoded{why}; the video is empty or unreadable"
-            )
 
     def _step(self, frame: Frame, step: int, since_key: int, vocab: Vocabulary) -> FrameResult:
         start = time.perf_counter()

@@ -10,7 +10,9 @@ The architectures are built in code from the sizes in ``cfg.arch`` (no ``config.
 - ``heads``: the DETR part (``hidden_size``, ``num_heads``, ``ffn_size``, ``geometry_layers``,
   ``encoder_layers``, ``decoder_layers``, ``num_queries``);
 - ``decoder``: the tracker's SAM decoder (``hidden_size``, ``mlp_dim``, ``num_heads``,
-  ``iou_head_hidden_dim``).
+  ``iou_head_hidden_dim``);
+- ``memory``: the video tracker's memory (``attention_layers``, ``attention_ffn_size``,
+  ``encoder_channels``: the memory width, ``fuser_ffn_size``), for ``Sam3VideoModel``.
 
 The published ``facebook/sam3`` ``model.safetensors`` holds the whole SAM 3 video model:
 ``detector_model.*`` (the concept model), ``tracker_neck.*`` and ``tracker_model.*`` (the
@@ -38,9 +40,11 @@ __all__ = [
     "build_sam3",
     "build_sam3_lite_text",
     "build_sam3_tracker",
+    "build_sam3_video",
     "sam3_config",
     "sam3_detector_state_dict",
     "sam3_tracker_state_dict",
+    "sam3_video_config",
 ]
 
 #: SAM 3's pixel normalisation on the 0-255 scale (``(x / 255 - 0.5) / 0.5``).
@@ -65,7 +69,8 @@ class Sam3Net:
     """A built SAM 3 concept model and its tokenizer.
 
     Attributes:
-        model: ``transformers.Sam3Model`` or ``Sam3LiteTextModel`` (eval mode).
+        model: ``transformers.Sam3Model``, ``Sam3LiteTextModel`` or ``Sam3VideoModel``
+            (eval mode).
         tokenizer: CLIP's BPE tokenizer (transformers ``CLIPTokenizer``).
         name: Registry name.
     """
@@ -76,7 +81,8 @@ class Sam3Net:
 
     @property
     def image_size(self) -> int:
-        return int(self.model.config.vision_config.backbone_config.image_size)
+        config = getattr(self.model.config, "detector_config", self.model.config)
+        return int(config.vision_config.backbone_config.image_size)
 
     @property
     def context_length(self) -> int:
@@ -171,29 +177,71 @@ def build_sam3_lite_text(cfg: ModelCfg) -> Sam3Net:
     return Sam3Net(Sam3LiteTextModel(config).eval(), _tokenizer(), cfg.name)
 
 
+def _tracker_parts(vision: Mapping[str, Any], decoder: Mapping[str, Any]) -> dict[str, Any]:
+    """The vision, prompt-encoder and mask-decoder configs of SAM 3's tracker (image or video)."""
+    return {
+        "vision_config": _vision_config(vision),
+        "prompt_encoder_config": {
+            "hidden_size": int(decoder["hidden_size"]),
+            "image_size": int(vision["image_size"]),
+            "patch_size": int(vision["patch_size"]),
+        },
+        "mask_decoder_config": {
+            "hidden_size": int(decoder["hidden_size"]),
+            "mlp_dim": int(decoder["mlp_dim"]),
+            "num_attention_heads": int(decoder["num_heads"]),
+            "iou_head_hidden_dim": int(decoder["iou_head_hidden_dim"]),
+        },
+    }
+
+
 def build_sam3_tracker(cfg: ModelCfg) -> Any:
     """A random-init ``transformers.Sam3TrackerModel`` (SAM 3's promptable visual segmentation:
     points, boxes, masks) for ``cfg`` (``vision``, ``decoder``), eval mode, CPU."""
     from transformers import Sam3TrackerConfig, Sam3TrackerModel
 
     arch = cfg.arch
-    vision = arch["vision"]
-    decoder = arch["decoder"]
-    config = Sam3TrackerConfig(
-        vision_config=_vision_config(vision),
-        prompt_encoder_config={
-            "hidden_size": int(decoder["hidden_size"]),
-            "image_size": int(vision["image_size"]),
-            "patch_size": int(vision["patch_size"]),
-        },
-        mask_decoder_config={
-            "hidden_size": int(decoder["hidden_size"]),
-            "mlp_dim": int(decoder["mlp_dim"]),
-            "num_attention_heads": int(decoder["num_heads"]),
-            "iou_head_hidden_dim": int(decoder["iou_head_hidden_dim"]),
-        },
-    )
+    config = Sam3TrackerConfig(**_tracker_parts(arch["vision"], arch["decoder"]))
     return Sam3TrackerModel(config).eval()
+
+
+def sam3_video_config(cfg: ModelCfg) -> Any:
+    """The ``transformers.Sam3VideoConfig`` of ``cfg``: the concept model of
+    :func:`sam3_config` as the detector and SAM 3's video tracker (``vision``, ``decoder``,
+    ``memory``), with the detection, association and hotstart settings at transformers'
+    defaults (those of ``facebook/sam3``)."""
+    from transformers import Sam3TrackerVideoConfig, Sam3VideoConfig
+
+    arch = cfg.arch
+    vision, memory = arch["vision"], arch["memory"]
+    grid = int(vision["image_size"]) // int(vision["patch_size"])
+    fpn = int(vision["fpn_hidden_size"])
+    tracker = Sam3TrackerVideoConfig(
+        image_size=int(vision["image_size"]),
+        **_tracker_parts(vision, arch["decoder"]),
+        memory_attention_hidden_size=fpn,
+        memory_attention_num_layers=int(memory["attention_layers"]),
+        memory_attention_feed_forward_hidden_size=int(memory["attention_ffn_size"]),
+        memory_attention_rope_feat_sizes=[grid, grid],
+        memory_encoder_hidden_size=fpn,
+        memory_encoder_output_channels=int(memory["encoder_channels"]),
+        mask_downsampler_embed_dim=fpn,
+        memory_fuser_embed_dim=fpn,
+        memory_fuser_intermediate_dim=int(memory["fuser_ffn_size"]),
+    )
+    return Sam3VideoConfig(
+        detector_config=sam3_config(cfg).to_dict(),
+        tracker_config=tracker.to_dict(),
+        low_res_mask_size=4 * grid,
+    )
+
+
+def build_sam3_video(cfg: ModelCfg) -> Sam3Net:
+    """A random-init ``transformers.Sam3VideoModel`` (detector, tracker and their shared ViT)
+    for ``cfg`` (:func:`sam3_video_config`), with CLIP's tokenizer, eval mode, CPU."""
+    from transformers import Sam3VideoModel
+
+    return Sam3Net(Sam3VideoModel(sam3_video_config(cfg)).eval(), _tokenizer(), cfg.name)
 
 
 def _drop_buffers(state_dict: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
@@ -275,3 +323,17 @@ def load_sam3_tracker(model: torch.nn.Module, path: Any) -> None:
 
     state_dict = sam3_tracker_state_dict(load_state_dict(path), model)
     load_strict(model, state_dict, type(model).__name__)
+
+
+def load_sam3_video(net: Sam3Net, path: Any) -> None:
+    """Registry loader of the video model: the published file is ``Sam3VideoModel``'s own
+    layout (``detector_model.*``, ``tracker_neck.*``, ``tracker_model.*``), loaded strictly.
+
+    Raises:
+        StateDictError: The weights do not fit the model (missing, unexpected, mis-shaped keys).
+    """
+    from textseg._hub import load_state_dict, load_strict
+
+    state_dict = dict(load_state_dict(path))
+    _drop_buffers(state_dict, net.model)
+    load_strict(net.model, state_dict, net.name)

@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in images:
             shutil.copyfile(path, folder / path.name)
         backend, url, backend_s = _start_backend(args, ls, server, work / "serve.log")
-        client = server.client()
+        from label_studio_sdk import LabelStudio
+
+        client = LabelStudio(base_url=server.url, api_key=server.token, timeout=3600)
         project = client.projects.create(title="bench", label_config=CONFIG)
         client.import_storage.local.create(project=project.id, path=str(folder), title="images")
         tasks = [{"data": {"image": f"/data/local-files/?d=bench/{p.name}"}} for p in images]
@@ -151,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if backend is not None:
             backend.terminate()
-            backend.wait(60)
+            try:
+                backend.wait(60)
+            except subprocess.TimeoutExpired:  # still inside a request
+                backend.kill()
+                backend.wait()
         server.stop()
     size = "real sizes, random weights" if args.real_size else "tiny models"
     print(f"machine: {machine()}")

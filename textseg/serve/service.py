@@ -134,6 +134,7 @@ class BatchingService:
         self._lock = threading.Lock()  # the models: one forward pass at a time
         self._ids = itertools.count(1)
         self._stats = {"requests": 0, "batches": 0, "batched_images": 0, "refused": 0}
+        self._stats_lock = threading.Lock()  # request threads and the worker count together
         self._batch_seconds = 1.0  # running mean, for Retry-After
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="textseg-serve", daemon=True)
@@ -210,14 +211,19 @@ class BatchingService:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            self._stats["refused"] += 1
+            self._count(refused=1)
             raise ServiceOverloaded(
                 f"segment: the queue is full ({self.queue_size} requests waiting); "
                 f"retry after {self.retry_after()} s",
                 self.retry_after(),
             ) from None
-        self._stats["requests"] += 1
+        self._count(requests=1)
         return job.future
+
+    def _count(self, **deltas: int) -> None:
+        with self._stats_lock:
+            for key, delta in deltas.items():
+                self._stats[key] += delta
 
     def retry_after(self) -> int:
         """Seconds until the queue has likely drained (at least 1)."""
@@ -274,8 +280,7 @@ class BatchingService:
                     job.future.set_exception(err)
         seconds = time.perf_counter() - start
         self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
-        self._stats["batches"] += 1
-        self._stats["batched_images"] += len(jobs)
+        self._count(batches=1, batched_images=len(jobs))
 
     def _run_group(self, jobs: list[_Job]) -> None:
         """One batched call for requests that share a vocabulary and options; if it fails,
@@ -369,8 +374,9 @@ class BatchingService:
             "queue_size": self.queue_size,
             "queue_depth": self.queue_depth,
             "timeout_s": self.timeout_s,
-            **self._stats,
         }
+        with self._stats_lock:
+            out.update(self._stats)
         if sam is not None:
             stats = sam.cache.stats()
             out["embedding_cache"] = {

@@ -22,9 +22,9 @@ smoke run for the test suite).
 2. ``/click`` on an encoded image (``image_id``): the client's round trip and the server's own
    time vs the in-process decode (``service.click`` on the cached embedding); memory over
    ``--clicks`` clicks (each keeps its mask for ``mask_id`` in a bounded store).
-3. Memory over ``--memory`` ``/segment`` requests of distinct 640x480 images, with the *tiny*
-   models of the preset (1,000 real-size requests take hours on a CPU; the server's own
-   bookkeeping is the same): resident set size after 10% and after all of them, with the
+3. Memory over ``--memory`` ``/segment`` requests of distinct 160x120 images (the 640x480 one
+   at a quarter size), with the *tiny* models of the preset (1,000 real-size requests take
+   hours on a CPU; the server's own bookkeeping is the same): resident set size after 10% and after all of them, with the
    bounded stores (images kept for ``image_id``, SAM embeddings) set small so they are full
    after the first 10%.
 
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 click = bench_click(args, service, server.url, picture)
     if "memory" in args.only:
         print("bench_serve: memory ...", file=sys.stderr, flush=True)
-        memory = bench_memory(args, small if args.quick else image)
+        memory = bench_memory(args, small)
     print(f"machine: {machine()}")
     print(f"load average (1 min) before {load}, after {_load()}")
     if seg is not None:
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if click is not None:
         _print_click(args, click)
     if memory is not None:
-        _print_memory(args, memory, small if args.quick else image)
+        _print_memory(args, memory, small)
     return 0
 
 

@@ -109,3 +109,41 @@ def test_request_timeout_is_504(kit: Any, segmenter: Any) -> None:
             assert "no answer within" in r.json()["error"]
         finally:
             gate.release()
+
+
+class ShapeRecorder:
+    """A stand-in segmenter: records the image sizes of each batched call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def segment(self, images: Any, vocab: Any, batch_size: int = 1, **options: Any) -> Any:
+        many = isinstance(images, list)
+        self.calls.append([im.shape[:2] for im in (images if many else [images])])
+        return [im.shape[:2] for im in images] if many else images.shape[:2]
+
+
+def test_a_batch_runs_images_of_one_size_together(kit: Any) -> None:
+    """The detector pads a batch to its largest image, which changes its boxes: requests of
+    different sizes are batched apart, so an answer never depends on its batch mates."""
+    from textseg.serve import BatchingService
+    from textseg.vocab import Vocabulary
+
+    segmenter = ShapeRecorder()
+    gate = kit.Gate()
+    vocab = Vocabulary(["cat"])
+    with BatchingService(segmenter, max_batch=8, on_batch=gate) as service:
+        try:
+            first = service.submit(kit.small_image(0), vocab)
+            assert gate.entered.wait(600)
+            sizes = [(48, 64), (64, 48), (48, 64), (64, 48)]
+            futures = [
+                service.submit(kit.small_image(i, h, w), vocab) for i, (h, w) in enumerate(sizes)
+            ]
+            kit.wait_for(lambda: service.queue_depth == len(sizes))
+        finally:
+            gate.release()
+        assert [f.result(600) for f in futures] == sizes  # each its own answer
+        assert first.result(600) == (48, 64)
+    assert [len(b) for b in gate.batches] == [1, 4]  # the four were gathered together...
+    assert sorted(segmenter.calls[1:]) == [[(48, 64)] * 2, [(64, 48)] * 2]  # ...run by size

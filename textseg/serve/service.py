@@ -2,12 +2,15 @@
 HTTP requests.
 
 ``segment`` requests go through a bounded queue to one worker thread, which gathers the
-requests that arrive within a short window (up to ``max_batch``), groups them by vocabulary and
-per-call options, and runs each group through the segmenter's batched path
+requests that arrive within a short window (up to ``max_batch``), groups them by vocabulary,
+per-call options and image size, and runs each group through the segmenter's batched path
 (``segment([...], vocab, batch_size=n)``: the images of a group are encoded by SAM and prompted
-by the detector together). A full queue refuses at once (:class:`ServiceOverloaded`, the route's
-503 with ``Retry-After``); a request not answered within ``timeout_s`` gets
-:class:`ServiceTimeout` (504) and is dropped from the queue if it has not started.
+by the detector together). Images of one size only: the detector pads a batch to its largest
+image, which changes its boxes, so a request's answer would depend on what it was batched with;
+within one size it is the answer the image gets alone. A full queue refuses at once
+(:class:`ServiceOverloaded`, the route's 503 with ``Retry-After``); a request not answered
+within ``timeout_s`` gets :class:`ServiceTimeout` (504) and is dropped from the queue if it has
+not started.
 
 ``click`` answers point / box / mask prompts with the segmenter's SAM core: the image is encoded
 on its first click (keyed by content hash in the core's embedding cache) and later clicks on it
@@ -84,7 +87,9 @@ class _Job:
 
     @property
     def group(self) -> Hashable:
-        return (self.vocabulary, *(self.options.get(k) for k in SEGMENT_OPTIONS))
+        """Requests with the same key run in one batched call (see the module's docstring)."""
+        options = (self.options.get(k) for k in SEGMENT_OPTIONS)
+        return (self.vocabulary, *options, self.image.shape[:2])
 
 
 _STOP = object()

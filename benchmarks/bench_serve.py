@@ -24,9 +24,9 @@ smoke run for the test suite).
    ``--clicks`` clicks (each keeps its mask for ``mask_id`` in a bounded store).
 3. Memory over ``--memory`` ``/segment`` requests of distinct 160x120 images (the 640x480 one
    at a quarter size), with the *tiny* models of the preset (1,000 real-size requests take
-   hours on a CPU; the server's own bookkeeping is the same): resident set size after 10% and after all of them, with the
-   bounded stores (images kept for ``image_id``, SAM embeddings) set small so they are full
-   after the first 10%.
+   hours on a CPU; the server's own bookkeeping is the same): resident set size after 10% and
+   after all of them, with the bounded stores (images kept for ``image_id``, SAM embeddings)
+   set small so they are full after the first 10%.
 
 Prints Markdown tables and the machine's load average before and after each part.
 """

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The core benchmarks on one device in one table: encoder images/s, 64-box decode, automatic
 # masks, grounded pipeline per image; textseg vs the official code (benchmarks/bench_gpu.py).
+# Then the serving rows (benchmarks/bench_serve.py), on the GPU only.
 #
 #   bash benchmarks/gpu.sh                  # one GPU (cuda), real sizes: under 8 minutes
 #   bash benchmarks/gpu.sh --compile        # the same with torch.compile on the encoder
@@ -21,5 +22,13 @@ if [ "$device" = cpu ]; then
     exec "$python" bench_gpu.py --device cpu --tiny --images 1 --batch 1 --boxes 4 --grid 2 \
         --repeats 1 --precision none "$@"
 fi
-exec "$python" bench_gpu.py --device "$device" --images 8 --batch 8 --boxes 64 --grid 32 \
+"$python" bench_gpu.py --device "$device" --images 8 --batch 8 --boxes 64 --grid 32 \
     --precision bfloat16 "$@"
+
+# --- serve: /segment throughput of `textseg serve` (16 clients, 64 requests of one 640x480
+# image, fast preset at real size with random weights, the detector's 10 best boxes) vs a loop
+# of TextSegmenter.segment at batch 1, p50/p99; /click on a cached image vs the in-process
+# decode, p50/p99. (Its CPU smoke run is bench_serve.py --quick, in tests/serve/test_bench.py.)
+echo
+"$python" bench_serve.py --device "$device" --clients 16 --requests 64 --clicks 200 \
+    --only segment --only click

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -33,12 +34,42 @@ def small_image(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
+class Gate:
+    """An ``on_batch`` hook: records each batch; the first one waits until ``release()``."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def __call__(self, ids: list[int]) -> None:
+        self.batches.append(ids)
+        self.entered.set()
+        self.opened.wait()
+
+    def release(self) -> None:
+        self.opened.set()
+
+
+def wait_for(condition: Any, limit_s: float = 600.0) -> None:
+    """Poll a state of the server until ``condition()`` (the number of polls does not matter;
+    ``limit_s`` only turns a state never reached into a failure instead of a hang)."""
+    tick = threading.Event()
+    for _ in range(int(limit_s / 0.01)):
+        if condition():
+            return
+        tick.wait(0.01)
+    raise AssertionError(f"state not reached in {limit_s:g} s: {condition}")
+
+
 @pytest.fixture(scope="session")
 def kit() -> SimpleNamespace:
     """The helpers above, for the test modules (which cannot import a conftest)."""
     from textseg.serve.background import BackgroundServer
 
-    return SimpleNamespace(LiveServer=BackgroundServer, png=png, small_image=small_image)
+    return SimpleNamespace(
+        LiveServer=BackgroundServer, png=png, small_image=small_image, Gate=Gate, wait_for=wait_for
+    )
 
 
 @pytest.fixture(scope="session")

@@ -21,5 +21,7 @@ def test_bench_serve_quick(
     spec.loader.exec_module(module)
     assert module.main(["--quick"]) == 0
     out = capsys.readouterr().out
-    assert "| ratio |" in out and "| client round trip |" in out, out
+    assert "| ratio server / loop |" in out and "| client round trip |" in out, out
+    assert "detector keeps its 10 best boxes (both sides)" in out, out
     assert "masks kept 6" in out, out  # the first click and five more, all kept (bounded store)
+    assert "memory over 20 /segment requests" in out and "| 20 |" in out, out

@@ -4,7 +4,6 @@ service's ``on_batch`` hook, so nothing depends on timing."""
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,36 +13,12 @@ import numpy as np
 from textseg.serve._store import image_id
 
 
-class Gate:
-    """An ``on_batch`` hook: records each batch; the first one waits until ``release()``."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[int]] = []
-        self.entered = threading.Event()
-        self.opened = threading.Event()
-
-    def __call__(self, ids: list[int]) -> None:
-        self.batches.append(ids)
-        self.entered.set()
-        self.opened.wait()
-
-    def release(self) -> None:
-        self.opened.set()
-
-
-def _wait_for(condition: Any) -> None:
-    """Poll a state of the server (not a clock: the number of polls does not matter)."""
-    tick = threading.Event()
-    while not condition():
-        tick.wait(0.01)
-
-
 def test_concurrent_clients_batched_each_answered_once(
     kit: Any, served: Any, segmenter: Any
 ) -> None:
     service = served.service
     images = [kit.small_image(100 + i) for i in range(8)]
-    gate = Gate()
+    gate = kit.Gate()
     service.on_batch = gate
     before = service.describe()
 
@@ -62,7 +37,7 @@ def test_concurrent_clients_batched_each_answered_once(
             futures = [pool.submit(post, images[0])]
             assert gate.entered.wait(600)  # the worker holds the first request
             futures += [pool.submit(post, image) for image in images[1:]]
-            _wait_for(lambda: service.queue_depth == 7)  # the other seven are queued
+            kit.wait_for(lambda: service.queue_depth == 7)  # the other seven are queued
             gate.release()
             answers = [f.result() for f in futures]
     finally:
@@ -88,7 +63,7 @@ def test_concurrent_clients_batched_each_answered_once(
 def test_full_queue_answers_503_with_retry_after(kit: Any, segmenter: Any) -> None:
     from textseg.serve import BatchingService, create_app
 
-    gate = Gate()
+    gate = kit.Gate()
     service = BatchingService(segmenter, name="q1", max_batch=1, queue_size=1, on_batch=gate)
     body = {"classes": ["cat"]}
 
@@ -105,7 +80,7 @@ def test_full_queue_answers_503_with_retry_after(kit: Any, segmenter: Any) -> No
             running = pool.submit(post, c, 1)
             assert gate.entered.wait(600)  # request 1 is in the worker
             queued = pool.submit(post, c, 2)
-            _wait_for(lambda: service.queue_depth == 1)  # request 2 fills the queue
+            kit.wait_for(lambda: service.queue_depth == 1)  # request 2 fills the queue
             refused = post(c, 3)
             assert refused.status_code == 503
             assert int(refused.headers["retry-after"]) >= 1
@@ -121,7 +96,7 @@ def test_full_queue_answers_503_with_retry_after(kit: Any, segmenter: Any) -> No
 def test_request_timeout_is_504(kit: Any, segmenter: Any) -> None:
     from textseg.serve import BatchingService, create_app
 
-    gate = Gate()
+    gate = kit.Gate()
     service = BatchingService(segmenter, name="t", max_batch=1, timeout_s=0.2, on_batch=gate)
     with (
         kit.LiveServer(create_app(service)) as server,
@@ -134,3 +109,41 @@ def test_request_timeout_is_504(kit: Any, segmenter: Any) -> None:
             assert "no answer within" in r.json()["error"]
         finally:
             gate.release()
+
+
+class ShapeRecorder:
+    """A stand-in segmenter: records the image sizes of each batched call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def segment(self, images: Any, vocab: Any, batch_size: int = 1, **options: Any) -> Any:
+        many = isinstance(images, list)
+        self.calls.append([im.shape[:2] for im in (images if many else [images])])
+        return [im.shape[:2] for im in images] if many else images.shape[:2]
+
+
+def test_a_batch_runs_images_of_one_size_together(kit: Any) -> None:
+    """The detector pads a batch to its largest image, which changes its boxes: requests of
+    different sizes are batched apart, so an answer never depends on its batch mates."""
+    from textseg.serve import BatchingService
+    from textseg.vocab import Vocabulary
+
+    segmenter = ShapeRecorder()
+    gate = kit.Gate()
+    vocab = Vocabulary(["cat"])
+    with BatchingService(segmenter, max_batch=8, on_batch=gate) as service:
+        try:
+            first = service.submit(kit.small_image(0), vocab)
+            assert gate.entered.wait(600)
+            sizes = [(48, 64), (64, 48), (48, 64), (64, 48)]
+            futures = [
+                service.submit(kit.small_image(i, h, w), vocab) for i, (h, w) in enumerate(sizes)
+            ]
+            kit.wait_for(lambda: service.queue_depth == len(sizes))
+        finally:
+            gate.release()
+        assert [f.result(600) for f in futures] == sizes  # each its own answer
+        assert first.result(600) == (48, 64)
+    assert [len(b) for b in gate.batches] == [1, 4]  # the four were gathered together...
+    assert sorted(segmenter.calls[1:]) == [[(48, 64)] * 2, [(64, 48)] * 2]  # ...run by size

@@ -160,3 +160,41 @@ def test_annotated_regions_become_masks():
         np.testing.assert_array_equal(region_mask(item), mask)
     (box,) = region("rectanglelabels", "bowl", width=20, height=10, mask=mask)
     assert region_mask(box) is None
+
+
+def test_tasks_of_one_request_are_batched_in_order(kit, segmenter, data_dir):
+    """Label Studio sends every selected task in one /predict: over a batching service the
+    tasks run concurrently and their images are encoded together; each task gets the answer
+    for its own image, in the order of the request."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from textseg.serve import BatchingService
+
+    names = ["000000000009.jpg", "000000000030.jpg", "000000000036.jpg", "000000000049.jpg"]
+    sizes = [load_image(data_dir / "coco-dev" / "images" / n).shape[1::-1] for n in names]
+    assert len(set(sizes)) == len(names)  # a task's answer is known by its image's size
+    gate = kit.Gate()
+    service = BatchingService(segmenter, name="ls", max_batch=4, timeout_s=600, on_batch=gate)
+    app = FastAPI()
+    access = LabelStudioAccess(local_root=data_dir / "coco-dev")
+    app.include_router(make_router(service, access=access))
+    tasks = [
+        {"id": i, "data": {"image": f"/data/local-files/?d=images/{name}"}}
+        for i, name in enumerate(names)
+    ]
+    with TestClient(app) as c, ThreadPoolExecutor(1) as pool, service:
+        try:
+            answer = pool.submit(c.post, "/predict", json={"tasks": tasks, "label_config": CONFIG})
+            assert gate.entered.wait(600)  # the worker holds the first batch
+            # The tasks it does not hold are queued at once (one by one, they would wait for
+            # the held batch before the next one is sent).
+            kit.wait_for(lambda: len(gate.batches[0]) + service.queue_depth == len(names))
+        finally:
+            gate.release()
+        results = answer.result().json()["results"]
+    sizes_run = [len(batch) for batch in gate.batches]
+    assert sum(sizes_run) == len(names) and len(sizes_run) <= 2, sizes_run
+    assert len(results) == len(names)
+    for result, size in zip(results, sizes):
+        assert {(r["original_width"], r["original_height"]) for r in result["result"]} <= {size}
+    assert sum(len(result["result"]) for result in results) > 0

@@ -8,7 +8,10 @@ smart-tool region in ``params.context``) and ``POST /webhook`` (project events).
 - pre-annotation: each task's image is segmented once for every label value of the config's
   ``BrushLabels``, ``PolygonLabels`` and ``RectangleLabels`` tags (a label's ``alias`` and
   ``hint``, comma-separated, are extra prompts of its class), and each object is written for
-  every tag that has its label: brush RLE, polygons, or a rectangle;
+  every tag that has its label: brush RLE, polygons, or a rectangle. The tasks of one request
+  (Label Studio sends all the selected tasks in one) run concurrently, up to the service's
+  ``max_batch`` at a time, so a batching service encodes and prompts their images together
+  while the next images are read and the last answers written;
 - interactive: a ``KeyPointLabels`` point (positive, or negative with ``is_positive`` false) or
   a ``RectangleLabels`` box in the context is a SAM prompt; ``service.click`` answers it from
   the image's cached embedding, as one brush region (the config's ``BrushLabels``, else its
@@ -35,6 +38,7 @@ import threading
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,9 +343,18 @@ class LabelStudioBackend:
                     "model_version": version,
                 }
             return {
-                "results": [self._preannotate(t, config, version) for t in tasks],
+                "results": self._each(lambda t: self._preannotate(t, config, version), tasks),
                 "model_version": version,
             }
+
+    def _each(self, job: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
+        """``job`` of every task, in order: concurrently (up to the annotator's ``max_batch``)
+        when the annotator batches concurrent calls, one by one otherwise."""
+        width = min(len(tasks), int(getattr(self.annotator, "max_batch", 1)))
+        if width <= 1:
+            return [job(task) for task in tasks]
+        with ThreadPoolExecutor(width, thread_name_prefix="textseg-ls") as pool:
+            return list(pool.map(job, tasks))
 
     def _image(self, task: Mapping[str, Any], config: LabelConfig, to_name: str) -> np.ndarray:
         key = config.images[to_name]

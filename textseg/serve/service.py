@@ -2,12 +2,15 @@
 HTTP requests.
 
 ``segment`` requests go through a bounded queue to one worker thread, which gathers the
-requests that arrive within a short window (up to ``max_batch``), groups them by vocabulary and
-per-call options, and runs each group through the segmenter's batched path
+requests that arrive within a short window (up to ``max_batch``), groups them by vocabulary,
+per-call options and image size, and runs each group through the segmenter's batched path
 (``segment([...], vocab, batch_size=n)``: the images of a group are encoded by SAM and prompted
-by the detector together). A full queue refuses at once (:class:`ServiceOverloaded`, the route's
-503 with ``Retry-After``); a request not answered within ``timeout_s`` gets
-:class:`ServiceTimeout` (504) and is dropped from the queue if it has not started.
+by the detector together). Images of one size only: the detector pads a batch to its largest
+image, which changes its boxes, so a request's answer would depend on what it was batched with;
+within one size it is the answer the image gets alone. A full queue refuses at once
+(:class:`ServiceOverloaded`, the route's 503 with ``Retry-After``); a request not answered
+within ``timeout_s`` gets :class:`ServiceTimeout` (504) and is dropped from the queue if it has
+not started.
 
 ``click`` answers point / box / mask prompts with the segmenter's SAM core: the image is encoded
 on its first click (keyed by content hash in the core's embedding cache) and later clicks on it
@@ -84,7 +87,9 @@ class _Job:
 
     @property
     def group(self) -> Hashable:
-        return (self.vocabulary, *(self.options.get(k) for k in SEGMENT_OPTIONS))
+        """Requests with the same key run in one batched call (see the module's docstring)."""
+        options = (self.options.get(k) for k in SEGMENT_OPTIONS)
+        return (self.vocabulary, *options, self.image.shape[:2])
 
 
 _STOP = object()
@@ -134,6 +139,7 @@ class BatchingService:
         self._lock = threading.Lock()  # the models: one forward pass at a time
         self._ids = itertools.count(1)
         self._stats = {"requests": 0, "batches": 0, "batched_images": 0, "refused": 0}
+        self._stats_lock = threading.Lock()  # request threads and the worker count together
         self._batch_seconds = 1.0  # running mean, for Retry-After
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="textseg-serve", daemon=True)
@@ -210,14 +216,19 @@ class BatchingService:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            self._stats["refused"] += 1
+            self._count(refused=1)
             raise ServiceOverloaded(
                 f"segment: the queue is full ({self.queue_size} requests waiting); "
                 f"retry after {self.retry_after()} s",
                 self.retry_after(),
             ) from None
-        self._stats["requests"] += 1
+        self._count(requests=1)
         return job.future
+
+    def _count(self, **deltas: int) -> None:
+        with self._stats_lock:
+            for key, delta in deltas.items():
+                self._stats[key] += delta
 
     def retry_after(self) -> int:
         """Seconds until the queue has likely drained (at least 1)."""
@@ -274,8 +285,7 @@ class BatchingService:
                     job.future.set_exception(err)
         seconds = time.perf_counter() - start
         self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
-        self._stats["batches"] += 1
-        self._stats["batched_images"] += len(jobs)
+        self._count(batches=1, batched_images=len(jobs))
 
     def _run_group(self, jobs: list[_Job]) -> None:
         """One batched call for requests that share a vocabulary and options; if it fails,
@@ -369,8 +379,9 @@ class BatchingService:
             "queue_size": self.queue_size,
             "queue_depth": self.queue_depth,
             "timeout_s": self.timeout_s,
-            **self._stats,
         }
+        with self._stats_lock:
+            out.update(self._stats)
         if sam is not None:
             stats = sam.cache.stats()
             out["embedding_cache"] = {

@@ -237,6 +237,7 @@ def part_a(args: argparse.Namespace, folder: Path) -> str:
         for key, value in times.items():
             ref_times[key] += value
     ref_total = time.perf_counter() - start
+    print(f"  (a) reference: {ref_total:.1f} s", file=sys.stderr, flush=True)
 
     tracker = Tracker(
         FirstKeyframeOnly(seg, args.objects),

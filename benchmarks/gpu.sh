@@ -2,10 +2,12 @@
 # The core benchmarks on one device in one table: encoder images/s, 64-box decode, automatic
 # masks, grounded pipeline per image; textseg vs the official code (benchmarks/bench_gpu.py).
 # Then the serving rows (benchmarks/bench_serve.py), on the GPU only.
+# Then a video block (GPU only): propagation ms/frame at 1/8/32 objects, text tracking frames/s.
 #
 #   bash benchmarks/gpu.sh                  # one GPU (cuda), real sizes: under 8 minutes
 #   bash benchmarks/gpu.sh --compile        # the same with torch.compile on the encoder
-#   bash benchmarks/gpu.sh --device cpu     # smoke test: tiny models, small sizes (the suite)
+#   bash benchmarks/gpu.sh --device cpu     # smoke test: tiny models, small sizes (the suite;
+#                                           # no video block: that one has no tiny mode)
 #
 # Other arguments go to bench_gpu.py. PYTHON picks the interpreter (default: the repo's .venv).
 set -euo pipefail
@@ -32,3 +34,14 @@ fi
 echo
 "$python" bench_serve.py --device "$device" --clients 16 --requests 64 --clicks 200 \
     --only segment --only click
+
+# Video (benchmarks/bench_video.py, real sizes: sam2.1-hiera-tiny, grounding-dino-tiny, random
+# weights): propagation ms/frame at 1 / 8 / 32 objects against the official SAM2VideoPredictor
+# (part b), and text tracking frames/s, 4 objects, keyframes every 5 frames, against the
+# Grounded-SAM-2 per-frame loop (part a). VIDEO=0 skips this block.
+if [ "${VIDEO:-1}" != 0 ]; then
+    echo
+    echo "## video"
+    "$python" bench_video.py --device "$device" --parts b --scaling 1,8,32 --scaling-frames 10
+    "$python" bench_video.py --device "$device" --parts a --frames 30 --objects 4 --every 5
+fi

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import os
 
+from textseg.cli._threads import thread_limits
+
 # The command is the application: before any command module loads torch (and its OpenMP
 # runtime), idle OpenMP threads are told to sleep rather than spin. Spinning threads cost CPU
 # time when other processes hold the cores: a 24-frame tiny `textseg track` took 188 CPU-seconds
 # spinning against 22 passive on a busy 2-core machine (docs/performance.md). A user's own
 # OMP_WAIT_POLICY wins; `import textseg` as a library changes nothing.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# In a container with a CPU quota, thread pools sized for the host's CPUs are throttled and wait
+# on each other: cap them at the quota (textseg/cli/_threads.py). A user's OMP_NUM_THREADS wins.
+os.environ.update(thread_limits(os.environ))
 
 import argparse
 import logging

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from textseg.cli._common import CliError, add_pipeline_args, arg_type, build_segmenter, vocabulary
-from textseg.validators import non_negative_int
+from textseg.validators import non_negative_int, positive_int
+from textseg.video.keyframes import object_score
 
 __all__ = ["DEFAULT_SAM", "add_parser", "models", "run", "run_video_eval"]
 
@@ -67,6 +68,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=10,
         metavar="N",
         help="run the pipeline every N frames (default 10; 0: first frame and scene cuts only)",
+    )
+    p.add_argument(
+        "--redetect",
+        type=arg_type(object_score, float),
+        default=None,
+        metavar="S",
+        help="also run it on the frame after a tracked object's SAM 2 object score fell below "
+        "S (0 < S <= 1; e.g. 0.5); at most once every --redetect-gap frames",
+    )
+    p.add_argument(
+        "--redetect-gap",
+        type=arg_type(positive_int),
+        default=3,
+        metavar="N",
+        help="frames at least between a keyframe and a re-detection (default 3)",
     )
     p.add_argument(
         "--scene-cut",
@@ -185,6 +201,8 @@ def _tracker(args: argparse.Namespace) -> Any:
         segmenter,
         _propagator(args, segmenter),
         every=args.every,
+        redetect=args.redetect,
+        redetect_gap=args.redetect_gap,
         scene_cut=None if args.no_scene_cut else args.scene_cut,
         patience=args.patience,
     )
@@ -314,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
             formats=formats,
             overwrite=True,  # the claim decided
             category_ids=category_ids,
-            info={"models": used, "seed": args.seed},
+            info={"models": used, "seed": args.seed, "keyframes": tracker.keyframe_info()},
         )
         bar = tqdm(
             total=source.num_frames,

@@ -7,19 +7,33 @@ segmenter computed for the frame it just segmented). :class:`PipelineKeyframes` 
 :class:`~textseg.pipelines.TextSegmenter` over a SAM core: it keeps the latest keyframe's
 embedding itself, so the tracker never reads the pipeline's embedding cache, and it builds the
 matching :class:`~textseg.video.Sam2Propagator`.
+
+Which frames are keyframes is decided by the model-free :class:`KeyframePolicy`: the first
+frame, every ``every`` frames, scene cuts, and (``redetect``) the frame after a tracked object's
+propagated score fell.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from textseg.validators import non_negative_int, positive_int, unit_interval
 
 if TYPE_CHECKING:
     from textseg.sam.cache import ImageEmbedding
     from textseg.video.propagator import MaskPropagator
 
-__all__ = ["KeyframeSegmenter", "PipelineKeyframes", "SharesEmbedding", "keyframe_segmenter"]
+__all__ = [
+    "KeyframePolicy",
+    "KeyframeSegmenter",
+    "PipelineKeyframes",
+    "SharesEmbedding",
+    "keyframe_segmenter",
+    "object_score",
+]
 
 
 class KeyframeSegmenter(Protocol):
@@ -106,3 +120,105 @@ def keyframe_segmenter(segmenter: Any) -> Any:
     if sam is not None and callable(getattr(sam, "encode", None)):
         return PipelineKeyframes(segmenter)
     return segmenter
+
+
+def object_score(value: Any, name: str) -> float:
+    """``value`` as an object score threshold in (0, 1] (0 would never trigger)."""
+    score = unit_interval(value, name)
+    if score == 0.0:
+        raise ValueError(f"{name}: expected an object score in (0, 1], got {value!r}")
+    return score
+
+
+#: Why a frame is a keyframe (:attr:`KeyframePolicy.decide`'s answers).
+FIRST, SCENE_CUT, EVERY, REDETECT = "first", "scene_cut", "every", "redetect"
+
+
+class KeyframePolicy:
+    """Which frames the keyframe segmenter runs on, model-free.
+
+    A frame is a keyframe when it is the first frame, a scene cut, ``every`` frames after the
+    previous keyframe, or, with ``redetect``, after a tracked object's propagated score fell:
+
+    - an object is *armed* while its SAM 2 object score (the probability that it is visible)
+      is at least ``redetect``; an armed object whose score drops below ``redetect`` on a
+      frame that is not a keyframe *falls* and disarms (it re-arms when its score is back);
+    - the frame after a fall is a keyframe, unless fewer than ``redetect_gap`` frames have
+      passed since the previous keyframe: then the first frame that is ``redetect_gap``
+      frames after it (one re-detection for every fall in between).
+
+    The score is compared with a fixed threshold, not with a fraction of the object's score at
+    its last keyframe: SAM 2's scores sit near 1 for a visible object, so a fraction would
+    either never trigger or trigger on noise. Decided from the frame before (not the frame
+    itself), a re-detection costs no second encoding of a frame already propagated. Scores
+    on keyframes never trigger (the segmenter has just looked), an object that left the view
+    triggers once (not on every frame it stays away), and ``redetect_gap`` bounds what a
+    flickering object can cost: at most one keyframe every ``redetect_gap`` frames.
+
+    Frames are counted as the tracker counts them (0, 1, 2... over the frames it could
+    decode).
+
+    Args:
+        every: A keyframe every ``every`` frames after the previous one; 0: only the first
+            frame, scene cuts and re-detections.
+        redetect: Object score below which a fall asks for a keyframe, in (0, 1]; None: no
+            re-detection.
+        redetect_gap: Frames at least between the previous keyframe and a re-detection.
+
+    Raises:
+        ValueError: A parameter out of range.
+    """
+
+    def __init__(
+        self, every: int = 10, redetect: float | None = None, redetect_gap: int = 3
+    ) -> None:
+        self.every = non_negative_int(every, "every")
+        self.redetect = None if redetect is None else object_score(redetect, "redetect")
+        self.redetect_gap = positive_int(redetect_gap, "redetect_gap")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the video: the next frame is a first frame."""
+        self._last: int | None = None
+        self._armed: dict[int, bool] = {}
+        self._fell = False
+
+    def decide(self, step: int, scene_cut: bool = False) -> str | None:
+        """Why frame ``step`` is a keyframe (``"first"``, ``"scene_cut"``, ``"every"``,
+        ``"redetect"``), or None; a keyframe is remembered as the previous one."""
+        last = self._last
+        if last is None:
+            reason: str | None = FIRST
+        elif scene_cut:
+            reason = SCENE_CUT
+        elif self.every and step - last >= self.every:
+            reason = EVERY
+        elif self._fell and step - last >= self.redetect_gap:
+            reason = REDETECT
+        else:
+            reason = None
+        if reason is not None:
+            self._last = step
+            self._fell = False
+        return reason
+
+    def observe(self, scores: Mapping[int, float], keyframe: bool) -> None:
+        """The object scores of the live objects on the frame just decided (objects not in
+        ``scores`` are forgotten)."""
+        if self.redetect is None:
+            return
+        armed = {}
+        for obj, score in scores.items():
+            up = float(score) >= self.redetect
+            if not up and not keyframe and self._armed.get(obj, False):
+                self._fell = True
+            armed[obj] = up
+        self._armed = armed
+
+    def info(self) -> dict[str, Any]:
+        """The policy as recorded in ``tracks.json`` ``info.keyframes``."""
+        out: dict[str, Any] = {"every": self.every}
+        if self.redetect is not None:
+            out["redetect"] = self.redetect
+            out["redetect_gap"] = self.redetect_gap
+        return out

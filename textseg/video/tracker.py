@@ -5,7 +5,9 @@ prompter, the SAM core, the labeler, de-duplication) on keyframes, and a
 :class:`~textseg.video.propagator.MaskPropagator` (SAM 2's memory) on every frame:
 
 1. every frame: the live tracks are propagated to it;
-2. on a keyframe (the first frame, every ``every`` frames, and a scene cut): the pipeline finds
+2. on a keyframe (the first frame, every ``every`` frames, a scene cut and, with ``redetect``,
+   the frame after a tracked object's SAM 2 score fell: :class:`~textseg.video.keyframes.
+   KeyframePolicy`): the pipeline finds
    the instances; each is matched to the live track whose propagated mask overlaps it most
    (mask IoU at least ``match_iou``, greedy, best pairs first). A matched detection votes for
    its track's class. A detection that matches no track and is not the same object as one
@@ -40,7 +42,13 @@ from textseg.io.rle import CompactMasks
 from textseg.masks import masks_to_boxes
 from textseg.validators import non_negative_int
 from textseg.video.bookkeeping import TrackBook
-from textseg.video.keyframes import KeyframeSegmenter, SharesEmbedding, keyframe_segmenter
+from textseg.video.keyframes import (
+    REDETECT,
+    KeyframePolicy,
+    KeyframeSegmenter,
+    SharesEmbedding,
+    keyframe_segmenter,
+)
 from textseg.video.propagator import MaskPropagator
 from textseg.video.sources import Frame, VideoInput, VideoSource, open_video
 from textseg.vocab import UNKNOWN, ClassesInput, Vocabulary
@@ -68,6 +76,8 @@ class FrameResult:
         image_size: ``(H, W)``.
         keyframe: The pipeline ran on this frame.
         scene_cut: A scene cut was detected on this frame.
+        redetect: The frame is a keyframe because a tracked object's score fell on an
+            earlier frame (``Tracker(redetect=...)``).
         new_tracks: Ids of the tracks that started on this frame.
         ended_tracks: Ids of the tracks that ended on this frame (not in its detections).
         error: Why the frame was skipped (it could not be decoded); None for a tracked frame.
@@ -82,6 +92,7 @@ class FrameResult:
     image_size: tuple[int, int]
     keyframe: bool = False
     scene_cut: bool = False
+    redetect: bool = False
     new_tracks: tuple[int, ...] = ()
     ended_tracks: tuple[int, ...] = ()
     error: str | None = None
@@ -226,6 +237,10 @@ class Tracker:
             ``propagator()``, SAM 2 over its SAM core).
         every: Run the pipeline every ``every`` frames (besides the first frame and scene
             cuts); 0 runs it only there.
+        redetect: Also run it on the frame after a tracked object's SAM 2 object score fell
+            below this (in (0, 1]; see :class:`~textseg.video.keyframes.KeyframePolicy`);
+            None: never.
+        redetect_gap: Frames at least between a keyframe and a re-detection.
         scene_cut: Histogram distance threshold of :class:`SceneCutDetector`; None disables
             cut detection.
         match_iou: Mask IoU at least which a detection continues a live track.
@@ -251,6 +266,8 @@ class Tracker:
         propagator: MaskPropagator | None = None,
         *,
         every: int = 10,
+        redetect: float | None = None,
+        redetect_gap: int = 3,
         scene_cut: float | None = 0.5,
         match_iou: float = 0.5,
         contain: float = 0.8,
@@ -259,7 +276,7 @@ class Tracker:
         duplicate_iou: float = 0.8,
         min_area: int = 0,
     ) -> None:
-        every = non_negative_int(every, "every")
+        self.policy = KeyframePolicy(every, redetect, redetect_gap)
         self.book = TrackBook(
             match_iou=match_iou,
             contain=contain,
@@ -276,9 +293,9 @@ class Tracker:
                     f"with; give a propagator (e.g. Sam2Propagator(core))"
                 )
             propagator = segmenter.propagator()
+        self.scene_cut = scene_cut
         self.segmenter = segmenter
         self.propagator = propagator
-        self.every = every
         self.min_area = non_negative_int(min_area, "min_area")
 
     def track(
@@ -315,29 +332,40 @@ class Tracker:
         source = open_video(video, start=start, end=end)
         self.propagator.reset()
         self.book.reset()
+        self.policy.reset()
         if self.cuts is not None:
             self.cuts.reset()
-        since_key = 0
         good = 0
         for item in checked_frames(source, start):
             if isinstance(item, FrameResult):
                 yield item
                 continue
-            result = self._step(item, good, since_key, vocab)
+            result = self._step(item, good, vocab)
             if with_images:
                 result.image = item.image
-            since_key = 0 if result.keyframe else since_key + 1
             good += 1
             yield result
 
-    def _step(self, frame: Frame, step: int, since_key: int, vocab: Vocabulary) -> FrameResult:
+    @property
+    def every(self) -> int:
+        """The keyframe interval (the policy's ``every``)."""
+        return self.policy.every
+
+    def keyframe_info(self) -> dict[str, Any]:
+        """The keyframe policy, as recorded in ``tracks.json`` ``info.keyframes``: ``every``,
+        ``scene_cut`` (the threshold, None when off) and, when on, ``redetect`` and
+        ``redetect_gap``."""
+        return {**self.policy.info(), "scene_cut": self.scene_cut}
+
+    def _step(self, frame: Frame, step: int, vocab: Vocabulary) -> FrameResult:
         start = time.perf_counter()
         image = frame.image
         if image is None:
             raise ValueError(f"frame {frame.index}: no image to track")
         h, w = image.shape[:2]
         cut = self.cuts(image) if self.cuts is not None else False
-        keyframe = step == 0 or cut or (self.every > 0 and since_key + 1 >= self.every)
+        reason = self.policy.decide(step, bool(cut))
+        keyframe = reason is not None
         timings = {"detect": 0.0, "propagate": 0.0, "match": 0.0}
         found = None
         embedding = None
@@ -366,12 +394,14 @@ class Tracker:
         gone = [i for i in update.ended if i in masks]
         if gone:
             self.propagator.remove(gone)
+        self.policy.observe({i: s for i, s in scores.items() if i not in ended}, keyframe)
         timings["match"] = _ms(t)
 
         report = [i for i in update.visible if masks[i].sum() > max(0, self.min_area - 1)]
         result = self._result(frame, (h, w), report, masks, scores, vocab)
         result.keyframe = keyframe
         result.scene_cut = bool(cut)
+        result.redetect = reason == REDETECT
         result.new_tracks = update.births
         result.ended_tracks = update.ended
         timings["total"] = _ms(start)

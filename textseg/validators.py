@@ -24,6 +24,7 @@ __all__ = [
     "non_negative_int",
     "non_negative_number",
     "optional_positive_int",
+    "positive_fraction",
     "positive_int",
     "positive_number",
     "unit_interval",
@@ -107,6 +108,14 @@ def unit_interval(value: Any, name: str, *, open_right: bool = False) -> float:
     number = float(value)
     if not (0.0 <= number < 1.0 if open_right else 0.0 <= number <= 1.0):
         raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+    return number
+
+
+def positive_fraction(value: Any, name: str) -> float:
+    """``value`` as a float in ``(0, 1]`` (a threshold that 0 would make never trigger)."""
+    number = unit_interval(value, name)
+    if number == 0.0:
+        raise ValueError(f"{name}: expected a number in (0, 1], got {value!r}")
     return number
 
 

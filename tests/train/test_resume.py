@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,9 @@ _PROCESSES.set_forkserver_preload(
 )
 
 
+_REPO = str(Path(__file__).resolve().parents[2])
+
+
 def _killed_child(point: str, train, args: tuple, kwargs: dict) -> None:
     os.environ[KILL_ENV] = point
     torch.set_num_threads(1)
@@ -58,6 +62,11 @@ def _killed_child(point: str, train, args: tuple, kwargs: dict) -> None:
 def killed_at(point: str, train, *args, **kwargs) -> int:
     """Run ``train(*args, **kwargs)`` in a child process killed right after the write
     ``point``; returns its exit code (137: killed there; 0: it never made that write)."""
+    # The child unpickles ``_killed_child`` by its module name (``tests.train.test_resume``):
+    # the repository root must be on the sys.path the child is prepared with, whatever the
+    # working directory is when the fork server starts (a relative '' entry is not enough).
+    if _REPO not in sys.path:
+        sys.path.append(_REPO)
     child = _PROCESSES.Process(target=_killed_child, args=(point, train, args, kwargs))
     child.start()
     child.join()

@@ -222,7 +222,7 @@ def test_policy_info_and_bad_options():
         "scene_cut": 0.5,
     }
     for kwargs, error, match in (
-        (dict(redetect=0), ValueError, "redetect: expected an object score in"),
+        (dict(redetect=0), ValueError, r"redetect: expected a number in \(0, 1\]"),
         (dict(redetect=1.5), ValueError, r"redetect: expected a number in \[0, 1\]"),
         (dict(redetect="high"), TypeError, "redetect"),
         (dict(redetect=0.5, redetect_gap=0), ValueError, "redetect_gap"),

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from textseg.cli._common import CliError, add_pipeline_args, arg_type, build_segmenter, vocabulary
-from textseg.validators import non_negative_int, positive_int
-from textseg.video.keyframes import object_score
+from textseg.validators import non_negative_int, positive_fraction, positive_int
 
 __all__ = ["DEFAULT_SAM", "add_parser", "models", "run", "run_video_eval"]
 
@@ -71,7 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--redetect",
-        type=arg_type(object_score, float),
+        type=arg_type(positive_fraction, float),
         default=None,
         metavar="S",
         help="also run it on the frame after a tracked object's SAM 2 object score fell below "

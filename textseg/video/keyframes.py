@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from textseg.validators import non_negative_int, positive_int, unit_interval
+from textseg.validators import non_negative_int, positive_fraction, positive_int
 
 if TYPE_CHECKING:
     from textseg.sam.cache import ImageEmbedding
@@ -32,7 +32,6 @@ __all__ = [
     "PipelineKeyframes",
     "SharesEmbedding",
     "keyframe_segmenter",
-    "object_score",
 ]
 
 
@@ -122,14 +121,6 @@ def keyframe_segmenter(segmenter: Any) -> Any:
     return segmenter
 
 
-def object_score(value: Any, name: str) -> float:
-    """``value`` as an object score threshold in (0, 1] (0 would never trigger)."""
-    score = unit_interval(value, name)
-    if score == 0.0:
-        raise ValueError(f"{name}: expected an object score in (0, 1], got {value!r}")
-    return score
-
-
 #: Why a frame is a keyframe (:attr:`KeyframePolicy.decide`'s answers).
 FIRST, SCENE_CUT, EVERY, REDETECT = "first", "scene_cut", "every", "redetect"
 
@@ -173,7 +164,7 @@ class KeyframePolicy:
         self, every: int = 10, redetect: float | None = None, redetect_gap: int = 3
     ) -> None:
         self.every = non_negative_int(every, "every")
-        self.redetect = None if redetect is None else object_score(redetect, "redetect")
+        self.redetect = None if redetect is None else positive_fraction(redetect, "redetect")
         self.redetect_gap = positive_int(redetect_gap, "redetect_gap")
         self.reset()
 

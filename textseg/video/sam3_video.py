@@ -212,6 +212,11 @@ class Sam3VideoTracker:
         self.processor.add_text_prompt(session, list(vocab.prompts))
         return session
 
+    def keyframe_info(self) -> dict[str, Any]:
+        """The keyframe policy, as ``tracks.json`` ``info.keyframes`` records it (the same keys
+        as :meth:`textseg.video.Tracker.keyframe_info`): SAM 3 detects on every frame."""
+        return {"every": 1, "scene_cut": None}
+
     def track(
         self,
         video: VideoInput,

@@ -187,33 +187,21 @@ class Sam2Propagator:
         return [] if self._session is None else list(self._session.obj_ids)
 
     def memory_bytes(self) -> int:
-        """Bytes of tensors the session holds (frames, features, per-object memories)."""
-        if self._session is None:
-            return 0
-        seen: set[int] = set()
-        total = 0
-
-        def visit(value: Any) -> None:
-            nonlocal total
-            if isinstance(value, torch.Tensor):
-                key = value.untyped_storage().data_ptr()
-                if key not in seen:
-                    seen.add(key)
-                    total += value.untyped_storage().nbytes()
-            elif isinstance(value, dict):
-                for v in value.values():
-                    visit(v)
-            elif isinstance(value, (list, tuple)):
-                for v in value:
-                    visit(v)
+        """Bytes of tensors the session holds (frames, features, per-object memories), each
+        storage once."""
+        from textseg.sam.cache import held_storages
 
         s = self._session
-        visit(s.processed_frames or {})
-        visit(s.cache._vision_features)
-        visit(s.output_dict_per_obj)
-        visit(s.point_inputs_per_obj)
-        visit(s.mask_inputs_per_obj)
-        return total
+        if s is None:
+            return 0
+        held = [
+            s.processed_frames or {},
+            s.cache._vision_features,
+            s.output_dict_per_obj,
+            s.point_inputs_per_obj,
+            s.mask_inputs_per_obj,
+        ]
+        return sum(held_storages(held).values())
 
     def _start(self, height: int, width: int) -> None:
         device = self.sam.device

@@ -92,29 +92,17 @@ def _processor(net: Sam3Net) -> Any:
 
 def session_bytes(session: Any) -> int:
     """Bytes of the tensors a SAM 3 video session holds (frames, features, objects' outputs):
-    what grows when a session is not pruned."""
-    seen: set[int] = set()
-    total = 0
+    what grows when a session is not pruned. Each storage counts once."""
+    from textseg.sam.cache import held_storages
 
-    def walk(value: Any) -> None:
-        nonlocal total
-        if isinstance(value, torch.Tensor):
-            if id(value) not in seen:
-                seen.add(id(value))
-                total += value.numel() * value.element_size()
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, (list, tuple, set)):
-            for v in value:
-                walk(v)
-
-    walk(session.processed_frames or {})
-    walk(session.cache._vision_features)
-    walk(session.output_dict_per_obj)
-    walk(session.mask_inputs_per_obj)
-    walk(session.obj_id_to_last_occluded)
-    return total
+    held = [
+        session.processed_frames or {},
+        session.cache._vision_features,
+        session.output_dict_per_obj,
+        session.mask_inputs_per_obj,
+        session.obj_id_to_last_occluded,
+    ]
+    return sum(held_storages(held).values())
 
 
 class Sam3VideoTracker:

@@ -28,4 +28,11 @@ def test_two_setup_commands():
 def test_short_and_in_a_newcomer_s_order():
     assert len(README.splitlines()) <= 120
     headings = re.findall(r"^## (.+)$", README, re.M)
-    assert headings == ["Set up and run", "Quick start", "Presets", "Weights", "Performance", "Read on"]
+    assert headings == [
+        "Set up and run",
+        "Quick start",
+        "Presets",
+        "Weights",
+        "Performance",
+        "Read on",
+    ]

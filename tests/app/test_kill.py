@@ -23,6 +23,7 @@ from textseg.app import EXPORT_DIR, AnnotationSession
 from textseg.io.coco import load_coco
 from textseg.io.folder import read_manifest
 
+from .._limits import HANG_S
 from .app_writes import BOXES, Squares, square_masks
 from .conftest import IMAGES
 
@@ -63,7 +64,7 @@ def _run_child(ctx, folder: Path, out: Path, kill: str | None) -> int:
         },
     )
     child.start()
-    child.join(timeout=600)
+    child.join(timeout=HANG_S)
     return child.exitcode
 
 

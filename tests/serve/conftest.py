@@ -20,6 +20,8 @@ from PIL import Image
 
 from textseg.vocab import Vocabulary
 
+from .._limits import HANG_S
+
 PRESET = "grounded-sam"
 
 
@@ -51,7 +53,7 @@ class Gate:
         self.opened.set()
 
 
-def wait_for(condition: Any, limit_s: float = 600.0) -> None:
+def wait_for(condition: Any, limit_s: float = HANG_S) -> None:
     """Poll a state of the server until ``condition()`` (the number of polls does not matter;
     ``limit_s`` only turns a state never reached into a failure instead of a hang)."""
     tick = threading.Event()

@@ -16,10 +16,12 @@ from PIL import Image
 from textseg.io.rle import decode_masks
 from textseg.serve._store import image_id
 
+from .._limits import HANG_S
+
 
 @pytest.fixture(scope="module")
 def client(served: Any) -> httpx.Client:
-    with httpx.Client(base_url=served.url, timeout=600) as c:
+    with httpx.Client(base_url=served.url, timeout=HANG_S) as c:
         yield c
 
 
@@ -244,7 +246,7 @@ def test_token_required_except_health(kit: Any, segmenter: Any) -> None:
 
     with BatchingService(segmenter, name="t") as service:
         app = create_app(service, token="s3cret")  # the app closes the service on shutdown
-        with kit.LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=600) as c:
+        with kit.LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=HANG_S) as c:
             assert c.get("/health").status_code == 200
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
                 r = c.get("/models", headers=headers)

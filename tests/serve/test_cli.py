@@ -18,6 +18,8 @@ import pytest
 from textseg.cli import _parser, main
 from textseg.cli.serve import spec_from_args
 
+from .._limits import HANG_S
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -70,7 +72,7 @@ def test_command_serves_until_interrupted(kit: Any) -> None:
             files={"image": ("x.png", kit.png(kit.small_image(3)), "image/png")},
             data={"classes": "cat"},
             headers=headers,
-            timeout=600,
+            timeout=HANG_S,
         )
         assert r.status_code == 200, r.text
         assert set(r.json()["counts"]) == {"cat"}

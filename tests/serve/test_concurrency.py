@@ -12,6 +12,8 @@ import numpy as np
 
 from textseg.serve._store import image_id
 
+from .._limits import HANG_S
+
 
 def test_concurrent_clients_batched_each_answered_once(
     kit: Any, served: Any, segmenter: Any
@@ -23,7 +25,7 @@ def test_concurrent_clients_batched_each_answered_once(
     before = service.describe()
 
     def post(image: np.ndarray) -> dict:
-        with httpx.Client(base_url=served.url, timeout=600) as c:
+        with httpx.Client(base_url=served.url, timeout=HANG_S) as c:
             r = c.post(
                 "/segment",
                 files={"image": ("x.png", kit.png(image), "image/png")},
@@ -73,7 +75,7 @@ def test_full_queue_answers_503_with_retry_after(kit: Any, segmenter: Any) -> No
 
     with (
         kit.LiveServer(create_app(service)) as server,
-        httpx.Client(base_url=server.url, timeout=600) as c,
+        httpx.Client(base_url=server.url, timeout=HANG_S) as c,
         ThreadPoolExecutor(2) as pool,
     ):
         try:
@@ -100,7 +102,7 @@ def test_request_timeout_is_504(kit: Any, segmenter: Any) -> None:
     service = BatchingService(segmenter, name="t", max_batch=1, timeout_s=0.2, on_batch=gate)
     with (
         kit.LiveServer(create_app(service)) as server,
-        httpx.Client(base_url=server.url, timeout=600) as c,
+        httpx.Client(base_url=server.url, timeout=HANG_S) as c,
     ):
         try:
             files = {"image": ("x.png", kit.png(kit.small_image(9)), "image/png")}

@@ -21,6 +21,7 @@ from textseg._image import load_image
 from textseg.serve.labelstudio import LabelStudioAccess, make_router
 from textseg.vocab import Vocabulary
 
+from .._limits import HANG_S
 from .conftest import serve
 
 CONFIG = """<View>
@@ -109,7 +110,7 @@ def test_label_studio_pre_annotates_and_asks_for_clicks(
         data=json.dumps({"task": by_name[FILES[0]], "context": {"result": [keypoint]}}).encode(),
         headers={"Authorization": f"Token {server.token}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=600) as response:
+    with urllib.request.urlopen(request, timeout=HANG_S) as response:
         answer = json.loads(response.read())
     (region,) = answer["data"]["result"]
     assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["bowl"]
@@ -182,12 +183,12 @@ def test_start_training_trains_a_specialist_on_the_annotations(
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=600) as response:
+            with urllib.request.urlopen(request, timeout=HANG_S) as response:
                 assert json.loads(response.read())["status"] == "training"
         except urllib.error.HTTPError as err:
             pytest.fail(f"webhook: {err.code} {err.read().decode()}")
         router.backend.trainer.wait()
-        with urllib.request.urlopen(f"{url}/health", timeout=60) as response:
+        with urllib.request.urlopen(f"{url}/health", timeout=HANG_S) as response:
             health = json.loads(response.read())
         assert health["training"] == "done", health
         run = tmp_path / "work" / "run-1"

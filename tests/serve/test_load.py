@@ -14,6 +14,8 @@ import httpx
 
 from textseg.serve._store import image_id
 
+from .._limits import HANG_S
+
 VOCABULARIES = (["cat", "dog"], ["car"], ["cat", "dog"], ["person", "car", "dog"])
 
 
@@ -39,7 +41,7 @@ def test_every_request_answered_once_with_its_own_answer(kit: Any, served: Any) 
     before = service.describe()
 
     def post(i: int) -> tuple[int, dict]:
-        with httpx.Client(base_url=served.url, timeout=600) as c:
+        with httpx.Client(base_url=served.url, timeout=HANG_S) as c:
             r = c.post(
                 "/segment",
                 files={"image": ("x.png", kit.png(images[i]), "image/png")},
@@ -96,7 +98,7 @@ def test_memory_levels_off_over_repeated_requests(kit: Any, segmenter: Any) -> N
     try:
         with (
             kit.LiveServer(app) as server,
-            httpx.Client(base_url=server.url, timeout=600) as c,
+            httpx.Client(base_url=server.url, timeout=HANG_S) as c,
             ThreadPoolExecutor(4) as pool,
         ):
             burst(c, pool, 0, 12)  # fills the stores, warms every code path

@@ -12,6 +12,8 @@ import pytest
 
 from textseg.cli import main
 
+from .._limits import HANG_S
+
 IMAGE = "000000000009.jpg"
 CLASSES = ["bowl", "broccoli"]
 
@@ -22,7 +24,7 @@ def test_segment_route_equals_cli(served: Any, data_dir: Path, tmp_path: Path) -
     argv = ["segment", str(image), "--preset", "grounded-sam", "--tiny", "--seed", "0"]
     assert main([*argv, *(a for c in CLASSES for a in ("-c", c)), "--out", str(out)]) == 0
     cli = json.loads((out / "annotations.json").read_text())["annotations"]
-    with httpx.Client(base_url=served.url, timeout=600) as c:
+    with httpx.Client(base_url=served.url, timeout=HANG_S) as c:
         r = c.post(
             "/segment",
             files={"image": (IMAGE, image.read_bytes(), "image/jpeg")},

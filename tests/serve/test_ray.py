@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from .._limits import HANG_S
+
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed")
 
 
@@ -48,7 +50,7 @@ def test_ray_serve_answers_segment(kit: Any, segmenter: Any) -> None:
     try:
         run_ray(spec, port=port, blocking=False, replicas=1, cpus_per_replica=1)
         image = kit.small_image(42)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=HANG_S) as c:
             assert c.get("/health").json()["status"] == "UP"
             r = c.post(
                 "/segment",

@@ -249,7 +249,10 @@ def create_app(
 
     async def _image(params: dict[str, Any], upload: bytes | None, allow_id: bool) -> Any:
         read = inputs.read_image
-        source = await run_in_threadpool(read, params, upload, limits, allow_id=allow_id)
+        if upload is None and params.get("image_id") is not None:  # no I/O: no thread hop
+            source = read(params, upload, limits, allow_id=allow_id)
+        else:
+            source = await run_in_threadpool(read, params, upload, limits, allow_id=allow_id)
         if source.image_id is not None:
             array = store.get(source.image_id)
             if array is None:
@@ -259,7 +262,7 @@ def create_app(
                     f"{source.image_id!r} (unknown or expired); send the image again",
                 )
             return source.image_id, array
-        return store.put_image(source.array), source.array
+        return await run_in_threadpool(store.put_image, source.array), source.array
 
     async def _segment(request: Request) -> tuple[str, Any, list[str], float, str]:
         start = time.perf_counter()
@@ -322,10 +325,13 @@ def create_app(
         if not any(k in prompt for k in ("points", "box", "mask_input")):
             raise HttpError(400, "click: expected points (+ labels), box or mask_id, got none")
         key, image = await _image(params, upload, allow_id=True)
-        encoded = getattr(service, "is_encoded", None)
-        cached = await run_in_threadpool(encoded, image) if callable(encoded) else None
-        dets = await run_in_threadpool(lambda: service.click(image, **prompt))
-        instances = await run_in_threadpool(click_instances, dets, masks)
+
+        def answer() -> tuple[Any, list[dict[str, Any]]]:  # one thread hop: clicks are short
+            dets = service.click(image, **prompt)
+            return dets, click_instances(dets, masks)
+
+        dets, instances = await run_in_threadpool(answer)
+        cached = dets.metadata.get("cached")
         logits = dets.data.get("low_res_logits")
         if logits is not None:
             for item, low_res in zip(instances, logits):

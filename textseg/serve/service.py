@@ -319,12 +319,6 @@ class BatchingService:
             )
         return sam
 
-    def is_encoded(self, image: np.ndarray) -> bool:
-        """Whether ``image`` ((H, W, 3) uint8 RGB) is in the SAM core's embedding cache now."""
-        sam = self._sam()
-        with self._lock:
-            return image_key(image, sam.model_id, sam.image_size) in sam.cache
-
     def click(
         self,
         image: np.ndarray,
@@ -348,12 +342,16 @@ class BatchingService:
 
         Returns:
             ``sv.Detections`` with ``mask`` (M, H, W) bool, ``xyxy``, ``confidence`` (SAM's
-            predicted IoU) and ``data["low_res_logits"]`` (M, 256, 256) float32; M = 1 or 3.
+            predicted IoU) and ``data["low_res_logits"]`` (M, 256, 256) float32; M = 1 or 3;
+            ``metadata["cached"]``: whether the image's embedding was already cached.
         """
         sam = self._sam()
         with self._lock:
+            # A cached image is hashed once per click: the decode takes the embedding found.
+            key = image_key(image, sam.model_id, sam.image_size)
+            cached = key in sam.cache
             dets = sam.predict(
-                image,
+                sam.cache.get(key) if cached else image,
                 points=None if points is None else np.asarray(points, np.float32)[None],
                 point_labels=None if point_labels is None else np.asarray(point_labels)[None],
                 boxes=None if box is None else np.asarray(box, np.float32).reshape(1, 4),
@@ -363,7 +361,9 @@ class BatchingService:
                 return_logits=True,
             )
         order = np.argsort(-np.asarray(dets.confidence), kind="stable")
-        return dets[order]
+        dets = dets[order]
+        dets.metadata["cached"] = cached
+        return dets
 
     # ------------------------------------------------------------------ the rest
     def describe(self) -> dict[str, Any]:

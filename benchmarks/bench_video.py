@@ -2,6 +2,7 @@
 
     python benchmarks/bench_video.py [--parts a,b,c] [--frames 10] [--objects 4] [--every 5]
         [--sam sam2.1-hiera-tiny] [--scaling 1,8,32] [--scaling-frames 3] [--memory-frames 2]
+        [--memory-stride 2]
         [--rss 100,1000,5000] [--rss-bare 100,1000]
 
 All in one run, on the same random weights (the published checkpoints cannot be downloaded
@@ -22,10 +23,10 @@ here) and the same clip, a camera panning over a coco-dev photo
     ``Sam2Propagator`` (all objects in one batched step) and the official
     ``SAM2VideoPredictor.propagate_in_video`` (one object at a time), same weights, same
     (JPEG-decoded) frames, objects added on frame 0 from random boxes; the masks' IoU against
-    the official ones, the cost of each extra object for both, and the opt-in
-    ``memory_frames`` (``--memory-frames N``, ``--memory-frames-objects``,
-    ``--memory-frames-frames``) timed once the memory window is full, with its masks' IoU
-    against the exact path.
+    the official ones, the cost of each extra object for both, and the opt-in trades
+    ``memory_frames`` (``--memory-frames N``) and ``memory_stride`` (``--memory-stride S``),
+    alone and together (``--memory-frames-objects``, ``--memory-frames-frames``), timed once the
+    memory window is full, with their masks' IoU against the exact path.
 (c) **Peak RSS over long videos** (``--rss``, synthetic 256x256 frames, the tiny SAM 2 so that
     5,000 frames run in minutes; the memory logic is the same at every size): each length in a
     fresh process; textseg's tracker (one object) vs transformers' own streaming loop
@@ -442,39 +443,51 @@ def part_b(args: argparse.Namespace, folder: Path) -> str:
             )
             + "\n"
         )
-    if args.memory_frames is not None:
-        print(text, flush=True)  # the opt-in row takes longer (a full memory window)
+    if args.memory_frames is not None or args.memory_stride is not None:
+        print(text, flush=True)  # the opt-in rows take longer (a full memory window)
         text = _memory_frames_row(args, core, frames, rng, h, w)
     return text
 
 
 def _memory_frames_row(args, core, frames, rng, h, w) -> str:
-    """The opt-in trade: fewer memory frames, timed once the memory window is full."""
+    """The opt-in trades (fewer memory frames, memory at reduced resolution, both), timed once
+    the memory window is full, each against the exact path on the same frames and objects."""
     n = args.memory_frames_objects
     masks = _boxes_to_masks(rng, n, h, w)
     full = int(core.backend.model.config.num_maskmem)  # frame from which all memories exist
     timed = min(full, len(frames) - 1)
     exact, exact_masks = _ours(core, frames, masks, timed_from=timed)
     gc.collect()
-    fewer, fewer_masks = _ours(
-        core, frames, masks, timed_from=timed, memory_frames=args.memory_frames
-    )
-    gc.collect()
-    return (
-        f"opt-in --memory-frames {args.memory_frames}, {n} objects, {len(frames) - 1} frames, "
-        f"timed from frame {timed} (memory window full)\n\n"
-        + table(
-            ("textseg", "ms/frame", "speed-up", "mask IoU vs exact path (mean, min)"),
-            [
-                ("exact (6 memory frames)", f"{exact * 1e3:.0f}", "1.00x", "1.0000"),
-                (
-                    f"memory_frames={args.memory_frames}",
-                    f"{fewer * 1e3:.0f}",
-                    f"{exact / fewer:.2f}x",
-                    _agreement(fewer_masks, exact_masks),
-                ),
-            ],
+    trades = []
+    if args.memory_frames is not None:
+        trades.append({"memory_frames": args.memory_frames})
+    if args.memory_stride is not None:
+        trades.append({"memory_stride": args.memory_stride})
+    if len(trades) == 2:
+        trades.append({**trades[0], **trades[1]})
+    rows = [
+        (
+            f"exact ({full - 1} memory frames, full resolution)",
+            f"{exact * 1e3:.0f}",
+            "1.00x",
+            "1.0000",
         )
+    ]
+    for options in trades:
+        took, got = _ours(core, frames, masks, timed_from=timed, **options)
+        gc.collect()
+        rows.append(
+            (
+                ", ".join(f"{k}={v}" for k, v in options.items()),
+                f"{took * 1e3:.0f}",
+                f"{exact / took:.2f}x",
+                _agreement(got, exact_masks),
+            )
+        )
+    return (
+        f"opt-in trades (--memory-frames, --memory-stride), {n} objects, {len(frames) - 1} "
+        f"frames, timed from frame {timed} (memory window full)\n\n"
+        + table(("textseg", "ms/frame", "speed-up", "mask IoU vs exact path (mean, min)"), rows)
         + "\n"
     )
 
@@ -616,6 +629,7 @@ def main() -> None:
     p.add_argument("--scaling", type=_ints, default=[1, 8, 32])
     p.add_argument("--scaling-frames", type=int, default=3)
     p.add_argument("--memory-frames", type=int, default=2, help="opt-in row (-1: none)")
+    p.add_argument("--memory-stride", type=int, default=2, help="opt-in row (-1: none)")
     p.add_argument("--memory-frames-objects", type=int, default=1)
     p.add_argument("--memory-frames-frames", type=int, default=8)
     p.add_argument("--rss", type=_ints, default=[100, 1000, 5000])
@@ -625,6 +639,8 @@ def main() -> None:
     args = p.parse_args()
     if args.memory_frames is not None and args.memory_frames < 0:
         args.memory_frames = None
+    if args.memory_stride is not None and args.memory_stride < 0:
+        args.memory_stride = None
     if args.rss_child is not None:
         rss_child(args.rss_child, args.rss_mode)
         return

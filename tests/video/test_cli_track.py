@@ -119,9 +119,9 @@ def test_tiny_run_with_a_corrupt_frame(pan, tmp_path, capsys):
     assert "3 frames tracked, 1 skipped" in captured.out
 
 
-def test_memory_frames_reaches_the_propagator_and_is_recorded(pan, tmp_path, monkeypatch):
-    """--memory-frames N (an opt-in trade) is given to SAM 2's propagator and written in
-    tracks.json's info.models; without it nothing is recorded (the exact path)."""
+def test_memory_trades_reach_the_propagator_and_are_recorded(pan, tmp_path, monkeypatch):
+    """--memory-frames N and --memory-stride S (opt-in trades) are given to SAM 2's propagator
+    and written in tracks.json's info.models; without them nothing is recorded (exact)."""
     from textseg.cli import track
 
     built = []
@@ -133,14 +133,15 @@ def test_memory_frames_reaches_the_propagator_and_is_recorded(pan, tmp_path, mon
 
     monkeypatch.setattr(track, "_propagator", spy)
     frames = pan.write_frames(tmp_path / "frames")
-    for extra, out in ((["--memory-frames", "2"], "a"), ([], "b")):
+    for extra, out in ((["--memory-frames", "2", "--memory-stride", "2"], "a"), ([], "b")):
         argv = ["track", str(frames), "-c", "truck", "--tiny", "--every", "0", "--end", "3"]
         code = main([*argv, *extra, "--out", str(tmp_path / out), "--no-video", "--no-progress"])
         assert code == 0
-    assert [p.memory_frames for p in built] == [2, 6]
+    assert [(p.memory_frames, p.memory_stride) for p in built] == [(2, 2), (6, 1)]
     info = [json.loads((tmp_path / o / "tracks.json").read_text())["info"] for o in "ab"]
     assert info[0]["models"]["memory_frames"] == 2
-    assert "memory_frames" not in info[1]["models"]
+    assert info[0]["models"]["memory_stride"] == 2
+    assert not {"memory_frames", "memory_stride"} & set(info[1]["models"])
 
 
 @pytest.mark.parametrize(
@@ -157,6 +158,11 @@ def test_memory_frames_reaches_the_propagator_and_is_recorded(pan, tmp_path, mon
             "frames",
             ["frames", "-c", "car", "--tiny", "--memory-frames", "7"],
             "memory_frames: expected at most 6",
+        ),
+        (
+            "frames",
+            ["frames", "-c", "car", "--tiny", "--preset", "sam3", "--memory-stride", "2"],
+            "--memory-stride: expected SAM 2 propagation",
         ),
     ],
 )

@@ -8,6 +8,8 @@ official checkpoint and loaded through textseg's registry (converter, strict loa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -185,3 +187,73 @@ def test_edgetam_keeps_its_loop_and_refuses_fewer_memories(edgetam_core):
     assert Sam2Propagator(edgetam_core)._batched is False
     with pytest.raises(ValueError, match="EdgeTAM reads all"):
         Sam2Propagator(edgetam_core, memory_frames=2)
+
+
+# ---------------------------------------------------------------------- memory_stride (a trade)
+def test_pool_averages_the_cells_a_border_cell_what_it_holds():
+    from textseg.video.sam2_step import _pool
+
+    grid = torch.arange(15.0).reshape(3, 5)  # a 3 x 5 grid, one channel
+    tokens = torch.stack([grid.flatten(), -grid.flatten()], dim=1)  # (15, 2)
+    pooled = _pool(tokens, (3, 5), 2)
+    expected = [grid[r : r + 2, c : c + 2].mean() for r in range(0, 3, 2) for c in range(0, 5, 2)]
+    torch.testing.assert_close(pooled[:, 0], torch.stack(expected))
+    torch.testing.assert_close(pooled[:, 1], -torch.stack(expected))
+    assert _pool(tokens, (3, 5), 1) is tokens
+
+
+def test_a_pooled_key_weighs_as_the_tokens_it_stands_for():
+    """The log(s*s) bias on a key is the same attention as that key repeated s*s times."""
+    from textseg.video.sam2_step import Sam2Step
+
+    class Attn:
+        num_attention_heads, scaling = 2, 0.25
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, n, 8, generator=g) for n in (5, 4, 4))
+    bias = torch.tensor([math.log(4.0)] * 2 + [0.0] * 2)  # 2 pooled tokens, 2 pointers
+    pooled = Sam2Step._attend(Attn, q, k, v, bias)
+    repeat = torch.tensor([0] * 4 + [1] * 4 + [2, 3])
+    assert torch.allclose(pooled, Sam2Step._attend(Attn, q, k[:, repeat], v[:, repeat]), atol=1e-6)
+
+
+def test_memory_stride_reads_fewer_memory_tokens(sam2_core, edgetam_core, pan, monkeypatch):
+    """memory_stride=2 reads each memory at half resolution (the pointers as they are); the
+    default is exact; bad values and EdgeTAM are refused."""
+    from textseg.video.sam2_step import Sam2Step
+
+    with pytest.raises(ValueError, match="memory_stride: expected a positive integer"):
+        Sam2Propagator(sam2_core, memory_stride=0)
+    with pytest.raises(ValueError, match="memory_stride: EdgeTAM"):
+        Sam2Propagator(edgetam_core, memory_stride=2)
+    assert Sam2Propagator(sam2_core).memory_stride == 1
+
+    read: list[int] = []
+    attend = Sam2Step._attend
+
+    def spy(attn, q, k, v, bias=None):
+        if k.shape[1] != q.shape[1]:  # the cross-attention (self-attention: tokens == queries)
+            read.append(k.shape[1])
+        return attend(attn, q, k, v, bias)
+
+    monkeypatch.setattr(Sam2Step, "_attend", staticmethod(spy))
+    frames = [pan.frame(t) for t in range(3)]
+    h, w = frames[0].shape[:2]
+    got = {}
+    for stride in (1, 2):
+        read.clear()
+        propagator = Sam2Propagator(sam2_core, memory_stride=stride)
+        for t, frame in enumerate(frames):
+            out = propagator.propagate(t, frame)
+            if t == 0:
+                propagator.add(0, [1, 2], _masks(2, h, w, seed=5))
+        got[stride] = list(read)
+        assert out.masks.shape == (2, h, w) and out.ids.tolist() == [1, 2]
+    gh, gw = sam2_core.backend.model.backbone_feature_sizes[-1]
+    layers = len(sam2_core.backend.model.memory_attention.layers)
+    pooled = -(-gh // 2) * -(-gw // 2)
+    # frame 1: the conditioning memory + 1 pointer; frame 2: + one past memory, 2 pointers
+    splits = sam2_core.backend.model.hidden_dim // sam2_core.backend.model.mem_dim
+    exact = [gh * gw + splits] * layers + [2 * gh * gw + 2 * splits] * layers
+    assert got[1] == exact
+    assert got[2] == [pooled + splits] * layers + [2 * pooled + 2 * splits] * layers

@@ -106,6 +106,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="past mask memories SAM 2 reads per object (default: all 6, exact); fewer is "
         "faster and changes the masks (recorded in tracks.json)",
     )
+    p.add_argument(
+        "--memory-stride",
+        type=arg_type(positive_int),
+        default=None,
+        metavar="S",
+        help="read SAM 2's mask memories at 1/S resolution (default 1, exact); 2 is faster and "
+        "changes the masks (recorded in tracks.json)",
+    )
     p.add_argument("--start", default=None, help="first frame: index (120) or seconds (4.5s)")
     p.add_argument("--end", default=None, help="stop before this frame: index or seconds")
     p.add_argument(
@@ -148,9 +156,12 @@ def _propagator(args: argparse.Namespace, segmenter: Any) -> Any:
 
     from textseg.video import Sam2Propagator
 
-    memory_frames = getattr(args, "memory_frames", None)
+    trades = {
+        "memory_frames": getattr(args, "memory_frames", None),
+        "memory_stride": getattr(args, "memory_stride", None) or 1,
+    }
     if getattr(segmenter, "sam", None) is not None:
-        return Sam2Propagator(segmenter.sam, memory_frames=memory_frames)
+        return Sam2Propagator(segmenter.sam, **trades)
     from textseg._registry import test_variant
     from textseg.sam import SamCore
 
@@ -158,7 +169,7 @@ def _propagator(args: argparse.Namespace, segmenter: Any) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         core = SamCore(test_variant(name) if args.tiny else name, device=args.device)
-    return Sam2Propagator(core, memory_frames=memory_frames)
+    return Sam2Propagator(core, **trades)
 
 
 #: The preset tracked by SAM 3's own video model (detector and tracker in one session) rather
@@ -234,8 +245,9 @@ def models(args: argparse.Namespace) -> dict[str, Any]:
         if preset.labeler or preset.selector or preset.prompter.startswith("clip"):
             out["clip"] = name(args.clip or preset.clip)
     out["propagator"] = f"sam2:{sam}"
-    if getattr(args, "memory_frames", None) is not None:
-        out["memory_frames"] = args.memory_frames  # an opt-in trade: not SAM 2's exact masks
+    for trade in ("memory_frames", "memory_stride"):  # opt-in trades: not SAM 2's exact masks
+        if getattr(args, trade, None) is not None:
+            out[trade] = getattr(args, trade)
     return out
 
 
@@ -286,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     Exit status 130 after Ctrl-C: what was tracked until then is written, marked incomplete.
 
     Raises:
-        CliError: No classes, a bad --start/--end.
+        CliError: No classes, a bad --start/--end, a SAM 2 trade with --preset sam3.
         OutputFolderError: --out holds another command's output, or results without
             --overwrite.
         FileNotFoundError, ValueError: Missing or unreadable video, no decodable frame.
@@ -297,6 +309,14 @@ def run(args: argparse.Namespace) -> int:
     from textseg.video import open_video
     from textseg.video.export import OWNED, TrackWriter
 
+    if _sam3_video(args):
+        for flag in ("memory_frames", "memory_stride"):
+            if getattr(args, flag, None) is not None:
+                raise CliError(
+                    f"--{flag.replace('_', '-')}: expected SAM 2 propagation (a preset other "
+                    f"than {SAM3_VIDEO_PRESET}), got --preset {SAM3_VIDEO_PRESET}, whose video "
+                    f"model reads its own memory"
+                )
     vocab, category_ids = _classes(args)
     probe = open_video(args.video)
     start, end = _range(args, probe)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textseg.validators import non_negative_int
+from textseg.validators import non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from textseg.sam.cache import ImageEmbedding
@@ -119,15 +119,25 @@ class Sam2Propagator:
             frame's: ``num_maskmem - 1`` (6, the default) is SAM 2 exactly; fewer is an opt-in
             trade, faster (the memory attention's cost grows with the memories it reads) with
             masks that differ from SAM 2's.
+        memory_stride: 1 (exact, the default); ``s > 1`` reads each mask memory at ``1/s`` of
+            its resolution (``s * s`` times fewer memory tokens in the memory attention): an
+            opt-in trade, faster, with masks that differ from SAM 2's (see
+            :mod:`textseg.video.sam2_step`).
 
     Raises:
         TypeError: ``sam`` is not over a SAM 2 video model.
         ValueError: ``window`` smaller than the memories the model reads, ``memory_frames`` out
-            of ``0..num_maskmem - 1``, or fewer memory frames asked of EdgeTAM.
+            of ``0..num_maskmem - 1``, ``memory_stride`` not a positive integer, or either
+            trade asked of EdgeTAM.
     """
 
     def __init__(
-        self, sam: SamCore, *, window: int | None = None, memory_frames: int | None = None
+        self,
+        sam: SamCore,
+        *,
+        window: int | None = None,
+        memory_frames: int | None = None,
+        memory_stride: int = 1,
     ) -> None:
         from textseg.video.sam2_step import Sam2Step
 
@@ -153,6 +163,7 @@ class Sam2Propagator:
                 f"{memory_frames}"
             )
         self.memory_frames = memory_frames
+        self.memory_stride = positive_int(memory_stride, "memory_stride")
         module = importlib.import_module(type(self.model).__module__)
         self._session_class = next(
             getattr(module, name) for name in dir(module) if name.endswith("VideoInferenceSession")
@@ -165,10 +176,15 @@ class Sam2Propagator:
                 f"memory_frames: EdgeTAM reads all {most} past memories; fewer is for SAM 2 "
                 f"models (sam2.1-hiera-*), got {memory_frames}"
             )
+        if self._memory_inside and self.memory_stride > 1:
+            raise ValueError(
+                f"memory_stride: EdgeTAM already reads its memories through a resampler; a "
+                f"stride is for SAM 2 models (sam2.1-hiera-*), got {self.memory_stride}"
+            )
         # SAM 2 steps all objects at once; EdgeTAM (memory encoded inside its per-object step)
         # keeps transformers' per-object loop.
         self._batched = not self._memory_inside
-        self._step = Sam2Step(self.model)
+        self._step = Sam2Step(self.model, self.memory_stride)
         self._session: Any = None
         self._size: tuple[int, int] | None = None
         self._frame: int | None = None

@@ -26,10 +26,18 @@ batch dimension:
   (:func:`textseg.sam.modeling.kernels.linear`).
 
 The results equal the per-object loop up to float summation order (logits within ~1e-5).
+
+**Opt-in trade: memory at reduced resolution** (``memory_stride=s``, not exact). Each memory's
+cached keys and values are averaged over ``s x s`` cells of the feature grid (the keys after
+RoPE, so each pooled key is the mean of its cells' rotated keys), and each pooled key's logit
+gets ``log(s * s)``: a pooled token stands for ``s * s`` similar tokens, and keeps their share of
+the softmax against the object pointers. The cross-attention then reads ``s * s`` times fewer
+memory tokens, which is where SAM 2's time per object goes.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -54,6 +62,17 @@ def _rotate_pairwise(x: torch.Tensor) -> torch.Tensor:
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return x * cos + _rotate_pairwise(x) * sin
+
+
+def _pool(x: torch.Tensor, grid: tuple[int, int], stride: int) -> torch.Tensor:
+    """``(HW, C)`` tokens on an ``H x W`` grid averaged over ``stride x stride`` cells
+    (``(ceil(H / s) * ceil(W / s), C)``; cells cut by the border average what they hold)."""
+    if stride == 1:
+        return x
+    h, w = grid
+    image = x.T.reshape(1, -1, h, w)
+    pooled = F.avg_pool2d(image, stride, stride, ceil_mode=True, count_include_pad=False)
+    return pooled.flatten(2)[0].T.contiguous()
 
 
 def _resize(
@@ -114,10 +133,13 @@ class Sam2Step:
 
     Args:
         model: The ``Sam2VideoModel`` (eval mode, no gradients).
+        memory_stride: 1 (exact); ``s > 1`` reads each memory at ``1/s`` resolution (an
+            opt-in trade, see the module docstring).
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, memory_stride: int = 1) -> None:
         self.model = model
+        self.memory_stride = int(memory_stride)
         attention = model.memory_attention
         self._layers = list(attention.layers)
         self._rope_tables: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -143,8 +165,13 @@ class Sam2Step:
             tpos = self.model.memory_temporal_positional_encoding[offset - 1].reshape(1, -1)
             cos, sin = self._tables(like)
             shift = F.linear(tpos.to(like.dtype), proj.weight)
-            self._offset_keys[key] = _rope(shift, cos, sin)
+            self._offset_keys[key] = self._pooled(_rope(shift, cos, sin))
         return self._offset_keys[key]
+
+    def _pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """A memory's ``(HW, C)`` tokens as the cross-attention reads them (``memory_stride``)."""
+        grid = tuple(self.model.backbone_feature_sizes[-1])
+        return _pool(tokens, grid, self.memory_stride)
 
     def _memory_keys(self, stored: dict[str, Any], like: torch.Tensor) -> list[tuple]:
         """Per layer, the memory's cached ``(RoPE(k_proj(memory + pos)), v_proj(memory))``."""
@@ -157,7 +184,7 @@ class Sam2Step:
             for layer in self._layers:
                 attn = layer.cross_attn_image
                 keys = _rope(linear(attn.k_proj, keyed), cos, sin)
-                cached.append((keys, linear(attn.v_proj, memory)))
+                cached.append((self._pooled(keys), self._pooled(linear(attn.v_proj, memory))))
             stored[_KEYS] = cached
         return cached
 
@@ -173,14 +200,24 @@ class Sam2Step:
         return x + linear(attn.o_proj, out)
 
     @staticmethod
-    def _attend(attn: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Multi-head attention of ``(B, N, C)`` tensors, one fused call."""
+    def _attend(
+        attn: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Multi-head attention of ``(B, N, C)`` tensors, one fused call (``bias``: ``(T,)``
+        added to every query's logit of each key)."""
         heads = attn.num_attention_heads
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.unflatten(-1, (heads, -1)).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(split(q), split(k), split(v), scale=attn.scaling)
+        mask = None if bias is None else bias.to(q.dtype).expand(q.shape[1], -1)
+        out = F.scaled_dot_product_attention(
+            split(q), split(k), split(v), attn_mask=mask, scale=attn.scaling
+        )
         return out.transpose(1, 2).flatten(2)
 
     def _cross_inputs(
@@ -192,7 +229,8 @@ class Sam2Step:
         """Keys and values ``(B, tokens, C)`` of one group's memories for layer ``layer_idx``."""
         attn = self._layers[layer_idx].cross_attn_image
         memories, pointers, _ = objects[0]
-        hw = like.shape[-2]
+        h, w = self.model.backbone_feature_sizes[-1]
+        hw = -(-h // self.memory_stride) * -(-w // self.memory_stride)
         spatial = len(memories) * hw
         n_ptr = 0 if pointers is None else pointers.shape[1]
         width = attn.internal_dim
@@ -257,7 +295,11 @@ class Sam2Step:
         cos, sin = self._tables(y)
         q = _rope(linear(attn.q_proj, layer.layer_norm2(y)), cos, sin)
         keys, values = self._cross_inputs(i, objects, y)
-        return y + linear(attn.o_proj, self._attend(attn, q, keys, values))
+        bias = None
+        if self.memory_stride > 1 and objects[0][1] is not None:  # pooled tokens vs pointers
+            bias = keys.new_zeros(keys.shape[1])
+            bias[: keys.shape[1] - objects[0][1].shape[1]] = 2 * math.log(self.memory_stride)
+        return y + linear(attn.o_proj, self._attend(attn, q, keys, values, bias))
 
     def _pointers(
         self, chunk: list[tuple], offsets: list[int], like: torch.Tensor

@@ -245,80 +245,123 @@ def part_a(args: argparse.Namespace, folder: Path) -> str:
     ref_total = time.perf_counter() - start
     print(f"  (a) reference: {ref_total:.1f} s", file=sys.stderr, flush=True)
 
-    tracker = Tracker(
-        FirstKeyframeOnly(seg, args.objects),
-        every=args.every,
-        scene_cut=None,
-        patience=10**6,
-        duplicate_iou=1.0,
-    )
     # The stages: every SAM 2 image encoding is timed where it happens (keyframe pipeline or
     # propagation), whatever path the propagator takes to the encoder.
     stages.hook_encoder(seg.sam.backend.model.vision_encoder)
-    tracker.segmenter.segment = stages.wrap("keyframe", tracker.segmenter.segment, "encode_key")
-    tracker.propagator.propagate = stages.wrap("propagate", tracker.propagator.propagate)
-    tracker.propagator.add = stages.wrap("add", tracker.propagator.add)
-    stages.seconds.clear()
-    match = 0.0
-    live = []
-    keyframes = 0
-    start = time.perf_counter()
-    for result in tracker.track(frames, CLASSES):
-        match += result.timings["match"] / 1e3
-        keyframes += result.keyframe
-        live.append(len(tracker.propagator.ids))  # tracked, visible or not
-    ours_total = time.perf_counter() - start
-    n = len(frames)
-    s = stages.get
-    ours = {
-        "detect": s("detect"),
-        "encode": s("encode_key") + s("encode_prop"),
-        "decode": s("keyframe") - s("detect") - s("encode_key"),
-        "propagate": s("propagate") + s("add") - s("encode_prop"),
-        # The tracker's match timing holds the new objects' first SAM 2 step (add), counted
-        # under propagation above.
-        "match": match - s("add"),
+
+    def run_ours(**trades: Any) -> dict[str, Any]:
+        """textseg's tracker over the clip; ``trades``: the propagator's opt-in trades."""
+        from textseg.video import Sam2Propagator
+
+        tracker = Tracker(
+            FirstKeyframeOnly(seg, args.objects),
+            Sam2Propagator(seg.sam, **trades),
+            every=args.every,
+            scene_cut=None,
+            patience=10**6,
+            duplicate_iou=1.0,
+        )
+        seg.sam.cache.clear()  # no frame encoded by the warm-up or an earlier run is reused
+        segment = tracker.segmenter.segment
+        tracker.segmenter.segment = stages.wrap("keyframe", segment, "encode_key")
+        tracker.propagator.propagate = stages.wrap("propagate", tracker.propagator.propagate)
+        tracker.propagator.add = stages.wrap("add", tracker.propagator.add)
+        stages.seconds.clear()
+        match = 0.0
+        live, masks = [], []
+        keyframes = 0
+        start = time.perf_counter()
+        for result in tracker.track(frames, CLASSES):
+            match += result.timings["match"] / 1e3
+            keyframes += result.keyframe
+            live.append(len(tracker.propagator.ids))  # tracked, visible or not
+            dets = result.detections
+            masks.append(dict(zip(dets.tracker_id.tolist(), dets.mask)))
+        total = time.perf_counter() - start
+        tracker.segmenter.segment = segment
+        s = stages.get
+        times = {
+            "detect": s("detect"),
+            "encode": s("encode_key") + s("encode_prop"),
+            "decode": s("keyframe") - s("detect") - s("encode_key"),
+            "propagate": s("propagate") + s("add") - s("encode_prop"),
+            # The tracker's match timing holds the new objects' first SAM 2 step (add),
+            # counted under propagation above.
+            "match": match - s("add"),
+        }
+        times["other"] = total - sum(times.values())
+        return {
+            "times": times,
+            "total": total,
+            "keyframes": keyframes,
+            "live": live,
+            "masks": masks,
+        }
+
+    exact = run_ours()
+    trades = {
+        k: v
+        for k, v in (
+            ("memory_frames", args.a_memory_frames),
+            ("memory_stride", args.a_memory_stride),
+        )
+        if v is not None
     }
-    ours["other"] = ours_total - sum(ours.values())
+    traded = run_ours(**trades) if trades else None
+    runs = [exact] + ([traded] if traded else [])
+    ours_total = exact["total"]
     ref_times["other"] = ref_total - sum(ref_times.values())
 
     def ms(seconds: float) -> str:
         return f"{seconds / n * 1e3:.0f}"
 
+    def stage(name: str, key: str | None) -> tuple:
+        ref = ms(ref_times[key]) if key in ref_times else "-"
+        return (name, ref, *(ms(r["times"][key]) for r in runs))
+
     rows = [
-        ("detector (Grounding DINO)", ms(ref_times["detect"]), ms(ours["detect"])),
-        ("SAM 2 image encoder (reference: set_image)", ms(ref_times["encode"]), ms(ours["encode"])),
-        (
-            "SAM 2 mask decoder (textseg: rest of the keyframe pipeline)",
-            ms(ref_times["decode"]),
-            ms(ours["decode"]),
-        ),
-        (
+        stage("detector (Grounding DINO)", "detect"),
+        stage("SAM 2 image encoder (reference: set_image)", "encode"),
+        stage("SAM 2 mask decoder (textseg: rest of the keyframe pipeline)", "decode"),
+        stage(
             "SAM 2 propagation without the encoder (memory attention, decoder, memory encoder)",
-            "-",
-            ms(ours["propagate"]),
+            "propagate",
         ),
-        ("matching, bookkeeping", "-", ms(ours["match"])),
-        ("other (results, RLE, loop)", ms(ref_times["other"]), ms(ours["other"])),
-        ("**total (ms/frame)**", ms(ref_total), ms(ours_total)),
-        ("frames per second", f"{n / ref_total:.3f}", f"{n / ours_total:.3f}"),
-        ("detector calls", n, keyframes),
+        stage("matching, bookkeeping", "match"),
+        stage("other (results, RLE, loop)", "other"),
+        ("**total (ms/frame)**", ms(ref_total), *(ms(r["total"]) for r in runs)),
+        ("frames per second", f"{n / ref_total:.3f}", *(f"{n / r['total']:.3f}" for r in runs)),
+        ("detector calls", n, *(r["keyframes"] for r in runs)),
         (
             "objects segmented / tracked per frame",
             f"{np.mean(ref_objects):.1f}",
-            f"{np.mean(live):.1f}",
+            *(f"{np.mean(r['live']):.1f}" for r in runs),
         ),
     ]
-    ratio = ref_total / ours_total
-    return (
+    header = ["stage", "Grounded-SAM-2 way (every frame)", "textseg (keyframes + propagation)"]
+    text = (
         f"(a) {n} frames {clip.size[0]}x{clip.size[1]}, {args.sam}, grounding-dino-tiny, "
         f"{args.objects} objects, textseg keyframes every {args.every}; ms per frame, mean "
         f"over the {n} frames\n\n"
-        + table(
-            ("stage", "Grounded-SAM-2 way (every frame)", "textseg (keyframes + propagation)"), rows
-        )
-        + f"\n\nspeed-up (reference / textseg): **{ratio:.2f}x**\n"
     )
+    tail = f"\n\nspeed-up (reference / textseg): **{ref_total / ours_total:.2f}x**\n"
+    if traded:
+        name = ", ".join(f"{k}={v}" for k, v in trades.items())
+        header.append(f"textseg, opt-in {name}")
+        from textseg.masks import paired_iou
+
+        ious = [
+            paired_iou(np.stack([a[i] for i in ids]), np.stack([b[i] for i in ids]))
+            for a, b in zip(exact["masks"], traded["masks"])
+            if (ids := sorted(set(a) & set(b)))
+        ]
+        iou = np.concatenate(ious) if ious else np.zeros(0)
+        agree = f"{iou.mean():.4f} (min {iou.min():.4f})" if len(iou) else "no common track"
+        tail += (
+            f"speed-up with the opt-in {name}: **{ref_total / traded['total']:.2f}x**; its masks "
+            f"against the exact path's (same track ids, every frame): IoU {agree}\n"
+        )
+    return text + table(tuple(header), rows) + tail
 
 
 # ---------------------------------------------------------------------- (b)
@@ -630,6 +673,12 @@ def main() -> None:
     p.add_argument("--scaling-frames", type=int, default=3)
     p.add_argument("--memory-frames", type=int, default=2, help="opt-in row (-1: none)")
     p.add_argument("--memory-stride", type=int, default=2, help="opt-in row (-1: none)")
+    p.add_argument(
+        "--a-memory-frames", type=int, default=None, help="(a): also track with this trade"
+    )
+    p.add_argument(
+        "--a-memory-stride", type=int, default=None, help="(a): also track with this trade"
+    )
     p.add_argument("--memory-frames-objects", type=int, default=1)
     p.add_argument("--memory-frames-frames", type=int, default=8)
     p.add_argument("--rss", type=_ints, default=[100, 1000, 5000])

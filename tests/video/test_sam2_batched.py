@@ -257,3 +257,41 @@ def test_memory_stride_reads_fewer_memory_tokens(sam2_core, edgetam_core, pan, m
     exact = [gh * gw + splits] * layers + [2 * gh * gw + 2 * splits] * layers
     assert got[1] == exact
     assert got[2] == [pooled + splits] * layers + [2 * pooled + 2 * splits] * layers
+
+
+def test_key_cache_budget_bounds_the_cached_projections_not_the_masks(sam2_core, pan):
+    """Past key_cache_bytes, memories are projected on each read: the same masks, and the
+    cached projections never exceed the budget."""
+    from textseg.video.sam2_step import cached_bytes
+
+    frames = [pan.frame(t) for t in range(5)]
+    h, w = frames[0].shape[:2]
+    model = sam2_core.backend.model
+    gh, gw = model.backbone_feature_sizes[-1]
+    width = model.memory_attention.layers[0].cross_attn_image.internal_dim
+    one = 2 * gh * gw * width * 4 * len(model.memory_attention.layers)  # one memory, float32
+    runs = {}
+    for budget in (None, 0, 3 * one):
+        propagator = Sam2Propagator(sam2_core, key_cache_bytes=budget)
+        masks = []
+        for t, frame in enumerate(frames):
+            masks.append(propagator.propagate(t, frame).masks)
+            if t == 0:
+                masks.append(propagator.add(0, [1, 2], _masks(2, h, w, seed=7)).masks)
+        s = propagator._session
+        held = [
+            cached_bytes(stored)
+            for idx in range(len(s.obj_ids))
+            for outputs in s.output_dict_per_obj[idx].values()
+            for stored in outputs.values()
+        ]
+        runs[budget] = (masks, held)
+    for budget in (0, 3 * one):
+        for a, b in zip(runs[budget][0], runs[None][0], strict=True):
+            np.testing.assert_array_equal(a, b)
+    held = runs[None][1]  # unbounded: every memory read so far (not the last frame's, per object)
+    assert len(held) > 4 and sorted(held) == [0, 0] + [one] * (len(held) - 2)
+    assert sum(runs[0][1]) == 0
+    assert sum(runs[3 * one][1]) == 3 * one
+    with pytest.raises(ValueError, match="key_cache_bytes"):
+        Sam2Propagator(sam2_core, key_cache_bytes=-1)

@@ -123,6 +123,10 @@ class Sam2Propagator:
             its resolution (``s * s`` times fewer memory tokens in the memory attention): an
             opt-in trade, faster, with masks that differ from SAM 2's (see
             :mod:`textseg.video.sam2_step`).
+        key_cache_bytes: Budget for the memories' cached key/value projections (32 MiB per
+            memory and object at the published sizes, up to 7 memories per object; a few
+            percent of the time). Past it, memories are projected on each read: the same
+            masks, bounded memory with many objects. None: unbounded.
 
     Raises:
         TypeError: ``sam`` is not over a SAM 2 video model.
@@ -138,6 +142,7 @@ class Sam2Propagator:
         window: int | None = None,
         memory_frames: int | None = None,
         memory_stride: int = 1,
+        key_cache_bytes: int | None = 2 << 30,
     ) -> None:
         from textseg.video.sam2_step import Sam2Step
 
@@ -164,6 +169,11 @@ class Sam2Propagator:
             )
         self.memory_frames = memory_frames
         self.memory_stride = positive_int(memory_stride, "memory_stride")
+        self.key_cache_bytes = (
+            None
+            if key_cache_bytes is None
+            else non_negative_int(key_cache_bytes, "key_cache_bytes")
+        )
         module = importlib.import_module(type(self.model).__module__)
         self._session_class = next(
             getattr(module, name) for name in dir(module) if name.endswith("VideoInferenceSession")
@@ -434,7 +444,7 @@ class Sam2Propagator:
 
     def _run_tracked(self, frame: int, rows: list[int]) -> list[dict[str, torch.Tensor]]:
         """Tracked objects, grouped by memory layout, through :class:`Sam2Step`."""
-        from textseg.video.sam2_step import memory_layout
+        from textseg.video.sam2_step import cached_bytes, memory_layout
 
         s, model = self._session, self.model
         groups: dict[tuple, list[tuple[int, list, list]]] = {}
@@ -442,6 +452,14 @@ class Sam2Propagator:
             mems, ptrs = memory_layout(model, s.output_dict_per_obj[idx], frame, self.memory_frames)
             layout = (tuple(o for o, _ in mems), tuple(o for o, _ in ptrs))
             groups.setdefault(layout, []).append((idx, mems, ptrs))
+        if self.key_cache_bytes is not None:
+            used = sum(
+                cached_bytes(stored)
+                for idx in range(len(s.obj_ids))
+                for outputs in s.output_dict_per_obj[idx].values()
+                for stored in outputs.values()
+            )
+            self._step.cache_room = self.key_cache_bytes - used
         feats, pos = model._prepare_vision_features(s, frame, 1)
         conditioned = self._step.condition(
             feats[-1], pos[-1], [[(m, p) for _, m, p in g] for g in groups.values()]

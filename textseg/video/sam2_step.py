@@ -20,7 +20,9 @@ batch dimension:
   [offset])``, one ``(HW, C)`` table per layer and offset. Values (``v_proj(memory)``) are
   cached likewise. A memory is read at up to ``num_maskmem`` offsets as it ages, so its
   projection runs once instead of once per frame; the cache lives in the memory's stored output
-  and goes with it when the window drops it.
+  and goes with it when the window drops it. It takes ``2 x layers x HW x C`` floats per memory
+  and object (32 MiB at the published sizes, 7 memories per object); past the propagator's
+  budget (``key_cache_bytes``), memories are projected on each read instead (same results).
 - **Fused attention.** Both attentions run through one ``F.scaled_dot_product_attention`` call
   and the linear layers through oneDNN with prepacked weights
   (:func:`textseg.sam.modeling.kernels.linear`).
@@ -45,7 +47,7 @@ import torch.nn.functional as F
 
 from textseg.sam.modeling.kernels import linear
 
-__all__ = ["Sam2Step", "memory_layout"]
+__all__ = ["Sam2Step", "cached_bytes", "memory_layout"]
 
 #: transformers' placeholder logit for a missing object (``NO_OBJ_SCORE``).
 _NO_OBJECT = -1024.0
@@ -85,6 +87,11 @@ def _resize(
     return F.interpolate(x.float(), size, mode="bilinear", align_corners=False, antialias=True).to(
         dtype
     )
+
+
+def cached_bytes(stored: dict[str, Any]) -> int:
+    """Bytes of the projections :class:`Sam2Step` cached in one stored output (0: none)."""
+    return sum(t.nbytes for pair in stored.get(_KEYS) or () for t in pair)
 
 
 def memory_layout(
@@ -140,6 +147,9 @@ class Sam2Step:
     def __init__(self, model: Any, memory_stride: int = 1) -> None:
         self.model = model
         self.memory_stride = int(memory_stride)
+        #: Bytes the memories' cached projections may still take (None: unbounded); the
+        #: propagator sets it before each step from its budget and what is cached.
+        self.cache_room: int | None = None
         attention = model.memory_attention
         self._layers = list(attention.layers)
         self._rope_tables: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -173,20 +183,35 @@ class Sam2Step:
         grid = tuple(self.model.backbone_feature_sizes[-1])
         return _pool(tokens, grid, self.memory_stride)
 
-    def _memory_keys(self, stored: dict[str, Any], like: torch.Tensor) -> list[tuple]:
-        """Per layer, the memory's cached ``(RoPE(k_proj(memory + pos)), v_proj(memory))``."""
+    def _memory_kv(
+        self, stored: dict[str, Any], layer_idx: int, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A memory's ``(RoPE(k_proj(memory + pos)), v_proj(memory))`` for one layer: cached in
+        the stored output for every layer on its first read while :attr:`cache_room` (bytes)
+        allows, else computed for this layer only."""
         cached = stored.get(_KEYS)
-        if cached is None:
-            memory = stored["maskmem_features"].to(like.device, like.dtype)[:, 0]  # (HW, 64)
-            keyed = memory + stored["maskmem_pos_enc"].to(like.device, like.dtype)[:, 0]
-            cos, sin = self._tables(like)
-            cached = []
-            for layer in self._layers:
-                attn = layer.cross_attn_image
-                keys = _rope(linear(attn.k_proj, keyed), cos, sin)
-                cached.append((self._pooled(keys), self._pooled(linear(attn.v_proj, memory))))
-            stored[_KEYS] = cached
-        return cached
+        if cached is not None:
+            return cached[layer_idx]
+        memory = stored["maskmem_features"].to(like.device, like.dtype)[:, 0]  # (HW, 64)
+        keyed = memory + stored["maskmem_pos_enc"].to(like.device, like.dtype)[:, 0]
+        cos, sin = self._tables(like)
+
+        def project(layer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            attn = layer.cross_attn_image
+            keys = _rope(linear(attn.k_proj, keyed), cos, sin)
+            return self._pooled(keys), self._pooled(linear(attn.v_proj, memory))
+
+        h, w = self.model.backbone_feature_sizes[-1]
+        tokens = -(-h // self.memory_stride) * -(-w // self.memory_stride)
+        width = self._layers[0].cross_attn_image.internal_dim
+        size = 2 * tokens * width * like.element_size() * len(self._layers)
+        if self.cache_room is not None and size > self.cache_room:
+            return project(self._layers[layer_idx])
+        cached = [project(layer) for layer in self._layers]
+        stored[_KEYS] = cached
+        if self.cache_room is not None:
+            self.cache_room -= size
+        return cached[layer_idx]
 
     # ------------------------------------------------------------------ attention
     def _self_attention(self, layer: Any, x: torch.Tensor) -> torch.Tensor:
@@ -238,7 +263,7 @@ class Sam2Step:
         values = like.new_empty(len(objects), spatial + n_ptr, width)
         for b, (mems, ptr, ptr_pos) in enumerate(objects):
             for j, (offset, stored) in enumerate(mems):
-                k, v = self._memory_keys(stored, like)[layer_idx]
+                k, v = self._memory_kv(stored, layer_idx, like)
                 rows = slice(j * hw, (j + 1) * hw)
                 torch.add(k, self._offset_key(layer_idx, offset, like), out=keys[b, rows])
                 values[b, rows] = v

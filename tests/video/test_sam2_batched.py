@@ -75,7 +75,7 @@ def test_batched_step_matches_the_official_predictor(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objects", [1, 8])
+@pytest.mark.parametrize("objects", [1, 8, 32])
 @pytest.mark.parametrize("name", ["sam2-hiera-tiny", "sam2.1-hiera-tiny", "sam2.1-hiera-base-plus"])
 def test_batched_step_matches_the_official_predictor_at_real_size(
     name, objects, pan, tmp_path, monkeypatch, official_sam2

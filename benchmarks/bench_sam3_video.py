@@ -1,7 +1,7 @@
 """SAM 3 video with many classes: textseg's one session vs transformers' loop once per class.
 
     python benchmarks/bench_sam3_video.py [--classes 5] [--frames 4] [--image-size 1008]
-                                          [--long 200] [--tiny]
+                                          [--long 200] [--tiny] [--max-objects N]
 
 Both sides run in this process on the same synthetic clip (a pan over a coco-dev photo of
 trucks and people) with the same random weights of SAM 3's video model at its real size
@@ -98,7 +98,7 @@ def _reference_class(net: Any, frames: list[np.ndarray], text: str, sizes: list 
         outputs = net.model(inference_session=session, frame=inputs.pixel_values[0])
         post = processor.postprocess_outputs(session, outputs, original_sizes=inputs.original_sizes)
         masks = post["masks"].numpy()
-        out.append(masks[masks.reshape(len(masks), -1).any(1)])
+        out.append(masks[masks.reshape(len(masks), -1).any(1)] if len(masks) else masks)
         if sizes is not None:
             sizes.append(session_bytes(session))
     return out
@@ -159,16 +159,40 @@ def main() -> None:
     parser.add_argument("--frame-size", default="240x320", help="HxW of the clip's frames")
     parser.add_argument("--long", type=int, default=200, help="frames of the memory run; 0: none")
     parser.add_argument("--tiny", action="store_true", help="the tiny model (a smoke run)")
+    parser.add_argument(
+        "--det-threshold",
+        type=float,
+        default=None,
+        help="detection and new-object score threshold of both sides (SAM 3's default 0.5): "
+        "fewer random-weight objects, the same on both sides",
+    )
+    parser.add_argument(
+        "--max-objects",
+        type=int,
+        default=None,
+        help="objects per class: each per-class session keeps at most N, textseg's one session "
+        "N x classes (random weights find hundreds, and at 1008 px their tracker memory "
+        "exhausts 24 GB)",
+    )
     args = parser.parse_args()
     h, w = (int(v) for v in args.frame_size.split("x"))
     classes = list(CLASSES[: args.classes])
     net = _net(args.image_size, args.tiny)
     frames = _frames(args.frames, (h, w))
+    if args.det_threshold is not None:
+        net.model.score_threshold_detection = args.det_threshold
+        net.model.new_det_thresh = max(net.model.new_det_thresh, args.det_threshold)
     with torch.inference_mode():
+        cap = net.model.max_num_objects
+        if args.max_objects:
+            net.model.max_num_objects = args.max_objects * len(classes)
         _textseg(net, frames[:1], classes)  # warm-up
         _reference(net, frames[:1], classes[:1])
         t_ours, ours = _timed(lambda: _textseg(net, frames, classes))
+        if args.max_objects:
+            net.model.max_num_objects = args.max_objects
         t_ref, ref = _timed(lambda: _reference(net, frames, classes))
+        net.model.max_num_objects = cap
     agree = min(match_iou(a, b) for c in classes for a, b in zip(ours[c], ref[c], strict=True))
     counts = all(len(a) == len(b) for c in classes for a, b in zip(ours[c], ref[c], strict=True))
     found = sum(len(a) for c in classes for a in ours[c])
@@ -177,6 +201,8 @@ def main() -> None:
         f"SAM 3 video, {len(classes)} classes, {n} frames of {h}x{w}, model input "
         f"{net.image_size} px ({'tiny' if args.tiny else 'real size'}, random weights); "
         f"{found} instances reported over the clip"
+        + (f"; at most {args.max_objects} objects per class" if args.max_objects else "")
+        + (f"; detection threshold {args.det_threshold}" if args.det_threshold else "")
     )
     print()
     print(

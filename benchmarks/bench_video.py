@@ -262,8 +262,7 @@ def part_a(args: argparse.Namespace, folder: Path) -> str:
             duplicate_iou=1.0,
         )
         seg.sam.cache.clear()  # no frame encoded by the warm-up or an earlier run is reused
-        segment = tracker.segmenter.segment
-        tracker.segmenter.segment = stages.wrap("keyframe", segment, "encode_key")
+        tracker.segmenter.segment = stages.wrap("keyframe", tracker.segmenter.segment, "encode_key")
         tracker.propagator.propagate = stages.wrap("propagate", tracker.propagator.propagate)
         tracker.propagator.add = stages.wrap("add", tracker.propagator.add)
         stages.seconds.clear()
@@ -278,7 +277,6 @@ def part_a(args: argparse.Namespace, folder: Path) -> str:
             dets = result.detections
             masks.append(dict(zip(dets.tracker_id.tolist(), dets.mask)))
         total = time.perf_counter() - start
-        tracker.segmenter.segment = segment
         s = stages.get
         times = {
             "detect": s("detect"),

@@ -16,8 +16,9 @@ class SegmentationService(Protocol):
     """Text-prompted segmentation and clicks answered from a cached SAM embedding.
 
     ``segment`` returns a :class:`textseg.pipelines.Result`; ``click`` returns ``sv.Detections``
-    with ``mask`` (N, H, W) bool, ``confidence`` (SAM's predicted IoU) and ``xyxy``; the image is
-    encoded on its first click and the embedding reused by later ones.
+    with ``mask`` (N, H, W) bool, ``confidence`` (SAM's predicted IoU), ``xyxy`` and
+    ``metadata["cached"]`` (whether the embedding was already there: the image is encoded on
+    its first click and the embedding reused by later ones).
     """
 
     def segment(self, image: np.ndarray, vocabulary: Vocabulary, **options: Any) -> Any: ...

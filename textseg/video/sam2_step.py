@@ -178,6 +178,11 @@ class Sam2Step:
             self._offset_keys[key] = self._pooled(_rope(shift, cos, sin))
         return self._offset_keys[key]
 
+    def _memory_tokens(self) -> int:
+        """Tokens of one memory as the cross-attention reads it (``memory_stride`` applied)."""
+        h, w = self.model.backbone_feature_sizes[-1]
+        return -(-h // self.memory_stride) * -(-w // self.memory_stride)
+
     def _pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """A memory's ``(HW, C)`` tokens as the cross-attention reads them (``memory_stride``)."""
         grid = tuple(self.model.backbone_feature_sizes[-1])
@@ -201,10 +206,8 @@ class Sam2Step:
             keys = _rope(linear(attn.k_proj, keyed), cos, sin)
             return self._pooled(keys), self._pooled(linear(attn.v_proj, memory))
 
-        h, w = self.model.backbone_feature_sizes[-1]
-        tokens = -(-h // self.memory_stride) * -(-w // self.memory_stride)
         width = self._layers[0].cross_attn_image.internal_dim
-        size = 2 * tokens * width * like.element_size() * len(self._layers)
+        size = 2 * self._memory_tokens() * width * like.element_size() * len(self._layers)
         if self.cache_room is not None and size > self.cache_room:
             return project(self._layers[layer_idx])
         cached = [project(layer) for layer in self._layers]
@@ -254,8 +257,7 @@ class Sam2Step:
         """Keys and values ``(B, tokens, C)`` of one group's memories for layer ``layer_idx``."""
         attn = self._layers[layer_idx].cross_attn_image
         memories, pointers, _ = objects[0]
-        h, w = self.model.backbone_feature_sizes[-1]
-        hw = -(-h // self.memory_stride) * -(-w // self.memory_stride)
+        hw = self._memory_tokens()
         spatial = len(memories) * hw
         n_ptr = 0 if pointers is None else pointers.shape[1]
         width = attn.internal_dim

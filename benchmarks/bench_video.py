@@ -1,9 +1,10 @@
 """Video: textseg's tracker vs the Grounded-SAM-2 way, propagation cost vs objects, memory.
 
-    python benchmarks/bench_video.py [--parts a,b,c] [--frames 10] [--objects 4] [--every 5]
+    python benchmarks/bench_video.py [--parts a,b,c,d] [--frames 10] [--objects 4] [--every 5]
         [--sam sam2.1-hiera-tiny] [--scaling 1,8,32] [--scaling-frames 3] [--memory-frames 2]
         [--memory-stride 2]
         [--rss 100,1000,5000] [--rss-bare 100,1000]
+        [--loop-models edgetam,sam2.1-hiera-tiny] [--loop-objects 8] [--loop-frames 3]
 
 All in one run, on the same random weights (the published checkpoints cannot be downloaded
 here) and the same clip, a camera panning over a coco-dev photo
@@ -27,6 +28,11 @@ here) and the same clip, a camera panning over a coco-dev photo
     ``memory_frames`` (``--memory-frames N``) and ``memory_stride`` (``--memory-stride S``),
     alone and together (``--memory-frames-objects``, ``--memory-frames-frames``), timed once the
     memory window is full, with their masks' IoU against the exact path.
+(d) **Batched steps vs transformers' per-object loop** (``--loop-models``, ``--loop-objects``):
+    ``Sam2Propagator`` (SAM 2 through ``Sam2Step``, EdgeTAM through ``EdgeTamStep``) against
+    the same propagator with ``batched=False`` (transformers' ``_run_single_frame_inference``
+    once per object, as ``Sam2VideoModel`` / ``EdgeTamVideoModel`` run it), same random
+    weights at the real size, same frames and objects; the masks' IoU between both.
 (c) **Peak RSS over long videos** (``--rss``, synthetic 256x256 frames, the tiny SAM 2 so that
     5,000 frames run in minutes; the memory logic is the same at every size): each length in a
     fresh process; textseg's tracker (one object) vs transformers' own streaming loop
@@ -535,6 +541,52 @@ def _memory_frames_row(args, core, frames, rng, h, w) -> str:
 
 
 # ---------------------------------------------------------------------- (c)
+def part_d(args: argparse.Namespace) -> str:
+    """Batched step vs transformers' per-object loop, per model (see the module docstring)."""
+    from textseg.sam import SamCore
+
+    frames = list(_clip(args.loop_frames + 1))
+    h, w = frames[0].shape[:2]
+    rows = []
+    for name in args.loop_models.split(","):
+        torch.manual_seed(0)
+        core = SamCore(name, pretrained=False)
+        with torch.no_grad():  # random weights keep objects visible, as in (a)
+            core.backend.model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
+        masks = _boxes_to_masks(np.random.default_rng(0), args.loop_objects, h, w)
+        with torch.inference_mode():
+            _ours(core, frames[:2], masks)  # warm-up
+            loop, loop_masks = _ours(core, frames, masks, batched=False)
+            gc.collect()
+            ours, our_masks = _ours(core, frames, masks)
+        rows.append(
+            (
+                f"{name} ({core.image_size} px)",
+                f"{loop * 1e3:.0f}",
+                f"{ours * 1e3:.0f}",
+                f"{loop / ours:.2f}x",
+                _agreement(our_masks, loop_masks),
+            )
+        )
+        del core
+        gc.collect()
+    return (
+        f"(d) batched step vs transformers' per-object loop, {args.loop_objects} objects, "
+        f"{args.loop_frames} frames after the prompt\n\n"
+        + table(
+            (
+                "model",
+                "transformers' loop (ms/frame)",
+                "textseg batched (ms/frame)",
+                "speed-up",
+                "mask IoU (mean, min)",
+            ),
+            rows,
+        )
+        + "\n"
+    )
+
+
 def rss_child(frames: int, mode: str) -> None:
     """One long synthetic video in this (fresh) process; prints JSON with peak RSS (MiB)."""
     import torch.nn.functional as F
@@ -662,7 +714,7 @@ def _ints(text: str) -> list[int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--parts", default="a,b,c")
+    p.add_argument("--parts", default="a,b,c,d")
     p.add_argument("--frames", type=int, default=10)
     p.add_argument("--objects", type=int, default=4)
     p.add_argument("--every", type=int, default=5)
@@ -680,6 +732,9 @@ def main() -> None:
     )
     p.add_argument("--memory-frames-objects", type=int, default=1)
     p.add_argument("--memory-frames-frames", type=int, default=8)
+    p.add_argument("--loop-models", default="edgetam,sam2.1-hiera-tiny")
+    p.add_argument("--loop-objects", type=int, default=8)
+    p.add_argument("--loop-frames", type=int, default=3)
     p.add_argument("--rss", type=_ints, default=[100, 1000, 5000])
     p.add_argument("--rss-bare", type=_ints, default=[100, 1000])
     p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -702,6 +757,8 @@ def main() -> None:
             print(part_a(args, folder), flush=True)
         if "b" in parts:
             print(part_b(args, folder), flush=True)
+    if "d" in parts:
+        print(part_d(args), flush=True)
     if "c" in parts:
         print(part_c(args), flush=True)
 

@@ -180,6 +180,24 @@ def official_sam2(tmp_path):
     return build
 
 
+def _randomize_zeros(model: torch.nn.Module, std: float = 0.1) -> None:
+    """Give random values to the weights transformers initialises to zero outside the vision
+    encoder (memories' temporal encoding, no-object pointer and embeddings, occlusion
+    embedding, the memory fuser's layer scale): with them at zero a wrong memory offset or
+    pointer changes nothing, and a test comparing two steps could not see it."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            vision = name.startswith("vision_encoder")
+            if not vision and not name.endswith("bias") and not param.any():
+                param.normal_(0.0, std)
+
+
+@pytest.fixture()
+def randomize_zeros():
+    """:func:`_randomize_zeros` (conftest modules are not importable under importlib mode)."""
+    return _randomize_zeros
+
+
 @pytest.fixture(scope="session")
 def sam2_core():
     """The tiny SAM 2.1 core (seeded), with an object-score bias so masks are not all empty."""

@@ -132,8 +132,7 @@ def test_batched_groups_and_removal_match_the_per_object_loop(objects, sam2_core
 
     def run(batched: bool) -> list[dict[int, torch.Tensor]]:
         steps = _spy(monkeypatch)
-        propagator = Sam2Propagator(sam2_core)
-        propagator._batched = batched
+        propagator = Sam2Propagator(sam2_core, batched=batched)
         for t, frame in enumerate(frames):
             propagator.propagate(t, frame)
             if t == 0:
@@ -167,8 +166,8 @@ def test_memory_frames_reads_fewer_memories(sam2_core, pan, monkeypatch):
     read: list[tuple[int, ...]] = []
     layout = sam2_step.memory_layout
 
-    def spy(model, outputs, frame, memory_frames):
-        mems, ptrs = layout(model, outputs, frame, memory_frames)
+    def spy(model, outputs, frame, memory_frames, pointers=None):
+        mems, ptrs = layout(model, outputs, frame, memory_frames, pointers)
         read.append(tuple(o for o, _ in mems))
         return mems, ptrs
 
@@ -183,8 +182,66 @@ def test_memory_frames_reads_fewer_memories(sam2_core, pan, monkeypatch):
     assert read == [(0,), (0, 1), (0, 1), (0, 1)]
 
 
-def test_edgetam_keeps_its_loop_and_refuses_fewer_memories(edgetam_core):
-    assert Sam2Propagator(edgetam_core)._batched is False
+def _relative(a: torch.Tensor, b: torch.Tensor, what: str, rtol: float = 1e-5) -> None:
+    """``a`` equals ``b`` within ``rtol`` of ``b``'s largest magnitude (random-weight mask
+    logits are ~1e-2: an absolute tolerance would compare nothing)."""
+    scale = float(b.float().abs().max())
+    err = float((a.float() - b.float()).abs().max())
+    assert err <= rtol * max(scale, 1e-12), f"{what}: error {err:.3g} at scale {scale:.3g}"
+
+
+def test_edgetam_batched_step_matches_its_per_object_loop(pan, monkeypatch, randomize_zeros):
+    """EdgeTAM's tracked frames through EdgeTamStep (memory attention and decoder batched)
+    against transformers' per-object loop: objects added on frames 0 and 2 (two layouts), one
+    removed on frame 3; logits and stored memories. The parameters transformers initialises to
+    zero (temporal encodings, no-object pointer...) get random values first, so a wrong
+    memory offset or pointer would show."""
+    torch.manual_seed(0)
+    core = SamCore("edgetam-tiny-test")
+    model = core.backend.model
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
+    randomize_zeros(model)
+    frames = [pan.frame(t) for t in range(6)]
+    h, w = frames[0].shape[:2]
+    masks = _masks(6, h, w, seed=11)
+
+    def run(batched: bool) -> tuple[list[dict[int, torch.Tensor]], dict[int, torch.Tensor]]:
+        steps = _spy(monkeypatch)
+        propagator = Sam2Propagator(core, batched=batched)
+        for t, frame in enumerate(frames):
+            propagator.propagate(t, frame)
+            if t == 0:
+                propagator.add(0, [1, 2, 3, 4], masks[:4])
+            if t == 2:
+                propagator.add(2, [5, 6], masks[4:])
+            if t == 3:
+                propagator.remove([1])
+        monkeypatch.undo()
+        s = propagator._session
+        last = len(frames) - 1
+        memories = {
+            obj: s.output_dict_per_obj[s.obj_id_to_idx(obj)]["non_cond_frame_outputs"][last][
+                "maskmem_features"
+            ]
+            for obj in s.obj_ids
+        }
+        return [step for step in steps if step], memories
+
+    (reference, ref_memory), (batched, memory) = run(False), run(True)
+    assert [sorted(s) for s in batched] == [sorted(s) for s in reference]
+    assert sorted(batched[-1]) == [2, 3, 4, 5, 6]
+    for step, (a, b) in enumerate(zip(batched, reference)):
+        for obj in a:
+            _relative(a[obj], b[obj], f"step {step} object {obj}")
+            _agree(a[obj], b[obj], f"step {step} object {obj}")  # masks: IoU >= 0.999
+    for obj, want in ref_memory.items():
+        _relative(memory[obj], want, f"memory of object {obj}")
+
+
+def test_edgetam_refuses_fewer_memories(edgetam_core):
+    assert Sam2Propagator(edgetam_core)._edgetam_step is not None
+    assert Sam2Propagator(edgetam_core, batched=False)._edgetam_step is None
     with pytest.raises(ValueError, match="EdgeTAM reads all"):
         Sam2Propagator(edgetam_core, memory_frames=2)
 

@@ -98,7 +98,9 @@ def capped(net) -> Any:
 
 def test_one_session_equals_transformers_loop_with_all_prompts(capped, data_dir) -> None:
     """20 frames: past SAM 3's memory window (7 frames) and object-pointer window (16), so
-    every memory pruning has happened and been read past."""
+    every memory pruning has happened and been read past. To the bit, so with transformers'
+    per-object tracker step (``batched=False``); the batched step is checked against it step
+    by step below."""
     from textseg.video.synthetic import from_coco
 
     frames = list(
@@ -112,7 +114,7 @@ def test_one_session_equals_transformers_loop_with_all_prompts(capped, data_dir)
     )
     sessions: list = []
     ref = _reference(capped, frames, CLASSES, sessions)
-    tracker = Sam3VideoTracker(capped)
+    tracker = Sam3VideoTracker(capped, batched=False)
     ours = list(tracker.track(frames, CLASSES))
     # The last frame's memories and object pointers, to the bit: what every earlier frame's
     # pruned state fed into (binary masks and saturated scores could hide a difference).
@@ -130,6 +132,112 @@ def test_one_session_equals_transformers_loop_with_all_prompts(capped, data_dir)
         np.testing.assert_allclose(dets.confidence, r["scores"], rtol=1e-6)
         np.testing.assert_allclose(dets.data["object_score"], r["tracker"], rtol=1e-6)
         assert got.keyframe
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, rtol: float, what: str) -> None:
+    """``got`` equals ``want`` within ``rtol`` of ``want``'s largest magnitude (random weights
+    give mask logits of ~1e-3, so an absolute tolerance would compare nothing)."""
+    assert got.shape == want.shape, what
+    scale = float(want.float().abs().max()) if want.numel() else 0.0
+    err = float((got.float() - want.float()).abs().max()) if want.numel() else 0.0
+    assert err <= rtol * max(scale, 1e-12), f"{what}: max error {err:.3g} at scale {scale:.3g}"
+
+
+def _checked_steps(tracker: Sam3VideoTracker, rtol: float) -> list[int]:
+    """Make ``tracker``'s batched step check itself: on every frame, transformers' own
+    ``run_tracker_propagation`` runs on a copy of the session first, and the masks, scores and
+    stored outputs (masks, pointer, score) of both must agree within ``rtol``; the object
+    pointers read (which, how many, their temporal encoding) must be transformers'. Returns
+    the number of objects of each batched step (:meth:`Sam2Step.track`) taken."""
+    import copy
+
+    from textseg.video.sam2_step import memory_layout
+
+    model = tracker.model
+    tm = model.tracker_model
+    batched = tracker._propagate
+    step = tracker._tracker_step
+    sizes: list[int] = []
+
+    def check(inference_session, frame_idx, reverse):
+        twin = copy.deepcopy(inference_session)
+        want = type(model).run_tracker_propagation(model, twin, frame_idx, reverse)
+        got = batched(inference_session, frame_idx, reverse)
+        for name, a, b in zip(("masks", "scores"), got, want, strict=True):
+            _close(a, b, rtol, name)
+        for i in range(inference_session.get_obj_num()):
+            mine = inference_session.output_dict_per_obj[i]["non_cond_frame_outputs"][frame_idx]
+            theirs = twin.output_dict_per_obj[i]["non_cond_frame_outputs"][frame_idx]
+            assert set(mine) == set(theirs)
+            for key, value in theirs.items():
+                _close(mine[key], value, rtol, key)
+            assert inference_session.frames_tracked_per_obj[i] == twin.frames_tracked_per_obj[i]
+            # The pointers, as transformers reads them outside streaming (the frame is given
+            # to the session, not to the tracker): at most min(frames seen, 16), encoded by
+            # their offset over that many.
+            offsets, tokens, most = tm._get_object_pointers(
+                twin, i, frame_idx, twin.num_frames, "cpu", False, False
+            )
+            _, read = memory_layout(
+                tm, twin.output_dict_per_obj[i], frame_idx, tm.num_maskmem - 1, step._max_pointers
+            )
+            assert [o for o, _ in read] == offsets and step._max_pointers == most
+            ptr, pos = tm._process_object_pointers(offsets, tokens, most, 1, tm.hidden_dim, "cpu")
+            ours, our_pos = step._pointers([(None, read)], offsets, ptr)
+            torch.testing.assert_close(ours[0], ptr[:, 0])
+            torch.testing.assert_close(our_pos, pos[:, 0])
+        return got
+
+    track = step.track
+
+    def counted(session, frame, rows, **kwargs):
+        sizes.append(len(rows))
+        return track(session, frame, rows, **kwargs)
+
+    tracker._propagate = check
+    step.track = counted
+    return sizes
+
+
+def test_batched_tracker_step_equals_transformers_step(data_dir, randomize_zeros) -> None:
+    """SAM 3's tracker stepping every object at once (the default) against transformers'
+    per-object step on the same session, frame by frame: 20 frames (past the memory and
+    pointer windows, so cached projections of aging and pruned memories are read), objects of
+    two prompts. Masks as binary images could hide a difference: the logits are compared."""
+    from textseg.video.synthetic import from_coco
+
+    frames = list(
+        from_coco(
+            data_dir / "coco-dev" / "annotations.json",
+            "000000000257.jpg",
+            num_frames=20,
+            min_area=400,
+            size=(48, 64),
+        )
+    )
+    net = _biased(8.0)
+    tracker_model = net.model.tracker_model
+    randomize_zeros(tracker_model)
+    with torch.no_grad():  # sharper memory attention
+        for layer in tracker_model.memory_attention.layers:
+            for attn in (layer.self_attn, layer.cross_attn_image):
+                attn.q_proj.weight.mul_(4.0)
+                attn.k_proj.weight.mul_(4.0)
+    net.model.max_num_objects = 6
+    tracker = Sam3VideoTracker(net)
+    sizes = _checked_steps(tracker, rtol=1e-5)
+    results = list(tracker.track(frames, CLASSES))
+    assert len(sizes) == len(frames) - 1 and max(sizes) >= 4
+    assert sum(len(r.detections) for r in results) > 0
+    from textseg.video.sam2_step import cached_bytes
+
+    held = [
+        cached_bytes(stored)
+        for outputs in tracker.session.output_dict_per_obj.values()
+        for kind in outputs.values()
+        for stored in kind.values()
+    ]
+    assert sum(held) > 0  # the projections were cached, and survived pruning
 
 
 def test_per_class_masks_equal_transformers_loop_called_per_class(net, clip_frames) -> None:
@@ -264,12 +372,16 @@ def test_cli_bad_video_is_one_line(tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_real_size_random_weights_equal_transformers_loop(clip_frames) -> None:
     """facebook/sam3's architecture (random weights, nudged to find objects, at most 4), 2
-    frames, 2 classes, against transformers' loop with both prompts."""
+    frames, 2 classes, against transformers' loop with both prompts; the batched tracker
+    step checked against transformers' per-object step on the second frame."""
     net = _biased(8.0, "sam3-video")
     net.model.max_num_objects = 4
     frames = clip_frames[:2]
     ref = _reference(net, frames, CLASSES)
-    ours = list(Sam3VideoTracker(net).track(frames, CLASSES))
+    tracker = Sam3VideoTracker(net)
+    sizes = _checked_steps(tracker, rtol=1e-4)  # the batched tracker step, at the real size
+    ours = list(tracker.track(frames, CLASSES))
+    assert sizes and min(sizes) >= 2
     assert sum(len(r["ids"]) for r in ref) > 0
     for r, got in zip(ref, ours, strict=True):
         assert got.detections.tracker_id.tolist() == [i + 1 for i in r["ids"]]

@@ -34,6 +34,7 @@ from textseg.validators import non_negative_int, positive_int
 if TYPE_CHECKING:
     from textseg.sam.cache import ImageEmbedding
     from textseg.sam.core import SamCore
+    from textseg.video.edgetam_step import EdgeTamStep
 
 __all__ = ["MaskPropagator", "Propagated", "Sam2Propagator"]
 
@@ -127,6 +128,9 @@ class Sam2Propagator:
             memory and object at the published sizes, up to 7 memories per object; a few
             percent of the time). Past it, memories are projected on each read: the same
             masks, bounded memory with many objects. None: unbounded.
+        batched: Step every tracked object at once (default; :mod:`textseg.video.sam2_step`,
+            :mod:`textseg.video.edgetam_step`); False runs transformers' per-object loop (the
+            reference, for comparisons).
 
     Raises:
         TypeError: ``sam`` is not over a SAM 2 video model.
@@ -143,6 +147,7 @@ class Sam2Propagator:
         memory_frames: int | None = None,
         memory_stride: int = 1,
         key_cache_bytes: int | None = 2 << 30,
+        batched: bool = True,
     ) -> None:
         from textseg.video.sam2_step import Sam2Step
 
@@ -191,10 +196,15 @@ class Sam2Propagator:
                 f"memory_stride: EdgeTAM already reads its memories through a resampler; a "
                 f"stride is for SAM 2 models (sam2.1-hiera-*), got {self.memory_stride}"
             )
-        # SAM 2 steps all objects at once; EdgeTAM (memory encoded inside its per-object step)
-        # keeps transformers' per-object loop.
-        self._batched = not self._memory_inside
-        self._step = Sam2Step(self.model, self.memory_stride)
+        # SAM 2 steps all objects at once (Sam2Step); EdgeTAM (memory encoded inside its
+        # per-object step, through its perceiver) through EdgeTamStep on tracked frames.
+        self._batched = bool(batched) and not self._memory_inside
+        self._step = Sam2Step(self.model, self.memory_stride, self.key_cache_bytes)
+        self._edgetam_step: EdgeTamStep | None = None
+        if self._memory_inside and batched:
+            from textseg.video.edgetam_step import EdgeTamStep
+
+            self._edgetam_step = EdgeTamStep(self.model)
         self._session: Any = None
         self._size: tuple[int, int] | None = None
         self._frame: int | None = None
@@ -404,8 +414,19 @@ class Sam2Propagator:
         """Per object at ``rows``: ``pred_masks`` ``(1, 1, h, w)`` logits at the model's mask
         size, ``object_score_logits``, ...; the memories stored."""
         if not self._batched:
-            return self._run_each(frame, rows, new=new)
+            if new or self._edgetam_step is None:
+                return self._run_each(frame, rows, new=new)
+            return self._run_tracked_edgetam(frame, rows)
         return self._run_added(frame, rows) if new else self._run_tracked(frame, rows)
+
+    def _run_tracked_edgetam(self, frame: int, rows: list[int]) -> list[dict[str, Any]]:
+        """EdgeTAM's tracked objects through :class:`EdgeTamStep` (memories encoded)."""
+        s = self._session
+        outputs = self._edgetam_step.track(s, frame, rows)
+        for idx, out in zip(rows, outputs):
+            s.store_output(idx, frame, output_value=out, is_conditioning_frame=False)
+            s.frames_tracked_per_obj[idx][frame] = {"reverse": False}
+        return outputs
 
     def _store(self, frame: int, rows: list[int], out: dict[str, torch.Tensor], new: bool) -> None:
         """Store a batched step's outputs per object, and its memories encoded in one batch."""
@@ -443,38 +464,10 @@ class Sam2Propagator:
         return [{k: v[i : i + 1] for k, v in out.items()} for i in range(len(rows))]
 
     def _run_tracked(self, frame: int, rows: list[int]) -> list[dict[str, torch.Tensor]]:
-        """Tracked objects, grouped by memory layout, through :class:`Sam2Step`."""
-        from textseg.video.sam2_step import cached_bytes, memory_layout
-
-        s, model = self._session, self.model
-        groups: dict[tuple, list[tuple[int, list, list]]] = {}
-        for idx in rows:
-            mems, ptrs = memory_layout(model, s.output_dict_per_obj[idx], frame, self.memory_frames)
-            layout = (tuple(o for o, _ in mems), tuple(o for o, _ in ptrs))
-            groups.setdefault(layout, []).append((idx, mems, ptrs))
-        if self.key_cache_bytes is not None:
-            used = sum(
-                cached_bytes(stored)
-                for idx in range(len(s.obj_ids))
-                for outputs in s.output_dict_per_obj[idx].values()
-                for stored in outputs.values()
-            )
-            self._step.cache_room = self.key_cache_bytes - used
-        feats, pos = model._prepare_vision_features(s, frame, 1)
-        conditioned = self._step.condition(
-            feats[-1], pos[-1], [[(m, p) for _, m, p in g] for g in groups.values()]
-        )
-        high_res = [
-            x.permute(1, 2, 0).reshape(1, x.shape[2], *size)
-            for x, size in zip(feats[:-1], model.backbone_feature_sizes[:-1])
-        ]
-        order = [idx for g in groups.values() for idx, _, _ in g]
-        out = self._step.decode(
-            torch.cat(conditioned), high_res, multimask=model._use_multimask(False, None)
-        )
-        self._store(frame, order, out, new=False)
-        at = {idx: i for i, idx in enumerate(order)}
-        return [{k: v[at[idx] : at[idx] + 1] for k, v in out.items()} for idx in rows]
+        """Tracked objects through :meth:`Sam2Step.track` (grouped by memory layout)."""
+        out = self._step.track(self._session, frame, rows, memory_frames=self.memory_frames)
+        self._store(frame, rows, out, new=False)
+        return [{k: v[i : i + 1] for k, v in out.items()} for i in range(len(rows))]
 
     def _run_each(self, frame: int, rows: list[int], *, new: bool) -> list[dict[str, Any]]:
         """transformers' per-object loop (``Sam2VideoModel.forward``); EdgeTAM's path."""

@@ -47,14 +47,15 @@ import torch.nn.functional as F
 
 from textseg.sam.modeling.kernels import linear
 
-__all__ = ["Sam2Step", "cached_bytes", "memory_layout"]
+__all__ = ["CACHE_KEY", "Sam2Step", "cached_bytes", "memory_layout"]
 
 #: transformers' placeholder logit for a missing object (``NO_OBJ_SCORE``).
 _NO_OBJECT = -1024.0
 #: Objects per attention call: bounds the concatenated keys/values (each object's are
 #: ``layers x tokens x C`` floats, ~30 MB per layer at the published sizes).
 _CHUNK = 8
-_KEYS = "textseg_keys"
+#: Where a stored output keeps its cached projections (kept while the memory is read).
+CACHE_KEY = "textseg_keys"
 
 
 def _rotate_pairwise(x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +92,7 @@ def _resize(
 
 def cached_bytes(stored: dict[str, Any]) -> int:
     """Bytes of the projections :class:`Sam2Step` cached in one stored output (0: none)."""
-    return sum(t.nbytes for pair in stored.get(_KEYS) or () for t in pair)
+    return sum(t.nbytes for pair in stored.get(CACHE_KEY) or () for t in pair)
 
 
 def memory_layout(
@@ -99,20 +100,25 @@ def memory_layout(
     outputs: dict[str, dict[int, dict[str, Any]]],
     frame: int,
     memory_frames: int,
+    pointers: int | None = None,
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
     """What one object reads on ``frame``, as transformers' ``_gather_memory_frame_outputs`` and
-    ``_get_object_pointers`` (streaming, forward in time) select it.
+    ``_get_object_pointers`` (forward in time) select it.
 
     Args:
-        model: The ``Sam2VideoModel``.
+        model: The ``Sam2VideoModel`` (or ``Sam3TrackerVideoModel``, the same code).
         outputs: The object's ``{"cond_frame_outputs": ..., "non_cond_frame_outputs": ...}``.
         frame: The frame being tracked.
         memory_frames: Past (non-conditioning) memory frames read, ``num_maskmem - 1`` exact.
+        pointers: The object pointers the model uses (its ``max_object_pointers_to_use``):
+            ``max_object_pointers_in_encoder`` (None, streaming) or, outside streaming,
+            ``min(frames, max_object_pointers_in_encoder)``.
 
     Returns:
         ``(memories, pointers)``: ``(temporal offset, stored output)`` pairs in the order the
         model concatenates them (offset 0 for a conditioning frame's memory).
     """
+    most = int(model.config.max_object_pointers_in_encoder) if pointers is None else pointers
     cond = outputs["cond_frame_outputs"]
     if not cond:
         raise ValueError(f"frame {frame}: an object without a conditioning frame cannot be tracked")
@@ -125,31 +131,37 @@ def memory_layout(
         out = past.get(frame - offset, unselected.get(frame - offset))
         if out is not None:
             memories.append((offset, out))
-    pointers = [(frame - t, out) for t, out in cond.items() if t <= frame]
-    for offset in range(1, int(model.config.max_object_pointers_in_encoder)):
+    read = [(frame - t, out) for t, out in cond.items() if t <= frame]
+    for offset in range(1, most):
         if frame - offset < 0:
             break
         out = past.get(frame - offset)
         if out is not None:
-            pointers.append((offset, out))
-    return memories, pointers
+            read.append((offset, out))
+    return memories, read
 
 
 class Sam2Step:
     """Batched tracking step over a transformers ``Sam2VideoModel`` (see the module docstring).
 
     Args:
-        model: The ``Sam2VideoModel`` (eval mode, no gradients).
+        model: The ``Sam2VideoModel`` (eval mode, no gradients), or SAM 3's
+            ``Sam3TrackerVideoModel`` (transformers generates it from the same code).
         memory_stride: 1 (exact); ``s > 1`` reads each memory at ``1/s`` resolution (an
             opt-in trade, see the module docstring).
+        cache_bytes: Budget for the memories' cached key/value projections, over every
+            object of a session (None: unbounded); past it memories are projected on each read.
     """
 
-    def __init__(self, model: Any, memory_stride: int = 1) -> None:
+    def __init__(self, model: Any, memory_stride: int = 1, cache_bytes: int | None = None) -> None:
         self.model = model
         self.memory_stride = int(memory_stride)
-        #: Bytes the memories' cached projections may still take (None: unbounded); the
-        #: propagator sets it before each step from its budget and what is cached.
+        self.cache_bytes = cache_bytes
+        #: Bytes the memories' cached projections may still take during one step (None:
+        #: unbounded); :meth:`track` sets it from :attr:`cache_bytes` and what is cached.
         self.cache_room: int | None = None
+        #: The object pointers of the step being run (see :func:`memory_layout`).
+        self._max_pointers = int(model.config.max_object_pointers_in_encoder)
         attention = model.memory_attention
         self._layers = list(attention.layers)
         self._rope_tables: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -194,7 +206,7 @@ class Sam2Step:
         """A memory's ``(RoPE(k_proj(memory + pos)), v_proj(memory))`` for one layer: cached in
         the stored output for every layer on its first read while :attr:`cache_room` (bytes)
         allows, else computed for this layer only."""
-        cached = stored.get(_KEYS)
+        cached = stored.get(CACHE_KEY)
         if cached is not None:
             return cached[layer_idx]
         memory = stored["maskmem_features"].to(like.device, like.dtype)[:, 0]  # (HW, 64)
@@ -211,10 +223,72 @@ class Sam2Step:
         if self.cache_room is not None and size > self.cache_room:
             return project(self._layers[layer_idx])
         cached = [project(layer) for layer in self._layers]
-        stored[_KEYS] = cached
+        stored[CACHE_KEY] = cached
         if self.cache_room is not None:
             self.cache_room -= size
         return cached[layer_idx]
+
+    # ------------------------------------------------------------------ one step
+    def track(
+        self,
+        session: Any,
+        frame: int,
+        rows: list[int],
+        *,
+        memory_frames: int,
+        pointers: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """transformers' per-object ``_run_single_frame_inference`` on a tracked frame (no new
+        inputs) for the objects at ``rows`` of ``session``, batched; nothing is stored.
+
+        Objects are grouped by memory layout (:func:`memory_layout`) and conditioned group by
+        group; the mask decoder then runs once for all.
+
+        Args:
+            session: The inference session (its frame features cached for ``frame``).
+            frame: The frame being tracked.
+            rows: Object indices in the session.
+            memory_frames: Past memory frames read (``num_maskmem - 1``: exact).
+            pointers: See :func:`memory_layout`.
+
+        Returns:
+            The outputs of :meth:`decode`, row ``i`` for the object at ``rows[i]``.
+        """
+        model = self.model
+        self._max_pointers = (
+            int(model.config.max_object_pointers_in_encoder) if pointers is None else pointers
+        )
+        groups: dict[tuple, list[tuple[int, list, list]]] = {}
+        for idx in rows:
+            outputs = session.output_dict_per_obj[idx]
+            mems, ptrs = memory_layout(model, outputs, frame, memory_frames, pointers)
+            layout = (tuple(o for o, _ in mems), tuple(o for o, _ in ptrs))
+            groups.setdefault(layout, []).append((idx, mems, ptrs))
+        if self.cache_bytes is not None:
+            used = sum(
+                cached_bytes(stored)
+                for outputs in session.output_dict_per_obj.values()
+                for kind in outputs.values()
+                for stored in kind.values()
+            )
+            self.cache_room = self.cache_bytes - used
+        feats, pos = model._prepare_vision_features(session, frame, 1)
+        conditioned = self.condition(
+            feats[-1], pos[-1], [[(m, p) for _, m, p in g] for g in groups.values()]
+        )
+        high_res = [
+            x.permute(1, 2, 0).reshape(1, x.shape[2], *size)
+            for x, size in zip(feats[:-1], model.backbone_feature_sizes[:-1])
+        ]
+        out = self.decode(
+            torch.cat(conditioned), high_res, multimask=model._use_multimask(False, None)
+        )
+        order = [idx for g in groups.values() for idx, _, _ in g]
+        if order != list(rows):
+            at = {idx: i for i, idx in enumerate(order)}
+            back = torch.tensor([at[idx] for idx in rows], device=out["pred_masks"].device)
+            out = {k: v.index_select(0, back) for k, v in out.items()}
+        return out
 
     # ------------------------------------------------------------------ attention
     def _self_attention(self, layer: Any, x: torch.Tensor) -> torch.Tensor:
@@ -343,7 +417,7 @@ class Sam2Step:
         ptr, pos = model._process_object_pointers(
             offsets,
             tokens,
-            int(model.config.max_object_pointers_in_encoder),
+            self._max_pointers,
             len(chunk),
             model.hidden_dim,
             like.device,

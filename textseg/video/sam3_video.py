@@ -14,7 +14,15 @@ with separate models:
    occlusion; the memories are encoded from the resolved masks.
 
 This is the documented streaming loop (``model(inference_session=..., frame=...)``, then
-``Sam3VideoProcessor.postprocess_outputs``), with two differences that change no output:
+``Sam3VideoProcessor.postprocess_outputs``), with three differences that change no output:
+
+- **the tracker steps every object at once.** transformers' tracker runs its memory attention
+  and mask decoder once per object; :meth:`Sam3VideoTracker._propagate` runs SAM 3's tracker
+  (transformers generates ``Sam3TrackerVideoModel`` from ``Sam2VideoModel``'s code) through
+  :class:`~textseg.video.sam2_step.Sam2Step`: objects batched by memory layout, the first
+  self-attention once per frame, each memory's key/value projections cached when first read,
+  one fused attention call. Equal to the per-object loop up to float summation order (logits
+  within ~1e-5); ``batched=False`` keeps transformers' loop;
 
 - **bounded memory.** transformers' session keeps every frame's pixels, every object's outputs
   (high-resolution masks included) and per-frame bookkeeping forever, and deep-copies that
@@ -47,14 +55,16 @@ from textseg.masks import masks_to_boxes
 from textseg.prompters.sam3 import Exemplar, exemplar_rows
 from textseg.sam.modeling.sam3 import Sam3Net
 from textseg.validators import optional_positive_int
+from textseg.video.sam2_step import CACHE_KEY
 from textseg.video.sources import Frame, VideoInput, open_video
 from textseg.video.tracker import FrameResult, checked_frames
 from textseg.vocab import ClassesInput, Vocabulary
 
 __all__ = ["Sam3VideoTracker", "session_bytes"]
 
-#: Entries of an object's per-frame output that later frames read (memories, object pointer).
-_MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc", "object_pointer")
+#: Entries of an object's per-frame output that later frames read (memories, object pointer,
+#: the memory's cached key/value projections).
+_MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc", "object_pointer", CACHE_KEY)
 
 
 def _ms(start: float) -> float:
@@ -121,6 +131,11 @@ class Sam3VideoTracker:
         patience: End an object's track (and remove it from the session) after this many
             frames without it in the output; None (default) keeps every object, as SAM 3 does.
         min_area: Instances with fewer pixels are not reported on that frame.
+        batched: Step every tracked object at once (default); False runs transformers'
+            per-object tracker loop (the reference; slower with several objects).
+        key_cache_bytes: Budget for the memories' cached key/value projections (42 MiB per
+            memory and object at the published size); past it memories are projected on each
+            read, with the same results. None: unbounded.
 
     Raises:
         TypeError: ``model`` is neither a registry name nor a SAM 3 video model.
@@ -138,8 +153,11 @@ class Sam3VideoTracker:
         exemplars: Sequence[Exemplar] = (),
         patience: int | None = None,
         min_area: int = 0,
+        batched: bool = True,
+        key_cache_bytes: int | None = 2 << 30,
     ) -> None:
         from textseg.validators import non_negative_int
+        from textseg.video.sam2_step import Sam2Step
 
         if isinstance(model, str):
             from textseg._hub import create_model
@@ -168,6 +186,13 @@ class Sam3VideoTracker:
                 )
         self.patience = optional_positive_int(patience, "patience")
         self.min_area = non_negative_int(min_area, "min_area")
+        self.batched = bool(batched)
+        self.key_cache_bytes = (
+            None
+            if key_cache_bytes is None
+            else non_negative_int(key_cache_bytes, "key_cache_bytes")
+        )
+        self._tracker_step = Sam2Step(net.model.tracker_model, cache_bytes=self.key_cache_bytes)
         self.session: Any = None
 
     def __repr__(self) -> str:
@@ -285,11 +310,17 @@ class Sam3VideoTracker:
         inputs = self.processor(images=writable, return_tensors="pt")
         session.frames_seen = step + 1
         t = time.perf_counter()
-        out = self.model(
-            inference_session=session,
-            frame=inputs.pixel_values[0].to(self.device, self.dtype),
-            frame_idx=step,
-        )
+        model = self.model
+        if self.batched:  # for this call only: the model is the caller's
+            model.run_tracker_propagation = self._propagate
+        try:
+            out = model(
+                inference_session=session,
+                frame=inputs.pixel_values[0].to(self.device, self.dtype),
+                frame_idx=step,
+            )
+        finally:
+            model.__dict__.pop("run_tracker_propagation", None)
         timings = {"track": _ms(t)}
         t = time.perf_counter()
         post = self.processor.postprocess_outputs(session, out, original_sizes=[[h, w]])
@@ -339,6 +370,50 @@ class Sam3VideoTracker:
             _boxes=boxes,
             _masks=CompactMasks.from_dense(dense) if report else CompactMasks([], h, w),
         )
+
+    def _propagate(
+        self, inference_session: Any, frame_idx: int, reverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Sam3VideoModel.run_tracker_propagation`` with every object stepped at once
+        (:meth:`Sam2Step.track`): the tracker's masks ``(N, h, w)`` and object score logits
+        ``(N,)`` on ``frame_idx``, the outputs stored as transformers' tracker stores them (no
+        memory encoding: SAM 3 encodes memories after resolving its heuristics).
+
+        Objects with new inputs or a conditioning output on this frame, and reverse tracking,
+        go through transformers' own method (the streaming loop never has them here).
+        """
+        from transformers.models.sam3_video.modeling_sam3_video import fill_holes_in_mask_scores
+
+        model = self.model
+        tracker = model.tracker_model
+        s = inference_session
+        rows = list(range(s.get_obj_num()))
+        special = (
+            reverse
+            or getattr(s, "obj_with_new_inputs", None)
+            or any(frame_idx in s.output_dict_per_obj[i]["cond_frame_outputs"] for i in rows)
+        )
+        if not rows or special:
+            return type(model).run_tracker_propagation(model, s, frame_idx, reverse)
+        pointers = min(s.num_frames, int(tracker.config.max_object_pointers_in_encoder))
+        out = self._tracker_step.track(
+            s, frame_idx, rows, memory_frames=tracker.num_maskmem - 1, pointers=pointers
+        )
+        for i in rows:
+            s.store_output(
+                i,
+                frame_idx,
+                output_value={k: v[i : i + 1] for k, v in out.items()},
+                is_conditioning_frame=False,
+            )
+            s.frames_tracked_per_obj[i][frame_idx] = {"reverse": False}
+        masks = fill_holes_in_mask_scores(
+            out["pred_masks"],
+            max_area=model.fill_hole_area,
+            fill_holes=True,
+            remove_sprinkles=True,
+        )
+        return masks.squeeze(1), out["object_score_logits"].reshape(len(rows))
 
     def _exemplar_hook(self, session: Any, vocab: Vocabulary, size: tuple[int, int]) -> Any:
         """A hook giving the detector each prompt's exemplar boxes with its text, for one frame

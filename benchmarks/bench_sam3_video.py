@@ -1,7 +1,8 @@
 """SAM 3 video with many classes: textseg's one session vs transformers' loop once per class.
 
     python benchmarks/bench_sam3_video.py [--classes 5] [--frames 4] [--image-size 1008]
-                                          [--long 200] [--tiny] [--max-objects N]
+                                          [--long 200] [--long-reference 1000] [--skip-short]
+                                          [--tiny] [--max-objects N] [--loop-tracker]
 
 Both sides run in this process on the same synthetic clip (a pan over a coco-dev photo of
 trucks and people) with the same random weights of SAM 3's video model at its real size
@@ -108,12 +109,14 @@ def _reference(net: Any, frames: list[np.ndarray], classes: list[str]) -> dict[s
     return {c: _reference_class(net, frames, c) for c in classes}
 
 
-def _textseg(net: Any, frames: list[np.ndarray], classes: list[str]) -> dict[str, list]:
+def _textseg(
+    net: Any, frames: list[np.ndarray], classes: list[str], batched: bool = True
+) -> dict[str, list]:
     from textseg.fields import CLASS_NAME
     from textseg.video.sam3_video import Sam3VideoTracker
 
     out: dict[str, list] = {c: [] for c in classes}
-    for result in Sam3VideoTracker(net).track(frames, classes):
+    for result in Sam3VideoTracker(net, batched=batched).track(frames, classes):
         dets = result.detections
         for c in classes:
             out[c].append(dets.mask[dets.data[CLASS_NAME] == c])
@@ -127,15 +130,18 @@ def _timed(fn) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def _long(frames: int) -> str:
-    """Session size and peak RSS over ``frames`` tiny frames, textseg beside transformers."""
+def _long(frames: int, reference_frames: int) -> str:
+    """Session size and peak RSS over ``frames`` tiny frames, textseg beside transformers (over
+    its first ``reference_frames``: its session grows, and measuring it costs time that grows
+    with it)."""
     from textseg.video.sam3_video import Sam3VideoTracker, session_bytes
 
     net = _net(None, tiny=True)
     net.model.max_num_objects = 3  # a fixed set of objects: what grows is per-frame state
     clip = _frames(8, (96, 128))
     still = [clip[0]] * frames
-    marks = sorted({frames // 4, frames // 2, frames - 1})
+    reference_frames = min(reference_frames, frames)
+    marks = sorted({reference_frames // 2, reference_frames - 1, frames // 2, frames - 1})
     rows = []
     tracker = Sam3VideoTracker(net)
     ours: list[int] = []
@@ -144,10 +150,17 @@ def _long(frames: int) -> str:
             ours.append(session_bytes(tracker.session))
     theirs: list[int] = []
     with RssSampler() as rss_theirs:
-        _reference_class(net, still, "truck", theirs)
+        _reference_class(net, still[:reference_frames], "truck", theirs)
     for m in marks:
-        rows.append((f"after frame {m + 1}", f"{ours[m] / 2**20:.2f}", f"{theirs[m] / 2**20:.2f}"))
-    rows.append(("process peak RSS (MiB)", f"{rss_ours.peak:.0f}", f"{rss_theirs.peak:.0f}"))
+        ref = f"{theirs[m] / 2**20:.2f}" if m < len(theirs) else "(not run)"
+        rows.append((f"after frame {m + 1}", f"{ours[m] / 2**20:.2f}", ref))
+    rows.append(
+        (
+            f"process peak RSS (MiB; transformers over {reference_frames} frames)",
+            f"{rss_ours.peak:.0f}",
+            f"{rss_theirs.peak:.0f}",
+        )
+    )
     return table(("tiny model, 3 objects", "textseg session MiB", "transformers session MiB"), rows)
 
 
@@ -158,6 +171,13 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--frame-size", default="240x320", help="HxW of the clip's frames")
     parser.add_argument("--long", type=int, default=200, help="frames of the memory run; 0: none")
+    parser.add_argument(
+        "--long-reference",
+        type=int,
+        default=1000,
+        help="frames of transformers' side of the memory run (at most --long)",
+    )
+    parser.add_argument("--skip-short", action="store_true", help="only the memory run (--long)")
     parser.add_argument("--tiny", action="store_true", help="the tiny model (a smoke run)")
     parser.add_argument(
         "--det-threshold",
@@ -174,7 +194,18 @@ def main() -> None:
         "N x classes (random weights find hundreds, and at 1008 px their tracker memory "
         "exhausts 24 GB)",
     )
+    parser.add_argument(
+        "--loop-tracker",
+        action="store_true",
+        help="also time textseg's session with transformers' per-object tracker step "
+        "(batched=False): what batching the tracker saves",
+    )
     args = parser.parse_args()
+    if args.skip_short:
+        print(_long(args.long, args.long_reference))
+        print()
+        print(f"machine: {machine()}")
+        return
     h, w = (int(v) for v in args.frame_size.split("x"))
     classes = list(CLASSES[: args.classes])
     net = _net(args.image_size, args.tiny)
@@ -189,6 +220,9 @@ def main() -> None:
         _textseg(net, frames[:1], classes)  # warm-up
         _reference(net, frames[:1], classes[:1])
         t_ours, ours = _timed(lambda: _textseg(net, frames, classes))
+        t_loop = loop = None
+        if args.loop_tracker:
+            t_loop, loop = _timed(lambda: _textseg(net, frames, classes, batched=False))
         if args.max_objects:
             net.model.max_num_objects = args.max_objects
         t_ref, ref = _timed(lambda: _reference(net, frames, classes))
@@ -212,14 +246,20 @@ def main() -> None:
                 ("transformers' loop, once per class", f"{t_ref:.1f}", f"{t_ref / n:.2f}",
                  f"{t_ref / t_ours:.2f}x slower"),
                 ("textseg, one session", f"{t_ours:.1f}", f"{t_ours / n:.2f}", "1.00x"),
-            ],
+            ]
+            + ([("textseg, one session, transformers' per-object tracker step",
+                 f"{t_loop:.1f}", f"{t_loop / n:.2f}", f"{t_loop / t_ours:.2f}x slower")]
+               if t_loop is not None else []),
         )
     )  # fmt: skip
     print()
     print(f"agreement: smallest matched mask IoU {agree:.4f}; same counts every frame: {counts}")
+    if loop is not None:
+        same = min(match_iou(a, b) for c in classes for a, b in zip(ours[c], loop[c], strict=True))
+        print(f"batched vs per-object tracker step: smallest matched mask IoU {same:.4f}")
     if args.long:
         print()
-        print(_long(args.long))
+        print(_long(args.long, args.long_reference))
     print()
     print(f"machine: {machine()}")
 

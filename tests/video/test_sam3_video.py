@@ -36,18 +36,24 @@ def net() -> Any:
     return _biased(8.0)
 
 
-@pytest.fixture(scope="module")
-def clip_frames(data_dir) -> list[np.ndarray]:
+def _pan(data_dir, frames: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """A camera pan over a coco-dev photo of trucks and people."""
     from textseg.video.synthetic import from_coco
 
-    clip = from_coco(
-        data_dir / "coco-dev" / "annotations.json",
-        "000000000257.jpg",
-        num_frames=6,
-        min_area=400,
-        size=(96, 128),
-    )
+    annotations = data_dir / "coco-dev" / "annotations.json"
+    clip = from_coco(annotations, "000000000257.jpg", num_frames=frames, min_area=400, size=size)
     return list(clip)
+
+
+@pytest.fixture(scope="module")
+def clip_frames(data_dir) -> list[np.ndarray]:
+    return _pan(data_dir, 6, (96, 128))
+
+
+@pytest.fixture(scope="module")
+def long_clip(data_dir) -> list[np.ndarray]:
+    """20 small frames: past SAM 3's memory window (7 frames) and pointer window (16)."""
+    return _pan(data_dir, 20, (48, 64))
 
 
 def _reference(
@@ -96,22 +102,12 @@ def capped(net) -> Any:
     net.model.max_num_objects = net.model.config.max_num_objects
 
 
-def test_one_session_equals_transformers_loop_with_all_prompts(capped, data_dir) -> None:
+def test_one_session_equals_transformers_loop_with_all_prompts(capped, long_clip) -> None:
     """20 frames: past SAM 3's memory window (7 frames) and object-pointer window (16), so
     every memory pruning has happened and been read past. To the bit, so with transformers'
     per-object tracker step (``batched=False``); the batched step is checked against it step
     by step below."""
-    from textseg.video.synthetic import from_coco
-
-    frames = list(
-        from_coco(
-            data_dir / "coco-dev" / "annotations.json",
-            "000000000257.jpg",
-            num_frames=20,
-            min_area=400,
-            size=(48, 64),
-        )
-    )
+    frames = long_clip
     sessions: list = []
     ref = _reference(capped, frames, CLASSES, sessions)
     tracker = Sam3VideoTracker(capped, batched=False)
@@ -199,22 +195,12 @@ def _checked_steps(tracker: Sam3VideoTracker, rtol: float) -> list[int]:
     return sizes
 
 
-def test_batched_tracker_step_equals_transformers_step(data_dir, randomize_zeros) -> None:
+def test_batched_tracker_step_equals_transformers_step(long_clip, randomize_zeros) -> None:
     """SAM 3's tracker stepping every object at once (the default) against transformers'
     per-object step on the same session, frame by frame: 20 frames (past the memory and
     pointer windows, so cached projections of aging and pruned memories are read), objects of
     two prompts. Masks as binary images could hide a difference: the logits are compared."""
-    from textseg.video.synthetic import from_coco
-
-    frames = list(
-        from_coco(
-            data_dir / "coco-dev" / "annotations.json",
-            "000000000257.jpg",
-            num_frames=20,
-            min_area=400,
-            size=(48, 64),
-        )
-    )
+    frames = long_clip
     net = _biased(8.0)
     tracker_model = net.model.tracker_model
     randomize_zeros(tracker_model)

@@ -110,16 +110,39 @@ def _reference(net: Any, frames: list[np.ndarray], classes: list[str]) -> dict[s
 
 
 def _textseg(
-    net: Any, frames: list[np.ndarray], classes: list[str], batched: bool = True
+    net: Any,
+    frames: list[np.ndarray],
+    classes: list[str],
+    batched: bool = True,
+    tracker_seconds: list[float] | None = None,
 ) -> dict[str, list]:
+    """textseg's one session; ``tracker_seconds`` collects the time of each tracker
+    propagation step (SAM 3's ``run_tracker_propagation``, batched or transformers' own)."""
     from textseg.fields import CLASS_NAME
     from textseg.video.sam3_video import Sam3VideoTracker
 
+    tracker = Sam3VideoTracker(net, batched=batched)
+    if tracker_seconds is not None:
+        step = tracker._propagate if batched else net.model.run_tracker_propagation
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = step(*args, **kwargs)
+            tracker_seconds.append(time.perf_counter() - start)
+            return out
+
+        if batched:
+            tracker._propagate = timed
+        else:
+            net.model.run_tracker_propagation = timed
     out: dict[str, list] = {c: [] for c in classes}
-    for result in Sam3VideoTracker(net, batched=batched).track(frames, classes):
-        dets = result.detections
-        for c in classes:
-            out[c].append(dets.mask[dets.data[CLASS_NAME] == c])
+    try:
+        for result in tracker.track(frames, classes):
+            dets = result.detections
+            for c in classes:
+                out[c].append(dets.mask[dets.data[CLASS_NAME] == c])
+    finally:
+        net.model.__dict__.pop("run_tracker_propagation", None)
     return out
 
 
@@ -195,6 +218,9 @@ def main() -> None:
         "exhausts 24 GB)",
     )
     parser.add_argument(
+        "--no-reference", action="store_true", help="skip transformers' per-class loop"
+    )
+    parser.add_argument(
         "--loop-tracker",
         action="store_true",
         help="also time textseg's session with transformers' per-object tracker step "
@@ -218,17 +244,20 @@ def main() -> None:
         if args.max_objects:
             net.model.max_num_objects = args.max_objects * len(classes)
         _textseg(net, frames[:1], classes)  # warm-up
-        _reference(net, frames[:1], classes[:1])
-        t_ours, ours = _timed(lambda: _textseg(net, frames, classes))
+        if not args.no_reference:
+            _reference(net, frames[:1], classes[:1])
+        steps_ours: list[float] = []
+        steps_loop: list[float] = []
+        t_ours, ours = _timed(lambda: _textseg(net, frames, classes, True, steps_ours))
         t_loop = loop = None
         if args.loop_tracker:
-            t_loop, loop = _timed(lambda: _textseg(net, frames, classes, batched=False))
+            t_loop, loop = _timed(lambda: _textseg(net, frames, classes, False, steps_loop))
         if args.max_objects:
             net.model.max_num_objects = args.max_objects
-        t_ref, ref = _timed(lambda: _reference(net, frames, classes))
+        t_ref, ref = (None, None)
+        if not args.no_reference:
+            t_ref, ref = _timed(lambda: _reference(net, frames, classes))
         net.model.max_num_objects = cap
-    agree = min(match_iou(a, b) for c in classes for a, b in zip(ours[c], ref[c], strict=True))
-    counts = all(len(a) == len(b) for c in classes for a, b in zip(ours[c], ref[c], strict=True))
     found = sum(len(a) for c in classes for a in ours[c])
     n = len(frames)
     print(
@@ -239,24 +268,39 @@ def main() -> None:
         + (f"; detection threshold {args.det_threshold}" if args.det_threshold else "")
     )
     print()
-    print(
-        table(
-            ("side", "seconds", "s / frame", "vs textseg"),
-            [
-                ("transformers' loop, once per class", f"{t_ref:.1f}", f"{t_ref / n:.2f}",
-                 f"{t_ref / t_ours:.2f}x slower"),
-                ("textseg, one session", f"{t_ours:.1f}", f"{t_ours / n:.2f}", "1.00x"),
-            ]
-            + ([("textseg, one session, transformers' per-object tracker step",
-                 f"{t_loop:.1f}", f"{t_loop / n:.2f}", f"{t_loop / t_ours:.2f}x slower")]
-               if t_loop is not None else []),
+    rows = [("textseg, one session", f"{t_ours:.1f}", f"{t_ours / n:.2f}", "1.00x")]
+    if t_ref is not None:
+        slower = f"{t_ref / t_ours:.2f}x slower"
+        rows.insert(
+            0, ("transformers' loop, once per class", f"{t_ref:.1f}", f"{t_ref / n:.2f}", slower)
         )
-    )  # fmt: skip
+    if t_loop is not None:
+        slower = f"{t_loop / t_ours:.2f}x slower"
+        name = "textseg, one session, transformers' per-object tracker step"
+        rows.append((name, f"{t_loop:.1f}", f"{t_loop / n:.2f}", slower))
+    print(table(("side", "seconds", "s / frame", "vs textseg"), rows))
     print()
-    print(f"agreement: smallest matched mask IoU {agree:.4f}; same counts every frame: {counts}")
+    if ref is not None:
+        pairs = [(a, b) for c in classes for a, b in zip(ours[c], ref[c], strict=True)]
+        agree = min(match_iou(a, b) for a, b in pairs)
+        counts = all(len(a) == len(b) for a, b in pairs)
+        print(
+            f"agreement: smallest matched mask IoU {agree:.4f}; same counts every frame: {counts}"
+        )
+        if args.max_objects:
+            print(
+                "(with --max-objects the sides keep different objects: the one session's cap "
+                "is shared by all classes, filled by the most confident detections of any "
+                "class, where each per-class session keeps its own N)"
+            )
     if loop is not None:
         same = min(match_iou(a, b) for c in classes for a, b in zip(ours[c], loop[c], strict=True))
         print(f"batched vs per-object tracker step: smallest matched mask IoU {same:.4f}")
+        print(
+            f"tracker propagation steps: batched {sum(steps_ours):.1f} s, transformers' "
+            f"per-object {sum(steps_loop):.1f} s over {len(steps_loop)} frames "
+            f"({sum(steps_loop) / max(sum(steps_ours), 1e-9):.2f}x)"
+        )
     if args.long:
         print()
         print(_long(args.long, args.long_reference))

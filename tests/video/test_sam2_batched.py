@@ -194,10 +194,18 @@ def _relative(a: torch.Tensor, b: torch.Tensor, what: str, rtol: float = 1e-5) -
 
 
 @pytest.mark.parametrize(
-    "name", ["edgetam-tiny-test", pytest.param("edgetam", marks=pytest.mark.slow)]
+    ("name", "attention_batch"),
+    [
+        ("edgetam-tiny-test", 1),
+        ("edgetam-tiny-test", None),
+        pytest.param("edgetam", 1, marks=pytest.mark.slow),
+    ],
 )
-def test_edgetam_batched_step_matches_its_per_object_loop(name, pan, monkeypatch, randomize_zeros):
-    """EdgeTAM's tracked frames through EdgeTamStep (memory attention and decoder batched)
+def test_edgetam_batched_step_matches_its_per_object_loop(
+    name, attention_batch, pan, monkeypatch, randomize_zeros
+):
+    """EdgeTAM's tracked frames through EdgeTamStep (decoder batched; memory attention one
+    object per call, as on a CPU, or a whole layout group per call, as on a GPU)
     against transformers' per-object loop: objects added on frames 0 and 2 (two layouts), one
     removed on frame 3; logits and stored memories. The parameters transformers initialises to
     zero (temporal encodings, no-object pointer...) get random values first, so a wrong
@@ -215,6 +223,8 @@ def test_edgetam_batched_step_matches_its_per_object_loop(name, pan, monkeypatch
     def run(batched: bool) -> tuple[list[dict[int, torch.Tensor]], dict[int, torch.Tensor]]:
         steps = _spy(monkeypatch)
         propagator = Sam2Propagator(core, batched=batched)
+        if batched:  # objects per memory-attention call (None: a whole layout group)
+            propagator._edgetam_step.attention_batch = attention_batch
         for t, frame in enumerate(frames):
             propagator.propagate(t, frame)
             if t == 0:

@@ -320,7 +320,8 @@ class Sam3VideoTracker:
                 frame_idx=step,
             )
         finally:
-            model.__dict__.pop("run_tracker_propagation", None)
+            if self.batched:
+                del model.run_tracker_propagation
         timings = {"track": _ms(t)}
         t = time.perf_counter()
         post = self.processor.postprocess_outputs(session, out, original_sizes=[[h, w]])

@@ -67,6 +67,11 @@ def optional_positive_int(value: Any, name: str) -> int | None:
     return int(value)
 
 
+def optional_non_negative_int(value: Any, name: str) -> int | None:
+    """``value`` as an int >= 0, or None."""
+    return None if value is None else non_negative_int(value, name)
+
+
 def non_negative_int(value: Any, name: str) -> int:
     """``value`` as an int ``>= 0``; ``TypeError`` / ``ValueError`` otherwise."""
     if not _is_int(value) or value < 0:

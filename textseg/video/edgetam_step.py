@@ -110,13 +110,7 @@ class EdgeTamStep:
                 # (1, B, HW, C) sequence-first, as transformers' memory attention returns it
                 conditioned.append(out[0].transpose(1, 2).reshape(b, -1, h, w))
                 order.extend(idx for idx, _, _ in part)
-        high_res = [
-            x.permute(1, 2, 0).reshape(1, x.shape[2], *size)
-            for x, size in zip(feats[:-1], model.backbone_feature_sizes[:-1])
-        ]
-        out = self._decoder.decode(
-            torch.cat(conditioned), high_res, multimask=model._use_multimask(False, None)
-        )
+        out = self._decoder.decode_frame(torch.cat(conditioned), feats)
         at = {idx: i for i, idx in enumerate(order)}
         results = []
         for idx in rows:

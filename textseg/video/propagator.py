@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textseg.validators import non_negative_int, positive_int
+from textseg.validators import non_negative_int, optional_non_negative_int, positive_int
+from textseg.video.sam2_step import Sam2Step, store_step
 
 if TYPE_CHECKING:
     from textseg.sam.cache import ImageEmbedding
@@ -149,8 +150,6 @@ class Sam2Propagator:
         key_cache_bytes: int | None = 2 << 30,
         batched: bool = True,
     ) -> None:
-        from textseg.video.sam2_step import Sam2Step
-
         self.sam = sam
         self.model = _model_of(sam)
         config = self.model.config
@@ -174,11 +173,7 @@ class Sam2Propagator:
             )
         self.memory_frames = memory_frames
         self.memory_stride = positive_int(memory_stride, "memory_stride")
-        self.key_cache_bytes = (
-            None
-            if key_cache_bytes is None
-            else non_negative_int(key_cache_bytes, "key_cache_bytes")
-        )
+        self.key_cache_bytes = optional_non_negative_int(key_cache_bytes, "key_cache_bytes")
         module = importlib.import_module(type(self.model).__module__)
         self._session_class = next(
             getattr(module, name) for name in dir(module) if name.endswith("VideoInferenceSession")
@@ -421,25 +416,20 @@ class Sam2Propagator:
 
     def _run_tracked_edgetam(self, frame: int, rows: list[int]) -> list[dict[str, Any]]:
         """EdgeTAM's tracked objects through :class:`EdgeTamStep` (memories encoded)."""
-        s = self._session
-        outputs = self._edgetam_step.track(s, frame, rows)
-        for idx, out in zip(rows, outputs):
-            s.store_output(idx, frame, output_value=out, is_conditioning_frame=False)
-            s.frames_tracked_per_obj[idx][frame] = {"reverse": False}
+        outputs = self._edgetam_step.track(self._session, frame, rows)
+        store_step(self._session, frame, rows, outputs, new=False)
         return outputs
 
     def _store(self, frame: int, rows: list[int], out: dict[str, torch.Tensor], new: bool) -> None:
         """Store a batched step's outputs per object, and its memories encoded in one batch."""
         s, model = self._session, self.model
-        for i, idx in enumerate(rows):
-            s.store_output(
-                idx,
-                frame,
-                output_value={k: v[i : i + 1] for k, v in out.items()},
-                is_conditioning_frame=new,
-            )
-            if not new:
-                s.frames_tracked_per_obj[idx][frame] = {"reverse": False}
+        store_step(
+            s,
+            frame,
+            rows,
+            [{k: v[i : i + 1] for k, v in out.items()} for i in range(len(rows))],
+            new=new,
+        )
         feats, _ = model._prepare_vision_features(s, frame, 1)
         memory, pos = self._step.encode(
             feats[-1], out["high_res_masks"], out["object_score_logits"], from_input=new
@@ -488,9 +478,7 @@ class Sam2Propagator:
             if self._memory_inside:
                 kwargs["run_mem_encoder"] = True
             out = model._run_single_frame_inference(**kwargs)
-            s.store_output(idx, frame, output_value=out, is_conditioning_frame=new)
-            if not new:
-                s.frames_tracked_per_obj[idx][frame] = {"reverse": False}
+            store_step(s, frame, [idx], [out], new=new)
             outputs.append(out)
         if not self._memory_inside:
             model._batch_encode_memories(

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from textseg.sam.modeling.kernels import linear
 
-__all__ = ["CACHE_KEY", "Sam2Step", "cached_bytes", "memory_layout"]
+__all__ = ["CACHE_KEY", "Sam2Step", "cached_bytes", "memory_layout", "store_step"]
 
 #: transformers' placeholder logit for a missing object (``NO_OBJ_SCORE``).
 _NO_OBJECT = -1024.0
@@ -93,6 +93,18 @@ def _resize(
 def cached_bytes(stored: dict[str, Any]) -> int:
     """Bytes of the projections :class:`Sam2Step` cached in one stored output (0: none)."""
     return sum(t.nbytes for pair in stored.get(CACHE_KEY) or () for t in pair)
+
+
+def store_step(
+    session: Any, frame: int, rows: list[int], outputs: list[dict[str, Any]], *, new: bool
+) -> None:
+    """Store one step's outputs per object as transformers' ``forward`` stores them: under the
+    conditioning outputs for objects added on ``frame`` (``new``), else under the tracked
+    ones, with the frame marked tracked."""
+    for idx, out in zip(rows, outputs):
+        session.store_output(idx, frame, output_value=out, is_conditioning_frame=new)
+        if not new:
+            session.frames_tracked_per_obj[idx][frame] = {"reverse": False}
 
 
 def memory_layout(
@@ -276,13 +288,7 @@ class Sam2Step:
         conditioned = self.condition(
             feats[-1], pos[-1], [[(m, p) for _, m, p in g] for g in groups.values()]
         )
-        high_res = [
-            x.permute(1, 2, 0).reshape(1, x.shape[2], *size)
-            for x, size in zip(feats[:-1], model.backbone_feature_sizes[:-1])
-        ]
-        out = self.decode(
-            torch.cat(conditioned), high_res, multimask=model._use_multimask(False, None)
-        )
+        out = self.decode_frame(torch.cat(conditioned), feats)
         order = [idx for g in groups.values() for idx, _, _ in g]
         if order != list(rows):
             at = {idx: i for i, idx in enumerate(order)}
@@ -426,6 +432,19 @@ class Sam2Step:
         return ptr.to(like.dtype).transpose(0, 1), pos[:, 0].to(like.dtype)
 
     # ------------------------------------------------------------------ decoder
+    def decode_frame(
+        self, conditioned: torch.Tensor, features: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`decode` of tracked objects (no prompts, the model's tracking multimask
+        setting) from the frame's sequence-first features ``(HW_i, 1, C_i)``, top level
+        last, as the session caches them."""
+        model = self.model
+        high_res = [
+            x.permute(1, 2, 0).reshape(1, x.shape[2], *size)
+            for x, size in zip(features[:-1], model.backbone_feature_sizes[:-1])
+        ]
+        return self.decode(conditioned, high_res, multimask=model._use_multimask(False, None))
+
     def decode(
         self,
         conditioned: torch.Tensor,

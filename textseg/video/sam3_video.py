@@ -55,7 +55,7 @@ from textseg.masks import masks_to_boxes
 from textseg.prompters.sam3 import Exemplar, exemplar_rows
 from textseg.sam.modeling.sam3 import Sam3Net
 from textseg.validators import optional_positive_int
-from textseg.video.sam2_step import CACHE_KEY
+from textseg.video.sam2_step import CACHE_KEY, Sam2Step, store_step
 from textseg.video.sources import Frame, VideoInput, open_video
 from textseg.video.tracker import FrameResult, checked_frames
 from textseg.vocab import ClassesInput, Vocabulary
@@ -131,8 +131,9 @@ class Sam3VideoTracker:
         patience: End an object's track (and remove it from the session) after this many
             frames without it in the output; None (default) keeps every object, as SAM 3 does.
         min_area: Instances with fewer pixels are not reported on that frame.
-        batched: Step every tracked object at once (default); False runs transformers'
-            per-object tracker loop (the reference; slower with several objects).
+        batched: Step every tracked object at once (default; the same results); False runs
+            transformers' per-object tracker step (the reference; on a 2-core CPU at the
+            published size no speed difference was measured, see docs/performance.md).
         key_cache_bytes: Budget for the memories' cached key/value projections (42 MiB per
             memory and object at the published size); past it memories are projected on each
             read, with the same results. None: unbounded.
@@ -156,8 +157,7 @@ class Sam3VideoTracker:
         batched: bool = True,
         key_cache_bytes: int | None = 2 << 30,
     ) -> None:
-        from textseg.validators import non_negative_int
-        from textseg.video.sam2_step import Sam2Step
+        from textseg.validators import non_negative_int, optional_non_negative_int
 
         if isinstance(model, str):
             from textseg._hub import create_model
@@ -187,11 +187,7 @@ class Sam3VideoTracker:
         self.patience = optional_positive_int(patience, "patience")
         self.min_area = non_negative_int(min_area, "min_area")
         self.batched = bool(batched)
-        self.key_cache_bytes = (
-            None
-            if key_cache_bytes is None
-            else non_negative_int(key_cache_bytes, "key_cache_bytes")
-        )
+        self.key_cache_bytes = optional_non_negative_int(key_cache_bytes, "key_cache_bytes")
         self._tracker_step = Sam2Step(net.model.tracker_model, cache_bytes=self.key_cache_bytes)
         self.session: Any = None
 
@@ -400,14 +396,8 @@ class Sam3VideoTracker:
         out = self._tracker_step.track(
             s, frame_idx, rows, memory_frames=tracker.num_maskmem - 1, pointers=pointers
         )
-        for i in rows:
-            s.store_output(
-                i,
-                frame_idx,
-                output_value={k: v[i : i + 1] for k, v in out.items()},
-                is_conditioning_frame=False,
-            )
-            s.frames_tracked_per_obj[i][frame_idx] = {"reverse": False}
+        split = [{k: v[i : i + 1] for k, v in out.items()} for i in rows]
+        store_step(s, frame_idx, rows, split, new=False)
         masks = fill_holes_in_mask_scores(
             out["pred_masks"],
             max_area=model.fill_hole_area,
